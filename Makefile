@@ -1,0 +1,45 @@
+# One entry point for people and CI. Every target creates .venv and installs the
+# pinned dependencies on first use (and again when pyproject.toml changes).
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CONFIG ?= experiments/configs/fashion_mnist.py
+WORKDIR ?= workdir/fashion_mnist
+ARGS ?=
+
+.PHONY: train test lint format data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## train: DS-ResNet with MLF on Fashion-MNIST (installs the data set with apt if needed)
+train: $(STAMP)
+	$(VENV)/bin/python -m experiments.train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+
+## test: the test suite
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## data: Debian's dataset-fashion-mnist (real data used by one test and by `make train`)
+data:
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "Fashion-MNIST already in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "run as root: apt-get install dataset-fashion-mnist"; exit 1; \
+	fi
+
+clean:
+	rm -rf $(VENV) .jax_cache .pytest_cache

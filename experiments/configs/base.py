@@ -1,0 +1,38 @@
+"""Defaults shared by every experiment config (the paper's optimiser and neuron)."""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.dataset = ""
+    config.data_dir = ""
+    # Install a missing data set with the system package manager when possible
+    # (Fashion-MNIST: Debian's dataset-fashion-mnist, as root).
+    config.install_data = True
+
+    config.model = ml_collections.ConfigDict()
+    config.model.depth = 20
+    config.model.widths = (64, 128, 256)
+    config.model.shortcut = "ds"  # 'ds' (DS-ResNet) or 'standard' (spiking ResNet)
+    config.model.time_steps = 4
+    config.model.thresholds = (0.6, 1.6, 2.6)  # K = 3 levels; (0.6,) is LIF
+    config.model.tau = 0.25
+    config.model.surrogate = "rectangular"  # rectangular | triangle | sigmoid | arctan
+    config.model.surrogate_param = 1.0  # width (rectangular, triangle) or alpha
+    config.model.detach_reset = False
+    config.model.input_norm = False
+
+    config.seed = 0
+    config.batch_size = 64
+    config.eval_batch_size = 500
+    config.num_epochs = 110
+    config.learning_rate = 0.1
+    config.momentum = 0.9
+    config.weight_decay = 1e-4  # coupled L2, as PyTorch's SGD
+    config.schedule = "step"  # step | cosine | constant
+    config.lr_decay_epochs = 40
+    config.lr_decay_factor = 0.1
+    config.warmup_epochs = 0.0
+    config.log_every = 20  # steps between progress-bar updates
+    return config

@@ -1,0 +1,19 @@
+"""Spiking ResNet models and the paper's presets."""
+
+from mlf_jax.models.resnet import (
+    ResNet,
+    cifar10_resnet20,
+    cifar10dvs_resnet14,
+    gesture_resnet20,
+    resnet,
+    stage_sizes_for_depth,
+)
+
+__all__ = [
+    "ResNet",
+    "resnet",
+    "stage_sizes_for_depth",
+    "cifar10_resnet20",
+    "gesture_resnet20",
+    "cifar10dvs_resnet14",
+]

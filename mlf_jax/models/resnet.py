@@ -1,0 +1,201 @@
+"""Spiking ResNets: the DS-ResNet of Feng et al. (2022) and the spiking ResNet baseline."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from mlf_jax.nn.blocks import BasicBlock, check_shortcut, conv3x3, kaiming_normal
+from mlf_jax.nn.neuron import MLF
+from mlf_jax.nn.normalization import TdBatchNorm
+from mlf_jax.surrogate import Surrogate, rectangular
+
+__all__ = [
+    "ResNet",
+    "resnet",
+    "stage_sizes_for_depth",
+    "cifar10_resnet20",
+    "gesture_resnet20",
+    "cifar10dvs_resnet14",
+]
+
+
+def stage_sizes_for_depth(depth: int, stages: int = 3) -> tuple[int, ...]:
+    """``depth = 2 * stages * n + 2`` -> ``(n,) * stages`` (6n + 2 for three stages)."""
+    per = 2 * stages
+    if not isinstance(depth, int) or depth < per + 2 or (depth - 2) % per:
+        raise ValueError(
+            f"depth must be {per}n + 2 with n >= 1 for {stages} stages "
+            f"(e.g. {per + 2}, {2 * per + 2}, {3 * per + 2}), got {depth!r}"
+        )
+    return ((depth - 2) // per,) * stages
+
+
+class ResNet(nn.Module):
+    """Spiking ResNet of depth ``6n + 2`` with MLF neurons and tdBN (DESIGN 1.5).
+
+    Stem conv3x3 -> tdBN -> MLF; stages of :class:`BasicBlock` (stride 2 at the
+    start of every stage but the first); global average pooling; a dense layer
+    applied at each time step; logits averaged over time.
+
+    Attributes:
+      stage_sizes: blocks per stage (``(3, 3, 3)`` is ResNet-20).
+      widths: channels per stage.
+      num_classes: output classes.
+      shortcut: ``'ds'`` (DS-ResNet, add after the neuron) or ``'standard'``.
+      time_steps: T. Static input ``[B, H, W, C]`` is repeated T times
+        (direct encoding); time-major input ``[T, B, H, W, C]`` must have this T.
+      input_norm: tdBN without affine parameters on the input (event data).
+      in_channels: expected input channels (checked when set).
+      thresholds, tau, surrogate, detach_reset, unroll: the MLF neuron.
+      v_th: threshold used by tdBN (default: the first level, ``thresholds[0]``).
+      bn_momentum, bn_epsilon: tdBN running-average momentum (Flax convention) and eps.
+      axis_name: device axis for cross-device tdBN statistics (data parallelism).
+      dtype: compute dtype of convolutions and the dense layer; parameters,
+        normalisation and neuron state stay float32.
+    """
+
+    stage_sizes: Sequence[int] = (3, 3, 3)
+    widths: Sequence[int] = (64, 128, 256)
+    num_classes: int = 10
+    shortcut: str = "ds"
+    time_steps: int = 4
+    input_norm: bool = False
+    in_channels: int | None = None
+    thresholds: Sequence[float] = (0.6, 1.6, 2.6)
+    tau: float = 0.25
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+    unroll: int | bool = True
+    v_th: float | None = None
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    axis_name: str | None = None
+    dtype: Any = jnp.float32
+
+    def _validate(self) -> None:
+        check_shortcut(self.shortcut)
+        if len(self.stage_sizes) != len(self.widths) or not self.widths:
+            raise ValueError(
+                f"stage_sizes and widths must have the same non-zero length, got "
+                f"{tuple(self.stage_sizes)} and {tuple(self.widths)}"
+            )
+        if any(n < 1 for n in self.stage_sizes):
+            raise ValueError(f"every stage needs at least one block, got {tuple(self.stage_sizes)}")
+        if not isinstance(self.time_steps, int) or self.time_steps < 1:
+            raise ValueError(f"time_steps must be a positive integer, got {self.time_steps!r}")
+
+    def _time_major(self, x: jax.Array) -> jax.Array:
+        """Checks the input and returns it as float ``[T, B, H, W, C]``."""
+        x = jnp.asarray(x)
+        if x.ndim == 4:
+            x = jnp.broadcast_to(x[None], (self.time_steps, *x.shape))
+        elif x.ndim == 5:
+            if x.shape[0] != self.time_steps:
+                raise ValueError(
+                    f"time-major input has T={x.shape[0]} steps but the model expects "
+                    f"time_steps={self.time_steps} (input shape {x.shape})"
+                )
+        else:
+            raise ValueError(
+                "expected input of rank 4 [B, H, W, C] (static, repeated over time) or "
+                f"rank 5 [T, B, H, W, C] (time-major), got rank {x.ndim} with shape {x.shape}"
+            )
+        if self.in_channels is not None and x.shape[-1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels (last axis, NHWC), got "
+                f"{x.shape[-1]} (input shape {x.shape})"
+            )
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.float32)
+        return x
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        """Logits ``[B, num_classes]`` averaged over the T time steps."""
+        self._validate()
+        x = self._time_major(x)
+        v_th = self.thresholds[0] if self.v_th is None else self.v_th
+        norm = functools.partial(
+            TdBatchNorm,
+            use_running_average=not train,
+            v_th=v_th,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            axis_name=self.axis_name,
+            dtype=jnp.float32,
+        )
+        neuron = functools.partial(
+            MLF,
+            thresholds=tuple(self.thresholds),
+            tau=self.tau,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            unroll=self.unroll,
+        )
+        if self.input_norm:
+            x = norm(use_scale=False, use_bias=False, name="input_bn")(x)
+
+        x = conv3x3(self.widths[0], dtype=self.dtype, name="stem_conv")(x)
+        x = norm(name="stem_bn")(x)
+        x = neuron(name="stem_neuron")(x)
+
+        for i, (n, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for j in range(n):
+                x = BasicBlock(
+                    width,
+                    strides=2 if i > 0 and j == 0 else 1,
+                    shortcut=self.shortcut,
+                    neuron=neuron,
+                    norm=norm,
+                    dtype=self.dtype,
+                    name=f"stage{i + 1}_block{j + 1}",
+                )(x, train)
+
+        x = x.mean(axis=(2, 3))  # global average pooling: [T, B, C]
+        logits = nn.Dense(
+            self.num_classes,
+            kernel_init=kaiming_normal,
+            dtype=self.dtype,
+            name="head",
+        )(x)
+        return logits.astype(jnp.float32).mean(axis=0)
+
+
+def resnet(depth: int, **kwargs: Any) -> ResNet:
+    """A three-stage ``ResNet`` of the given depth ``6n + 2``."""
+    return ResNet(stage_sizes=stage_sizes_for_depth(depth), **kwargs)
+
+
+def cifar10_resnet20(**overrides: Any) -> ResNet:
+    """DS-ResNet-20 for CIFAR10: widths 64/128/256, T = 4, 4,327,754 parameters."""
+    kw = dict(
+        stage_sizes=(3, 3, 3), widths=(64, 128, 256), num_classes=10, time_steps=4, in_channels=3
+    )
+    return ResNet(**{**kw, **overrides})
+
+
+def gesture_resnet20(**overrides: Any) -> ResNet:
+    """DS-ResNet-20 for DVS128 Gesture: widths 16/32/64, T = 40, 2x32x32 frames, 272,395 params."""
+    kw = dict(
+        stage_sizes=(3, 3, 3),
+        widths=(16, 32, 64),
+        num_classes=11,
+        time_steps=40,
+        in_channels=2,
+        input_norm=True,
+    )
+    return ResNet(**{**kw, **overrides})
+
+
+def cifar10dvs_resnet14(**overrides: Any) -> ResNet:
+    """DS-ResNet-14 for CIFAR10-DVS: widths 32/64/128, T = 10, 2x42x42 frames, 696,330 params."""
+    kw = dict(
+        stage_sizes=(2, 2, 2), widths=(32, 64, 128), num_classes=10, time_steps=10, in_channels=2
+    )
+    return ResNet(**{**kw, **overrides})

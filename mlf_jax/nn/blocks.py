@@ -1,0 +1,114 @@
+"""Residual blocks of the spiking ResNets (DESIGN 1.4).
+
+Activations are time-major ``[T, B, H, W, C]``. Flax convolutions accept
+several leading batch axes, so ``T`` and ``B`` are folded by the convolution
+itself; tdBN reduces over every axis but the channels; only the neuron loops
+over ``T``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import linen as nn
+
+from mlf_jax.nn.neuron import MLF
+from mlf_jax.nn.normalization import TdBatchNorm
+
+__all__ = ["BasicBlock", "SHORTCUTS", "kaiming_normal", "conv3x3", "conv1x1"]
+
+ModuleFactory = Callable[..., nn.Module]
+
+#: Shortcut kinds: ``'ds'`` adds after the neuron (spiking DS-ResNet),
+#: ``'standard'`` adds before it (spiking ResNet, the tdBN baseline).
+SHORTCUTS = ("ds", "standard")
+
+#: PyTorch's ``kaiming_normal_`` (fan_in, gain sqrt(2), untruncated normal).
+kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def conv3x3(features: int, strides: int = 1, *, dtype: Any = None, name: str | None = None):
+    """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal."""
+    return nn.Conv(
+        features,
+        (3, 3),
+        strides=(strides, strides),
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        kernel_init=kaiming_normal,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def conv1x1(features: int, strides: int = 1, *, dtype: Any = None, name: str | None = None):
+    """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal."""
+    return nn.Conv(
+        features,
+        (1, 1),
+        strides=(strides, strides),
+        padding="VALID",
+        use_bias=False,
+        kernel_init=kaiming_normal,
+        dtype=dtype,
+        name=name,
+    )
+
+
+def check_shortcut(shortcut: str) -> str:
+    """Returns ``shortcut`` if valid, else raises a ``ValueError`` naming the options."""
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"unknown shortcut {shortcut!r}; expected one of {SHORTCUTS}")
+    return shortcut
+
+
+class BasicBlock(nn.Module):
+    """conv3x3(stride) -> tdBN -> MLF -> conv3x3 -> tdBN, plus a shortcut.
+
+    * ``shortcut='ds'`` (spiking DS-ResNet): ``out = MLF(residual) + shortcut(x)``;
+      a projection shortcut is conv1x1 -> tdBN -> MLF.
+    * ``shortcut='standard'`` (spiking ResNet): ``out = MLF(residual + shortcut(x))``;
+      a projection shortcut is conv1x1 -> tdBN.
+
+    The shortcut is the identity unless ``strides != 1`` or the width changes.
+
+    Attributes:
+      features: output channels.
+      strides: stride of the first convolution (and of the projection).
+      shortcut: ``'ds'`` or ``'standard'``.
+      neuron: factory of the spiking layer (default :class:`MLF`).
+      norm: factory of the normalisation; called with ``use_running_average``.
+      dtype: compute dtype of the convolutions (``None``: the input's).
+    """
+
+    features: int
+    strides: int = 1
+    shortcut: str = "ds"
+    neuron: ModuleFactory = MLF
+    norm: ModuleFactory = TdBatchNorm
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+        check_shortcut(self.shortcut)
+        norm = functools.partial(self.norm, use_running_average=not train)
+        r = conv3x3(self.features, self.strides, dtype=self.dtype, name="conv1")(x)
+        r = norm(name="bn1")(r)
+        r = self.neuron(name="neuron1")(r)
+        r = conv3x3(self.features, dtype=self.dtype, name="conv2")(r)
+        r = norm(name="bn2")(r)
+
+        if self.strides != 1 or x.shape[-1] != self.features:
+            s = conv1x1(self.features, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
+            s = norm(name="shortcut_bn")(s)
+            if self.shortcut == "ds":
+                s = self.neuron(name="shortcut_neuron")(s)
+        else:
+            s = x
+
+        if self.shortcut == "ds":
+            return self.neuron(name="neuron2")(r) + s.astype(r.dtype)
+        return self.neuron(name="neuron2")(r + s.astype(r.dtype))

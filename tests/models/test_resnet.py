@@ -1,0 +1,153 @@
+"""Spiking ResNets: parameter counts, shapes, recording, initialisation, bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlf_jax as mj
+
+
+def _count(model, x):
+    v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
+    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(v["params"]))
+
+
+@pytest.mark.parametrize(
+    "preset, shape, expected",
+    [
+        (mj.models.cifar10_resnet20, (2, 32, 32, 3), 4_327_754),
+        (mj.models.gesture_resnet20, (40, 2, 32, 32, 2), 272_395),
+        (mj.models.cifar10dvs_resnet14, (10, 2, 42, 42, 2), 696_330),
+    ],
+)
+def test_preset_parameter_counts(preset, shape, expected):
+    assert _count(preset(), jnp.zeros(shape)) == expected
+
+
+def test_parameter_count_by_hand_for_a_small_net():
+    # depth 8, widths 4/8/16, 1 input channel, 3 classes; ds adds no parameters
+    stem = 1 * 4 * 9 + 2 * 4
+    s1 = 2 * (4 * 4 * 9) + 2 * 2 * 4
+    s2 = (4 * 8 * 9 + 8 * 8 * 9 + 2 * 2 * 8) + (4 * 8 + 2 * 8)
+    s3 = (8 * 16 * 9 + 16 * 16 * 9 + 2 * 2 * 16) + (8 * 16 + 2 * 16)
+    head = 16 * 3 + 3
+    for shortcut in ("ds", "standard"):
+        m = mj.models.resnet(8, widths=(4, 8, 16), num_classes=3, shortcut=shortcut)
+        assert _count(m, jnp.zeros((2, 12, 12, 1))) == stem + s1 + s2 + s3 + head
+
+
+@pytest.fixture(scope="module")
+def small():
+    model = mj.models.resnet(8, widths=(4, 8, 8), num_classes=5, time_steps=3, in_channels=2)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 2))
+    variables = model.init(jax.random.key(1), x)
+    return model, x, variables
+
+
+def test_static_input_is_repeated_over_time(small):
+    model, x, v = small
+    logits = model.apply(v, x, train=False)
+    assert logits.shape == (2, 5)
+    repeated = jnp.broadcast_to(x, (3, *x.shape))
+    np.testing.assert_allclose(model.apply(v, repeated, train=False), logits, rtol=1e-6)
+
+
+def test_logits_are_the_time_average_of_per_step_logits(small):
+    model, x, v = small
+    # per-step logits: the head applied to the pooled last activations of each step
+    _, state = model.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    per_step = state["intermediates"]["head"]["__call__"][0]
+    assert per_step.shape == (3, 2, 5)
+    np.testing.assert_allclose(per_step.mean(0), model.apply(v, x, train=False), rtol=1e-6)
+
+
+def test_train_mode_updates_batch_stats_and_eval_does_not_need_mutable(small):
+    model, x, v = small
+    _, upd = model.apply(v, x, train=True, mutable=["batch_stats"])
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), upd["batch_stats"], v["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+    model.apply(v, x, train=False)  # no mutable collections needed
+
+
+def test_recording_sows_potentials_and_spikes_of_every_neuron(small):
+    model, x, v = small
+    _, state = model.apply(v, x, train=False, mutable=[mj.nn.RECORD_COLLECTION])
+    rec = state[mj.nn.RECORD_COLLECTION]
+    paths = [
+        "/".join(str(k.key) for k in p[:-1]) for p, _ in jax.tree_util.tree_leaves_with_path(rec)
+    ]
+    membranes = sorted({p for p in paths if p.endswith("membrane")})
+    # stem + 3 blocks x 2 neurons + 2 projection-shortcut neurons (ds)
+    assert len(membranes) == 1 + 3 * 2 + 2
+    u = rec["stem_neuron"]["membrane"][0]
+    assert u.shape == (3, 3, 2, 8, 8, 4)  # [T, K, B, H, W, C]
+
+
+def test_spikes_between_ds_blocks_are_nonnegative_integers(small):
+    model, x, v = small
+    _, state = model.apply(v, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    out = state["intermediates"]["stage1_block1"]["__call__"][0]
+    assert jnp.all(out >= 0) and jnp.all(out == jnp.round(out))
+    assert float(out.max()) > 0
+
+
+def test_kaiming_normal_initialisation():
+    m = mj.models.resnet(8, widths=(64, 64, 64), num_classes=10)
+    v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    k = np.asarray(v["params"]["stage1_block1"]["conv1"]["kernel"])  # fan_in = 9 * 64
+    assert abs(k.std() - np.sqrt(2 / (9 * 64))) < 0.03 * np.sqrt(2 / (9 * 64))
+    assert np.abs(k).max() > 2.5 * np.sqrt(2 / (9 * 64))  # untruncated normal
+    np.testing.assert_array_equal(v["params"]["stem_bn"]["scale"], 1.0)
+
+
+def test_gesture_preset_normalises_its_input_without_affine_parameters():
+    m = mj.models.gesture_resnet20(widths=(4, 4, 4), time_steps=2)
+    v = m.init(jax.random.key(0), jnp.zeros((2, 1, 8, 8, 2)))
+    assert "input_bn" in v["batch_stats"] and "input_bn" not in v["params"]
+
+
+def test_depth_must_be_6n_plus_2():
+    assert mj.models.stage_sizes_for_depth(68) == (11, 11, 11)
+    with pytest.raises(ValueError, match=r"6n \+ 2"):
+        mj.models.resnet(10)
+
+
+# --- bad input -------------------------------------------------------------
+
+
+def test_wrong_rank_is_a_value_error(small):
+    model, _, v = small
+    with pytest.raises(ValueError, match=r"rank 4 \[B, H, W, C\].*got rank 3"):
+        model.apply(v, jnp.zeros((8, 8, 2)), train=False)
+
+
+def test_wrong_channel_count_is_a_value_error(small):
+    model, _, v = small
+    with pytest.raises(ValueError, match="expected 2 input channels.*got 3"):
+        model.apply(v, jnp.zeros((2, 8, 8, 3)), train=False)
+
+
+def test_wrong_number_of_time_steps_is_a_value_error(small):
+    model, _, v = small
+    with pytest.raises(ValueError, match="T=4 steps but the model expects time_steps=3"):
+        model.apply(v, jnp.zeros((4, 2, 8, 8, 2)), train=False)
+
+
+def test_bad_thresholds_in_a_model_are_a_value_error():
+    m = mj.models.resnet(8, widths=(4, 4, 4), thresholds=(1.6, 0.6))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+
+
+def test_unknown_surrogate_in_a_model_is_a_value_error():
+    m = mj.models.resnet(8, widths=(4, 4, 4), surrogate="gaussian")
+    with pytest.raises(ValueError, match="unknown surrogate 'gaussian'"):
+        m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
+
+
+def test_mismatched_stages_and_widths_are_a_value_error():
+    with pytest.raises(ValueError, match="same non-zero length"):
+        mj.models.ResNet(stage_sizes=(1, 1), widths=(4, 8, 16)).init(
+            jax.random.key(0), jnp.zeros((1, 8, 8, 1))
+        )
