@@ -3,7 +3,7 @@
 Feng et al., "Multi-Level Firing with Spiking DS-ResNet", IJCAI 2022.
 """
 
-from mlf_jax import data, models, nn, train
+from mlf_jax import data, models, neurons, nn, surrogate, train
 from mlf_jax.neurons import (
     LIFState,
     MLFState,
@@ -31,6 +31,8 @@ __version__ = "0.1.0"
 __all__ = [
     "data",
     "models",
+    "neurons",
+    "surrogate",
     "train",
     "nn",
     "Surrogate",

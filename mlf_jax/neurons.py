@@ -42,6 +42,7 @@ __all__ = [
     "mlf_step",
     "mlf",
     "default_thresholds",
+    "auto_unroll",
 ]
 
 Array = jax.Array
@@ -115,6 +116,30 @@ def lif_init(shape: Sequence[int], dtype=jnp.float32) -> LIFState:
     return LIFState(zeros, zeros)
 
 
+#: Longest sequence that :func:`auto_unroll` unrolls completely.
+MAX_UNROLLED_STEPS = 10
+
+
+def auto_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool:
+    """The ``lax.scan`` unroll for ``time_steps``: ``unroll`` itself unless it is ``None``.
+
+    ``None`` unrolls completely up to :data:`MAX_UNROLLED_STEPS` steps and keeps a
+    rolled scan beyond. Measured on XLA:CPU (2 cores, forward+backward of ``mlf``
+    over 458,752 units): a rolled scan costs about 20 ms per step whatever T; fully
+    unrolled, 0.7 ms per step at T = 2, 5 ms at T = 10, 16 ms at T = 40, where
+    compilation also grows to 18 s (0.6 s rolled).
+    """
+    if unroll is None:
+        return True if time_steps <= MAX_UNROLLED_STEPS else 1
+    return unroll
+
+
+def _rest_like(x0: Array) -> LIFState:
+    """Resting state shaped like one input step. ``zeros_like`` (not ``zeros``) keeps
+    the input's sharding type, so the scan carry matches inside ``shard_map``."""
+    return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
+
+
 def lif_step(
     state: LIFState,
     x: Array,
@@ -138,7 +163,7 @@ def lif(
     tau: ArrayLike = 0.25,
     surrogate: Surrogate | str = DEFAULT_SURROGATE,
     detach_reset: bool = False,
-    unroll: int | bool = True,
+    unroll: int | bool | None = None,
     return_potential: bool = False,
 ) -> Array | tuple[Array, Array]:
     """LIF neuron over time (axis 0) with ``lax.scan``.
@@ -148,7 +173,7 @@ def lif(
       threshold, tau: firing threshold and leak factor (may be traced).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
-      unroll: passed to ``lax.scan``.
+      unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
       return_potential: also return the membrane potentials ``u`` (``[T, ...]``).
 
     Returns:
@@ -165,7 +190,7 @@ def lif(
         state, o = step(state, xt)
         return state, (o, state.u) if return_potential else o
 
-    _, out = lax.scan(body, lif_init(x.shape[1:], x.dtype), x, unroll=unroll)
+    _, out = lax.scan(body, _rest_like(x[0]), x, unroll=auto_unroll(x.shape[0], unroll))
     return out
 
 
@@ -220,7 +245,7 @@ def mlf(
     tau: ArrayLike = 0.25,
     surrogate: Surrogate | str = DEFAULT_SURROGATE,
     detach_reset: bool = False,
-    unroll: int | bool = True,
+    unroll: int | bool | None = None,
     return_potential: bool = False,
 ) -> Array | tuple[Array, Array]:
     """Multi-level firing neuron over time (axis 0) with ``lax.scan``.
@@ -232,7 +257,7 @@ def mlf(
       tau: leak factor in ``[0, 1]``.
       surrogate: surrogate gradient, shared by all levels.
       detach_reset: stop the gradient through the reset term.
-      unroll: passed to ``lax.scan``.
+      unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
       return_potential: also return the per-level potentials ``u`` (``[T, K, ...]``).
 
     Returns:
@@ -250,5 +275,6 @@ def mlf(
         state, o = step(state, xt)
         return state, (o, jnp.stack([s.u for s in state])) if return_potential else o
 
-    _, out = lax.scan(body, mlf_init(x.shape[1:], th.shape[0], x.dtype), x, unroll=unroll)
+    init = tuple(_rest_like(x[0]) for _ in range(th.shape[0]))
+    _, out = lax.scan(body, init, x, unroll=auto_unroll(x.shape[0], unroll))
     return out

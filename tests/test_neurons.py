@@ -235,3 +235,12 @@ def test_scalar_and_integer_inputs_are_rejected():
 def test_mlf_step_rejects_state_with_wrong_number_of_levels():
     with pytest.raises(ValueError, match="2 levels but there are 3 thresholds"):
         mj.mlf_step(mj.mlf_init((4,), 2), jnp.ones(4))
+
+
+def test_auto_unroll_policy():
+    assert mj.neurons.auto_unroll(1) is True and mj.neurons.auto_unroll(10) is True
+    assert mj.neurons.auto_unroll(11) == 1 and mj.neurons.auto_unroll(40) == 1
+    assert mj.neurons.auto_unroll(40, 4) == 4 and mj.neurons.auto_unroll(2, 1) == 1
+    # both policies compute the same thing
+    x = jax.random.uniform(jax.random.key(8), (12, 5), maxval=3.0)
+    np.testing.assert_array_equal(mj.mlf(x), mj.mlf(x, unroll=True))

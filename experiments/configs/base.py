@@ -7,6 +7,7 @@ def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.dataset = ""
     config.data_dir = ""
+    config.cache_dir = ""  # converted event frames (default: <data_dir>/mlf_jax_cache)
     # Install a missing data set with the system package manager when possible
     # (Fashion-MNIST: Debian's dataset-fashion-mnist, as root).
     config.install_data = True
@@ -22,6 +23,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.surrogate_param = 1.0  # width (rectangular, triangle) or alpha
     config.model.detach_reset = False
     config.model.input_norm = False
+    config.model.dtype = "float32"  # compute dtype of convolutions: float32 | bfloat16
 
     config.seed = 0
     config.batch_size = 64
@@ -34,5 +36,21 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_decay_epochs = 40
     config.lr_decay_factor = 0.1
     config.warmup_epochs = 0.0
-    config.log_every = 20  # steps between progress-bar updates
+    config.log_every = 20  # steps between progress-bar / metric updates
+
+    # Data parallelism over every device of every process.
+    config.parallel = "shard_map"  # shard_map | pmap
+    config.cross_device_bn = True  # tdBN statistics over the global batch
+
+    # Checkpoints in <workdir>/checkpoints: every epoch, every N steps (0: off), on SIGTERM.
+    config.keep_checkpoints = 3
+    config.checkpoint_every_steps = 0
+
+    # Multi-host: all three set (or the MLF_JAX_* environment variables), or
+    # auto=True to let jax.distributed.initialize() detect a TPU pod / SLURM job.
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.coordinator_address = ""
+    config.distributed.num_processes = 0
+    config.distributed.process_id = -1
+    config.distributed.auto = False
     return config

@@ -1,7 +1,21 @@
-"""Input pipelines: data sources and batch iteration."""
+"""Input pipelines: data sources, the grain loader, and the data sets of the paper."""
 
-from mlf_jax.data import fashion_mnist
+from mlf_jax.data import cifar10, digits, events, fashion_mnist, neuromorphic
 from mlf_jax.data.idx import read_idx
+from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
 from mlf_jax.data.source import ArraySource, batches, num_batches
 
-__all__ = ["ArraySource", "batches", "num_batches", "read_idx", "fashion_mnist"]
+__all__ = [
+    "ArraySource",
+    "batches",
+    "num_batches",
+    "make_loader",
+    "shard_bounds",
+    "steps_per_epoch",
+    "read_idx",
+    "fashion_mnist",
+    "digits",
+    "cifar10",
+    "events",
+    "neuromorphic",
+]

@@ -71,7 +71,7 @@ class ResNet(nn.Module):
     tau: float = 0.25
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
-    unroll: int | bool = True
+    unroll: int | bool | None = None
     v_th: float | None = None
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5

@@ -33,7 +33,7 @@ class MLF(nn.Module):
     tau: float = 0.25
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
-    unroll: int | bool = True
+    unroll: int | bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

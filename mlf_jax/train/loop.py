@@ -1,49 +1,66 @@
-"""Single-device training loop: epochs of train steps, evaluation, metrics on disk."""
+"""The training loop: data-parallel steps, evaluation, checkpoints, preemption.
+
+:func:`fit` trains a model for ``config.num_epochs`` epochs on every device of
+every process, evaluating after each epoch. It resumes automatically from the
+newest readable checkpoint in ``<workdir>/checkpoints``, saves one at the end
+of every epoch (and every ``config.checkpoint_every_steps`` steps), and on
+SIGTERM (preemption) saves one and returns cleanly.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
-from flax import serialization
 from tqdm.auto import tqdm
 
-from mlf_jax.data.source import ArraySource, batches
 from mlf_jax.train import optim
-from mlf_jax.train.state import TrainState, create_train_state
-from mlf_jax.train.step import eval_step, train_step
+from mlf_jax.train.checkpoint import Checkpointer, state_to_tree, tree_to_state
+from mlf_jax.train.metrics import MetricsWriter
+from mlf_jax.train.parallel import DataParallel
+from mlf_jax.train.state import create_train_state
+from mlf_jax.train.step import model_input
 
-__all__ = ["evaluate", "fit", "MetricsWriter"]
+__all__ = ["evaluate", "fit", "Preempted"]
 
 Preprocess = Callable[[Mapping[str, np.ndarray], bool], dict[str, np.ndarray]]
 
 
-class MetricsWriter:
-    """Appends one JSON object per line to ``<workdir>/metrics.jsonl``."""
-
-    def __init__(self, workdir: str | os.PathLike):
-        self.path = Path(workdir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(_to_python(record)) + "\n")
+class Preempted(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside the loop when SIGTERM arrives (caught by :func:`fit`)."""
 
 
-def _to_python(tree):
-    return jax.tree.map(lambda v: v.item() if hasattr(v, "item") else v, dict(tree))
+class _SigtermFlag:
+    """Records SIGTERM instead of dying, so that the loop can checkpoint first."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
-def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Pads a short batch to ``size`` examples and adds a 0/1 ``mask``."""
     n = len(batch["label"])
     out = {
@@ -55,22 +72,25 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
 
 
 def evaluate(
-    state: TrainState,
-    source: ArraySource,
-    preprocess: Preprocess,
-    batch_size: int,
-    *,
-    step_fn: Callable | None = None,
-    progress: bool = False,
+    dp: DataParallel, state: Any, source: Any, preprocess: Preprocess, batch_size: int
 ) -> dict[str, float]:
-    """Loss and accuracy over all of ``source`` (with running tdBN statistics)."""
-    step_fn = step_fn or jax.jit(eval_step)
+    """Loss and accuracy over all of ``source``, each process reading its own share.
+
+    ``batch_size`` is global; every process runs the same number of (padded) batches.
+    """
+    procs, rank = jax.process_count(), jax.process_index()
+    local_bs = batch_size // procs
+    share = math.ceil(len(source) / procs)
+    indices = np.arange(rank * share, min((rank + 1) * share, len(source)))
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    it = batches(source, batch_size)
-    if progress:
-        it = tqdm(it, total=math.ceil(len(source) / batch_size), desc="eval", leave=False)
-    for raw in it:
-        sums = step_fn(state, _pad_batch(preprocess(raw, False), batch_size))
+    for b in range(math.ceil(share / local_bs)):
+        idx = indices[b * local_bs : (b + 1) * local_bs]
+        # a process that ran out of examples still runs the (all-padding) batch, so
+        # that the collectives of every process stay in step
+        batch = preprocess(source[idx if len(idx) else np.arange(1)], False)
+        if not len(idx):
+            batch = {k: v[:0] for k, v in batch.items()}
+        sums = jax.device_get(dp.eval_step(state, _pad(batch, local_bs)))
         for k in totals:
             totals[k] += float(sums[k])
     return {
@@ -79,35 +99,59 @@ def evaluate(
     }
 
 
+def _check_config(config: Any, train_size: int) -> tuple[int, int]:
+    devices, procs = jax.device_count(), jax.process_count()
+    for name in ("batch_size", "eval_batch_size"):
+        value = config[name]
+        if value % devices:
+            raise ValueError(
+                f"{name} {value} is not divisible by the number of devices ({devices}); "
+                f"use a multiple of {devices}"
+            )
+    steps_per_epoch = train_size // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} exceeds the training set ({train_size} examples)"
+        )
+    return steps_per_epoch, config.batch_size // procs
+
+
 def fit(
     model: nn.Module,
-    train_source: ArraySource,
-    test_source: ArraySource,
+    train_source: Any,
+    test_source: Any,
     preprocess: Preprocess,
     config: Any,
     workdir: str | os.PathLike,
+    *,
+    augment: Callable[[dict, np.random.Generator], dict] | None = None,
 ) -> dict[str, Any]:
-    """Trains ``model`` with SGD on ``train_source``, evaluating on ``test_source`` each epoch.
+    """Trains ``model`` (data parallel over all devices) and evaluates every epoch.
 
-    ``config`` needs: ``seed``, ``batch_size``, ``eval_batch_size``, ``num_epochs``,
-    ``learning_rate``, ``momentum``, ``weight_decay``, ``schedule``,
-    ``lr_decay_epochs``, ``lr_decay_factor``, ``warmup_epochs``, ``log_every``.
+    Args:
+      model: a Flax module called as ``model(x, train=...)``; for cross-device
+        tdBN statistics build it with ``axis_name='data'``.
+      train_source, test_source: random-access sources of ``{'image', 'label'}``.
+      preprocess: ``(batch, train) -> batch`` applied to numpy batches on the host.
+      config: ``seed, batch_size, eval_batch_size, num_epochs, learning_rate,
+        momentum, weight_decay, schedule, lr_decay_epochs, lr_decay_factor,
+        warmup_epochs, log_every, parallel, keep_checkpoints,
+        checkpoint_every_steps``.
+      workdir: metrics, TensorBoard events, checkpoints and results go here.
+      augment: per-example random augmentation ``(example, rng) -> example``.
 
-    Writes ``metrics.jsonl`` (one line per epoch), ``results.json`` and the final
-    ``params``/``batch_stats`` (``final_variables.msgpack``) to ``workdir``.
+    Returns:
+      ``{'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted', ...}``.
 
     Raises:
-      FloatingPointError: when the training loss becomes NaN or infinite.
+      FloatingPointError: when the training loss becomes NaN or infinite; the
+        last checkpoint (all of whose steps had finite losses) is kept.
+      ValueError: for a batch size not divisible by the device count.
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    writer = MetricsWriter(workdir)
-    steps_per_epoch = len(train_source) // config.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"batch_size {config.batch_size} exceeds the training set "
-            f"({len(train_source)} examples)"
-        )
+    main = jax.process_index() == 0
+    steps_per_epoch, local_bs = _check_config(config, len(train_source))
+    total_steps = steps_per_epoch * config.num_epochs
     schedule = optim.learning_rate_schedule(
         config.learning_rate,
         steps_per_epoch,
@@ -118,88 +162,155 @@ def fit(
         warmup_epochs=config.warmup_epochs,
     )
     tx = optim.sgd(schedule, config.momentum, config.weight_decay)
-    sample = preprocess(train_source[np.arange(config.batch_size)], False)["image"]
-    state = create_train_state(model, tx, jax.random.key(config.seed), jnp.asarray(sample))
+    dp = DataParallel(config.parallel)
+    rng = jax.random.key(config.seed)
+    sample = preprocess(train_source[np.arange(min(2, len(train_source)))], False)["image"]
+    state = create_train_state(model, tx, rng, model_input(sample))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
 
-    p_train = jax.jit(train_step, donate_argnums=0)
-    p_eval = jax.jit(eval_step)
-    start = time.time()
-    best = 0.0
-    record: dict[str, Any] = {}
-    for epoch in range(1, config.num_epochs + 1):
-        epoch_start = time.time()
-        sums, count = {"loss": 0.0, "accuracy": 0.0}, 0
-        bar = tqdm(
-            batches(
-                train_source,
-                config.batch_size,
-                shuffle=True,
-                seed=config.seed,
-                epoch=epoch,
-                drop_remainder=True,
-            ),
-            total=steps_per_epoch,
-            desc=f"epoch {epoch}/{config.num_epochs}",
-            unit="step",
-            mininterval=2.0,
-        )
-        pending = []
-        for i, raw in enumerate(bar, start=1):
-            state, metrics = p_train(state, preprocess(raw, True))
-            pending.append(metrics)
-            if i % config.log_every == 0 or i == steps_per_epoch:
-                host = jax.device_get(pending)
-                pending = []
-                for m in host:
-                    if not math.isfinite(float(m["loss"])):
-                        raise FloatingPointError(
-                            f"training loss is {m['loss']} at epoch {epoch}, "
-                            f"step {int(state.step)}; "
-                            "stopping (try a lower learning_rate)"
-                        )
-                    sums["loss"] += float(m["loss"])
-                    sums["accuracy"] += float(m["accuracy"])
-                count += len(host)
-                rate = i * config.batch_size / (time.time() - epoch_start)
-                bar.set_postfix(
-                    loss=f"{sums['loss'] / count:.4f}",
-                    acc=f"{sums['accuracy'] / count:.4f}",
-                    img_s=f"{rate:.0f}",
-                )
-        bar.close()
-        train_seconds = time.time() - epoch_start
-        test = evaluate(state, test_source, preprocess, config.eval_batch_size, step_fn=p_eval)
-        best = max(best, test["accuracy"])
-        record = {
-            "epoch": epoch,
-            "step": int(state.step),
-            "learning_rate": float(schedule(int(state.step) - 1)),
-            "train_loss": sums["loss"] / count,
-            "train_accuracy": sums["accuracy"] / count,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
-            "best_test_accuracy": best,
-            "epoch_seconds": train_seconds,
-            "train_images_per_second": steps_per_epoch * config.batch_size / train_seconds,
-            "wall_seconds": time.time() - start,
-        }
-        writer.write(record)
-        tqdm.write(
-            f"epoch {epoch}: train loss {record['train_loss']:.4f}"
-            f" acc {record['train_accuracy']:.4f}"
-            f" | test loss {test['loss']:.4f} acc {test['accuracy']:.4f}"
-            f" | {record['train_images_per_second']:.0f} img/s, {record['wall_seconds']:.0f} s"
-        )
+    from mlf_jax.data.loader import make_loader
 
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    (workdir / "final_variables.msgpack").write_bytes(serialization.to_bytes(variables))
+    loader = make_loader(
+        train_source,
+        batch_size=local_bs,
+        shuffle=True,
+        seed=config.seed,
+        num_epochs=config.num_epochs,
+        drop_remainder=True,
+        transform=augment,
+    )
+    data_iter = iter(loader)
+    ckpt = Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+    writer = MetricsWriter(workdir, enabled=main)
+    step, best, last_eval = 0, 0.0, None
+    restored = ckpt.restore_latest(state_to_tree(state, rng))
+    if restored is not None:
+        step, tree, meta = restored
+        state, rng = tree_to_state(tree, state)
+        data_iter.set_state(meta["data"].encode())
+        best, last_eval = meta.get("best_test_accuracy", 0.0), meta.get("last_eval")
+        tqdm.write(f"resumed from checkpoint at step {step} in {ckpt.directory}")
+    dstate = dp.put_state(state)
+
+    def save(at_step: int) -> None:
+        meta = {
+            "data": data_iter.get_state().decode(),
+            "best_test_accuracy": best,
+            "last_eval": last_eval,
+        }
+        ckpt.save(at_step, state_to_tree(dp.get_state(dstate), rng), meta)
+
+    start = time.time()
+    pending: list = []
+    sums, count, seen_since = {"loss": 0.0, "accuracy": 0.0}, 0, time.time()
+    preempted = False
+
+    def flush(at_step: int) -> None:
+        """Fetches pending metrics, stops on a non-finite loss, logs the running means."""
+        nonlocal pending, sums, count, seen_since
+        host = jax.device_get(pending)
+        pending = []
+        for i, m in enumerate(host):
+            if not math.isfinite(float(m["loss"])):
+                bad = at_step - len(host) + i + 1
+                raise FloatingPointError(
+                    f"training loss is {float(m['loss'])} at step {bad} "
+                    f"(epoch {(bad - 1) // steps_per_epoch + 1}); stopping. The last good "
+                    f"checkpoint is kept in {ckpt.directory} (steps {ckpt.all_steps()}). "
+                    "Try a lower learning_rate."
+                )
+            sums["loss"] += float(m["loss"])
+            sums["accuracy"] += float(m["accuracy"])
+        count += len(host)
+
+    bar = tqdm(total=total_steps, initial=step, unit="step", mininterval=2.0, disable=not main)
+    with _SigtermFlag() as sigterm:
+        try:
+            while step < total_steps:
+                batch = preprocess(next(data_iter), True)
+                dstate, metrics = dp.train_step(dstate, batch)
+                pending.append(metrics)
+                step += 1
+                bar.update(1)
+                epoch_end = step % steps_per_epoch == 0
+                every = config.checkpoint_every_steps
+                if step % config.log_every == 0 or epoch_end or (every and step % every == 0):
+                    flush(step)
+                    rate = count * config.batch_size / max(time.time() - seen_since, 1e-9)
+                    train_means = {k: v / max(count, 1) for k, v in sums.items()}
+                    bar.set_postfix(
+                        epoch=(step - 1) // steps_per_epoch + 1,
+                        loss=f"{train_means['loss']:.4f}",
+                        acc=f"{train_means['accuracy']:.4f}",
+                        img_s=f"{rate:.0f}",
+                    )
+                    writer.write(
+                        step,
+                        "train",
+                        {
+                            **train_means,
+                            "images_per_second": rate,
+                            "learning_rate": float(schedule(step - 1)),
+                        },
+                    )
+                    sums, count, seen_since = {"loss": 0.0, "accuracy": 0.0}, 0, time.time()
+                if epoch_end:
+                    test = evaluate(dp, dstate, test_source, preprocess, config.eval_batch_size)
+                    best = max(best, test["accuracy"])
+                    epoch = step // steps_per_epoch
+                    last_eval = {
+                        "epoch": epoch,
+                        "test_loss": test["loss"],
+                        "test_accuracy": test["accuracy"],
+                    }
+                    writer.write(
+                        step,
+                        "eval",
+                        {
+                            **last_eval,
+                            "best_test_accuracy": best,
+                            "wall_seconds": time.time() - start,
+                        },
+                    )
+                    tqdm.write(
+                        f"epoch {epoch}: test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
+                        f"(best {best:.4f}) | {time.time() - start:.0f} s"
+                    )
+                    save(step)
+                elif every and step % every == 0:
+                    save(step)
+                if _should_stop(sigterm.set, step, config.log_every):
+                    raise Preempted
+        except Preempted:
+            flush(step)
+            save(step)
+            preempted = True
+            tqdm.write(f"SIGTERM: saved a checkpoint at step {step} in {ckpt.directory}; exiting")
+        finally:
+            bar.close()
+            writer.close()
+            ckpt.close()
+
     results = {
-        "final_test_accuracy": record.get("test_accuracy"),
+        "final_test_accuracy": None if last_eval is None else last_eval["test_accuracy"],
         "best_test_accuracy": best,
+        "steps": step,
+        "preempted": preempted,
         "wall_seconds": time.time() - start,
         "num_params": n_params,
-        "steps": int(state.step),
     }
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    return {"state": state, **results}
+    if main:
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return {"state": dp.get_state(dstate), **results}
+
+
+def _should_stop(flag: bool, step: int, every: int) -> bool:
+    """Whether to stop for SIGTERM now. With several processes all must stop at the
+    same step: they agree (an all-gather of the flag) every ``every`` steps."""
+    if jax.process_count() == 1:
+        return flag
+    if step % every:
+        return False
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))

@@ -21,7 +21,7 @@ class TrainState(train_state.TrainState):
 def create_train_state(
     model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array, sample_input: jax.Array
 ) -> TrainState:
-    """Initialises ``model`` on ``sample_input`` (a batch of the real input shape)."""
+    """Initialises ``model`` on ``sample_input``, a model input of the real shape."""
     variables = jax.jit(lambda r, x: model.init(r, x, train=False))(rng, sample_input)
     return TrainState.create(
         apply_fn=model.apply,

@@ -17,9 +17,16 @@ from jax import lax
 
 from mlf_jax.train.state import TrainState
 
-__all__ = ["cross_entropy", "train_step", "eval_step"]
+__all__ = ["cross_entropy", "model_input", "train_step", "eval_step"]
 
 Batch = dict[str, jax.Array]
+
+
+def model_input(images: jax.Array) -> jax.Array:
+    """Batches are batch-major, so that they split over devices along axis 0;
+    event frames ``[B, T, H, W, C]`` become the model's time-major ``[T, B, H, W, C]``.
+    Static images ``[B, H, W, C]`` pass unchanged (the model repeats them over time)."""
+    return jnp.swapaxes(images, 0, 1) if images.ndim == 5 else images
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -35,7 +42,7 @@ def train_step(
     def loss_fn(params):
         logits, updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
+            model_input(batch["image"]),
             train=True,
             mutable=["batch_stats"],
         )
@@ -59,7 +66,9 @@ def eval_step(state: TrainState, batch: Batch, *, axis_name: str | None = None) 
     ``mask`` (optional, default all ones) lets a padded last batch count correctly.
     """
     logits = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, batch["image"], train=False
+        {"params": state.params, "batch_stats": state.batch_stats},
+        model_input(batch["image"]),
+        train=False,
     )
     mask = batch.get("mask", jnp.ones(logits.shape[0], jnp.float32))
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])

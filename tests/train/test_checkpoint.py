@@ -1,0 +1,84 @@
+"""Orbax checkpoints: round trip, keep N, fallback from a corrupt or partial latest one."""
+
+import os
+import shutil
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlf_jax as mj
+from mlf_jax.train.checkpoint import Checkpointer, state_to_tree, tree_to_state
+
+
+@pytest.fixture(scope="module")
+def state():
+    m = mj.models.resnet(8, widths=(2, 2, 2), num_classes=3, time_steps=1, in_channels=1)
+    return mj.train.create_train_state(
+        m, mj.train.sgd(0.1), jax.random.key(0), jnp.zeros((2, 8, 8, 1))
+    )
+
+
+def _shifted(tree, k):
+    return jax.tree.map(lambda x: x + k, tree)
+
+
+def _assert_tree_equal(a, b):
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def test_round_trip_keeps_state_rng_and_meta(state, tmp_path):
+    rng = jax.random.key(42)
+    tree = state_to_tree(state.replace(step=7), rng)
+    ckpt = Checkpointer(tmp_path, max_to_keep=2)
+    ckpt.save(7, tree, {"data": '{"pos": 3}', "best_test_accuracy": 0.5})
+    step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
+    assert step == 7 and meta == {"data": '{"pos": 3}', "best_test_accuracy": 0.5}
+    _assert_tree_equal(restored, tree)
+    new_state, new_rng = tree_to_state(restored, state)
+    assert int(new_state.step) == 7
+    np.testing.assert_array_equal(jax.random.key_data(new_rng), jax.random.key_data(rng))
+    assert new_state.apply_fn is state.apply_fn
+
+
+def test_keeps_the_last_n(state, tmp_path):
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=2)
+    for s in (1, 2, 3):
+        ckpt.save(s, _shifted(tree, s), {"s": s})
+    assert ckpt.all_steps() == [2, 3]
+    assert sorted(p for p in os.listdir(tmp_path) if p.isdigit()) == ["2", "3"]
+
+
+def test_corrupt_latest_falls_back_to_the_one_before_with_a_warning(state, tmp_path):
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+    ckpt.save(1, _shifted(tree, 1), {"s": 1})
+    ckpt.save(2, _shifted(tree, 2), {"s": 2})
+    # damage every file of the latest checkpoint's state
+    for root, _, files in os.walk(tmp_path / "2" / "state"):
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"\x00garbage")
+    with pytest.warns(UserWarning, match="checkpoint at step 2 .* could not be restored"):
+        step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
+    assert step == 1 and meta == {"s": 1}
+    _assert_tree_equal(restored, _shifted(tree, 1))
+
+
+def test_partial_save_is_invisible(state, tmp_path):
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+    ckpt.save(1, tree, {"s": 1})
+    # a save killed half-way leaves only Orbax's temporary directory behind
+    shutil.copytree(tmp_path / "1", tmp_path / "5.orbax-checkpoint-tmp-123")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        step, _, meta = Checkpointer(tmp_path).restore_latest(tree)
+    assert step == 1 and meta == {"s": 1}
+
+
+def test_empty_directory_restores_nothing(state, tmp_path):
+    assert Checkpointer(tmp_path).restore_latest(state_to_tree(state, jax.random.key(0))) is None

@@ -1,0 +1,69 @@
+"""Two processes on 127.0.0.1 (gloo collectives) train like one process with the global batch."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from . import parallel_case as case
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_end_with_the_single_process_parameters(tmp_path):
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("XLA_FLAGS", None)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.train.multihost_worker",
+                str(i),
+                port,
+                str(tmp_path / f"p{i}.npz"),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+
+    ref_state, ref_losses = case.single_device_run()
+    ref = case.flat(ref_state.params)
+    for i in range(2):
+        got = np.load(tmp_path / f"p{i}.npz")
+        np.testing.assert_allclose(got["losses"], ref_losses, rtol=1e-5)
+        assert set(ref) == set(got.files) - {"losses"}
+        for name, value in ref.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_partial_distributed_settings_are_an_error():
+    from mlf_jax.train import distributed
+
+    with pytest.raises(ValueError, match=r"missing \['num_processes', 'process_id'\]"):
+        distributed.initialize("127.0.0.1:1234")
