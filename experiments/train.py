@@ -17,7 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 import mlf_jax as mj
@@ -92,6 +92,8 @@ def check_overrides(argv: Sequence[str]) -> None:
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # Orbax logs every checkpoint at INFO level
+        logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     d = config.distributed
     mj.train.distributed.initialize(

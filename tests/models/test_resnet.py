@@ -151,3 +151,19 @@ def test_mismatched_stages_and_widths_are_a_value_error():
         mj.models.ResNet(stage_sizes=(1, 1), widths=(4, 8, 16)).init(
             jax.random.key(0), jnp.zeros((1, 8, 8, 1))
         )
+
+
+def test_bfloat16_convolutions_keep_float32_parameters_and_neuron_state():
+    m = mj.models.resnet(
+        8, widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1, dtype=jnp.bfloat16
+    )
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    v = m.init(jax.random.key(1), x, train=False)
+    assert {p.dtype for p in jax.tree.leaves(v["params"])} == {jnp.dtype(jnp.float32)}
+    logits, state = m.apply(
+        v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+    )
+    inter = state["intermediates"]
+    assert inter["stem_conv"]["__call__"][0].dtype == jnp.bfloat16  # compute in bf16
+    assert inter["stem_neuron"]["membrane"][0].dtype == jnp.float32  # neuron state in f32
+    assert logits.dtype == jnp.float32

@@ -1,0 +1,114 @@
+"""Train-step throughput of the paper presets (and the Fashion-MNIST job) on this machine.
+
+    python -m experiments.bench.train_step [--devices 1 2] [--presets cifar10 gesture ...]
+        [--repeats 3] [--out experiments/bench/results/train_step.json]
+
+Each device count runs in its own process (``--xla_force_host_platform_device_count``
+must be set before JAX starts). Per preset: compile time, then the median of
+``--repeats`` timed steps (``block_until_ready``) at the paper's global batch size,
+data parallel with ``shard_map`` and cross-device tdBN, as ``experiments.train`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRESETS = {
+    # name: (config module, input shape of one example, batch-major)
+    "cifar10": ("cifar10", (32, 32, 3)),
+    "gesture": ("gesture", (40, 32, 32, 2)),
+    "cifar10dvs": ("cifar10dvs", (10, 42, 42, 2)),
+    "fashion_mnist": ("fashion_mnist", (28, 28, 1)),
+}
+
+
+def measure(preset: str, repeats: int) -> dict:
+    """Times the data-parallel train step of ``preset`` on all visible devices."""
+    import importlib
+
+    import jax
+    import numpy as np
+
+    import mlf_jax as mj
+    from experiments import train
+
+    module, shape = PRESETS[preset]
+    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    model = train.build_model(config)
+    batch_size = config.batch_size
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 3, (batch_size, *shape)).astype(np.float32)
+    batch = {"image": image, "label": rng.integers(0, 10, batch_size).astype(np.int32)}
+    tx = mj.train.sgd(0.1, config.momentum, config.weight_decay)
+    state = mj.train.create_train_state(
+        model, tx, jax.random.key(0), mj.train.step.model_input(image[:2])
+    )
+    dp = mj.train.DataParallel(config.parallel)
+    dstate = dp.put_state(state)
+    t0 = time.perf_counter()
+    dstate, metrics = dp.train_step(dstate, batch)
+    jax.block_until_ready((dstate, metrics))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dstate, metrics = dp.train_step(dstate, batch)
+        jax.block_until_ready((dstate, metrics))
+        times.append(time.perf_counter() - t0)
+    step = float(np.median(times))
+    return {
+        "preset": preset,
+        "devices": jax.device_count(),
+        "batch_size": batch_size,
+        "time_steps": config.model.time_steps,
+        "first_step_seconds": first,
+        "step_seconds": step,
+        "images_per_second": batch_size / step,
+        "step_times": times,
+    }
+
+
+def _child(args) -> None:
+    results = [measure(p, args.repeats) for p in args.presets]
+    print("RESULT " + json.dumps(results), flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="experiments/bench/results/train_step.json")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return _child(args)
+    rows = []
+    for n in args.devices:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        cmd = [sys.executable, "-m", "experiments.bench.train_step", "--child",
+               "--repeats", str(args.repeats), "--presets", *args.presets]  # fmt: skip
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            sys.exit(f"benchmark with {n} device(s) failed:\n{out.stderr[-3000:]}")
+        rows += json.loads(line[len("RESULT ") :])
+    print(f"{'preset':<14}{'devices':>8}{'batch':>7}{'T':>4}{'compile+1st s':>15}{'step s':>9}{'img/s':>9}")
+    for r in rows:
+        print(
+            f"{r['preset']:<14}{r['devices']:>8}{r['batch_size']:>7}{r['time_steps']:>4}"
+            f"{r['first_step_seconds']:>15.1f}{r['step_seconds']:>9.3f}{r['images_per_second']:>9.1f}"
+        )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
