@@ -99,7 +99,9 @@ def main(argv=None) -> None:
         if line is None:
             sys.exit(f"benchmark with {n} device(s) failed:\n{out.stderr[-3000:]}")
         rows += json.loads(line[len("RESULT ") :])
-    print(f"{'preset':<14}{'devices':>8}{'batch':>7}{'T':>4}{'compile+1st s':>15}{'step s':>9}{'img/s':>9}")
+    print(
+        f"{'preset':<14}{'devices':>8}{'batch':>7}{'T':>4}{'compile+1st s':>15}{'step s':>9}{'img/s':>9}"
+    )
     for r in rows:
         print(
             f"{r['preset']:<14}{r['devices']:>8}{r['batch_size']:>7}{r['time_steps']:>4}"

@@ -3,12 +3,10 @@
 from mlf_jax.data import cifar10, digits, events, fashion_mnist, neuromorphic
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
-from mlf_jax.data.source import ArraySource, batches, num_batches
+from mlf_jax.data.source import ArraySource
 
 __all__ = [
     "ArraySource",
-    "batches",
-    "num_batches",
     "make_loader",
     "shard_bounds",
     "steps_per_epoch",

@@ -85,32 +85,22 @@ class DataParallel:
         evaluate = functools.partial(eval_step_fn, axis_name=AXIS)
         if mode == "shard_map":
             replicated, sharded = P(), P(AXIS)
-            self._train = jax.jit(
-                jax.shard_map(
-                    train,
-                    mesh=self.mesh,
-                    in_specs=(replicated, sharded),
-                    out_specs=replicated,
-                    check_vma=False,
-                ),
-                donate_argnums=0,
+            # (state, batch) -> replicated outputs; see the module docstring on check_vma
+            mapped = functools.partial(
+                jax.shard_map,
+                mesh=self.mesh,
+                in_specs=(replicated, sharded),
+                out_specs=replicated,
+                check_vma=False,
             )
-            self._eval = jax.jit(
-                jax.shard_map(
-                    evaluate,
-                    mesh=self.mesh,
-                    in_specs=(replicated, sharded),
-                    out_specs=replicated,
-                    check_vma=False,
-                )
-            )
+            self._train = jax.jit(mapped(train), donate_argnums=0)
+            self._eval = jax.jit(mapped(evaluate))
             self._replicated = NamedSharding(self.mesh, replicated)
             self._sharded = NamedSharding(self.mesh, sharded)
         else:
-            self._train = jax.pmap(
-                train, axis_name=AXIS, devices=self.local_devices, donate_argnums=0
-            )
-            self._eval = jax.pmap(evaluate, axis_name=AXIS, devices=self.local_devices)
+            mapped = functools.partial(jax.pmap, axis_name=AXIS, devices=self.local_devices)
+            self._train = mapped(train, donate_argnums=0)
+            self._eval = mapped(evaluate)
 
     # -- placement ----------------------------------------------------------
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from mlf_jax.data import ArraySource, batches, fashion_mnist
+from mlf_jax.data import ArraySource, fashion_mnist
 
 from .idx_files import write_fashion_mnist
 
@@ -54,23 +54,6 @@ def test_real_fashion_mnist_has_the_published_sizes_and_balance():
     assert abs(mean - fashion_mnist.MEAN) < 1e-3
 
 
-def test_batches_are_deterministic_and_cover_the_data():
-    src = ArraySource({"x": np.arange(10), "y": np.arange(10) * 2})
-    a = [b["x"].tolist() for b in batches(src, 4, shuffle=True, seed=1, epoch=2)]
-    b = [b["x"].tolist() for b in batches(src, 4, shuffle=True, seed=1, epoch=2)]
-    c = [b["x"].tolist() for b in batches(src, 4, shuffle=True, seed=1, epoch=3)]
-    assert a == b and a != c
-    assert sorted(sum(a, [])) == list(range(10)) and [len(x) for x in a] == [4, 4, 2]
-    assert [len(b["x"]) for b in batches(src, 4, drop_remainder=True)] == [4, 4]
-    for batch in batches(src, 3, shuffle=True):
-        np.testing.assert_array_equal(batch["y"], batch["x"] * 2)
-
-
-def test_bad_batch_sizes_and_sources():
-    src = ArraySource({"x": np.arange(3)})
-    with pytest.raises(ValueError, match="positive integer"):
-        next(batches(src, 0))
-    with pytest.raises(ValueError, match="larger than the data set"):
-        next(batches(src, 5, drop_remainder=True))
+def test_array_source_needs_arrays_of_one_length():
     with pytest.raises(ValueError, match="one common length"):
         ArraySource({"x": np.arange(3), "y": np.arange(4)})
