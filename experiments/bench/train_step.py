@@ -99,8 +99,11 @@ def main(argv=None) -> None:
         if line is None:
             sys.exit(f"benchmark with {n} device(s) failed:\n{out.stderr[-3000:]}")
         rows += json.loads(line[len("RESULT ") :])
+    header = ("preset", "devices", "batch", "T", "compile+1st s", "step s", "img/s")
+    widths = (14, 8, 7, 4, 15, 9, 9)
     print(
-        f"{'preset':<14}{'devices':>8}{'batch':>7}{'T':>4}{'compile+1st s':>15}{'step s':>9}{'img/s':>9}"
+        f"{header[0]:<14}"
+        + "".join(f"{h:>{w}}" for h, w in zip(header[1:], widths[1:], strict=True))
     )
     for r in rows:
         print(
