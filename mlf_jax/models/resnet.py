@@ -58,6 +58,12 @@ class ResNet(nn.Module):
       axis_name: device axis for cross-device tdBN statistics (data parallelism).
       dtype: compute dtype of convolutions and the dense layer; parameters,
         normalisation and neuron state stay float32.
+      remat: rematerialise each residual block in the backward pass
+        (``nn.remat``): activations inside blocks are recomputed instead of
+        stored, trading compute for memory in deep nets. XLA:CPU (jax 0.10.2)
+        drops the optimisation barriers and merges the recomputation back into
+        the forward pass, so on CPU this saves nothing (measured:
+        ``experiments/bench/memory.py``); it is meant for GPU/TPU.
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -77,6 +83,7 @@ class ResNet(nn.Module):
     bn_epsilon: float = 1e-5
     axis_name: str | None = None
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def _validate(self) -> None:
         check_shortcut(self.shortcut)
@@ -145,9 +152,11 @@ class ResNet(nn.Module):
         x = norm(name="stem_bn")(x)
         x = neuron(name="stem_neuron")(x)
 
+        # static_argnums counts `self`: (self, x, train) -> `train` is static
+        block = nn.remat(BasicBlock, static_argnums=(2,)) if self.remat else BasicBlock
         for i, (n, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
             for j in range(n):
-                x = BasicBlock(
+                x = block(
                     width,
                     strides=2 if i > 0 and j == 0 else 1,
                     shortcut=self.shortcut,

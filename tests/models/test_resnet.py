@@ -167,3 +167,26 @@ def test_bfloat16_convolutions_keep_float32_parameters_and_neuron_state():
     assert inter["stem_conv"]["__call__"][0].dtype == jnp.bfloat16  # compute in bf16
     assert inter["stem_neuron"]["membrane"][0].dtype == jnp.float32  # neuron state in f32
     assert logits.dtype == jnp.float32
+
+
+def test_remat_gives_the_same_gradients_with_the_same_parameter_names():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    y = jnp.asarray([0, 2])
+    kw = dict(widths=(4, 4, 8), num_classes=3, time_steps=2, in_channels=1)
+    plain, remat = mj.models.resnet(8, **kw), mj.models.resnet(8, remat=True, **kw)
+    v = plain.init(jax.random.key(1), x)
+    v_remat = remat.init(jax.random.key(1), x)
+    assert jax.tree.structure(v) == jax.tree.structure(v_remat)
+
+    def grads(model):
+        def loss(p):
+            logits, _ = model.apply({**v, "params": p}, x, mutable=["batch_stats"])
+            return mj.train.cross_entropy(logits, y)
+
+        return jax.grad(loss)(v["params"])
+
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        grads(remat),
+        grads(plain),
+    )

@@ -1,0 +1,72 @@
+"""Peak memory of a train step for very deep nets, with and without per-block remat.
+
+    python -m experiments.bench.memory [--depth 68] [--time-steps 40] [--batch 28]
+
+The memory XLA plans for one compiled train step (``memory_analysis()`` of the
+compiled executable: arguments, outputs and temporaries), for the Gesture widths
+16/32/64 at 32x32 input. No step is run: the figure is the compiler's plan, which
+is what decides whether a configuration fits on a device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
+    import jax
+    import numpy as np
+
+    import mlf_jax as mj
+
+    model = mj.models.resnet(
+        depth, widths=(16, 32, 64), num_classes=11, time_steps=time_steps, in_channels=2,
+        input_norm=True, remat=remat,
+    )  # fmt: skip
+    x = np.zeros((time_steps, batch, 32, 32, 2), np.float32)
+    state = mj.train.create_train_state(model, mj.train.sgd(0.1), jax.random.key(0), x[:, :2])
+    batch_ = {"image": np.swapaxes(x, 0, 1), "label": np.zeros(batch, np.int32)}
+    t0 = time.perf_counter()
+    compiled = jax.jit(mj.train.train_step).lower(state, batch_).compile()
+    seconds = time.perf_counter() - t0
+    m = compiled.memory_analysis()
+    return {
+        "depth": depth,
+        "time_steps": time_steps,
+        "batch": batch,
+        "remat": remat,
+        "temp_bytes": m.temp_size_in_bytes,
+        "argument_bytes": m.argument_size_in_bytes,
+        "output_bytes": m.output_size_in_bytes,
+        "peak_bytes": m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes,
+        "compile_seconds": seconds,
+    }
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--depth", type=int, default=68)
+    parser.add_argument("--time-steps", type=int, default=40)
+    parser.add_argument("--batch", type=int, default=28)
+    parser.add_argument("--out", default="experiments/bench/results/memory.json")
+    args = parser.parse_args(argv)
+    rows = [plan(args.depth, args.time_steps, args.batch, r) for r in (False, True)]
+    print(
+        f"{'depth':>6}{'T':>4}{'batch':>6}{'remat':>7}{'peak MiB':>10}{'temp MiB':>10}{'compile s':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r['depth']:>6}{r['time_steps']:>4}{r['batch']:>6}{r['remat']!s:>7}"
+            f"{r['peak_bytes'] / 2**20:>10.0f}{r['temp_bytes'] / 2**20:>10.0f}"
+            f"{r['compile_seconds']:>11.1f}"
+        )
+    print(f"remat / plain peak: {rows[1]['peak_bytes'] / rows[0]['peak_bytes']:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
