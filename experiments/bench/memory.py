@@ -54,9 +54,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="experiments/bench/results/memory.json")
     args = parser.parse_args(argv)
     rows = [plan(args.depth, args.time_steps, args.batch, r) for r in (False, True)]
-    print(
-        f"{'depth':>6}{'T':>4}{'batch':>6}{'remat':>7}{'peak MiB':>10}{'temp MiB':>10}{'compile s':>11}"
-    )
+    header = (("depth", 6), ("T", 4), ("batch", 6), ("remat", 7), ("peak MiB", 10))
+    print("".join(f"{h:>{w}}" for h, w in header) + f"{'temp MiB':>10}{'compile s':>11}")
     for r in rows:
         print(
             f"{r['depth']:>6}{r['time_steps']:>4}{r['batch']:>6}{r['remat']!s:>7}"
