@@ -37,6 +37,7 @@ def measure(preset: str, repeats: int) -> dict:
 
     import mlf_jax as mj
     from experiments import train
+    from experiments.bench.common import matmul_rate
 
     module, shape = PRESETS[preset]
     config = importlib.import_module(f"experiments.configs.{module}").get_config()
@@ -62,6 +63,12 @@ def measure(preset: str, repeats: int) -> dict:
         jax.block_until_ready((dstate, metrics))
         times.append(time.perf_counter() - t0)
     step = float(np.median(times))
+    # FLOPs of the same step as one program (XLA's count: convolutions, dense and
+    # elementwise work, forward and backward) and this machine's matmul rate.
+    local = state.replace(apply_fn=model.clone(axis_name=None).apply)
+    single = jax.jit(mj.train.train_step).lower(local, batch)
+    flops = float(single.compile().cost_analysis()["flops"])
+    rate = matmul_rate()
     return {
         "preset": preset,
         "devices": jax.device_count(),
@@ -71,6 +78,10 @@ def measure(preset: str, repeats: int) -> dict:
         "step_seconds": step,
         "images_per_second": batch_size / step,
         "step_times": times,
+        "flops": flops,
+        "matmul_flops_per_second": rate,
+        "flop_floor_seconds": flops / rate,
+        "step_over_flop_floor": step / (flops / rate),
     }
 
 
@@ -99,8 +110,19 @@ def main(argv=None) -> None:
         if line is None:
             sys.exit(f"benchmark with {n} device(s) failed:\n{out.stderr[-3000:]}")
         rows += json.loads(line[len("RESULT ") :])
-    header = ("preset", "devices", "batch", "T", "compile+1st s", "step s", "img/s")
-    widths = (14, 8, 7, 4, 15, 9, 9)
+    header = (
+        "preset",
+        "devices",
+        "batch",
+        "T",
+        "compile+1st s",
+        "step s",
+        "img/s",
+        "GFLOP",
+        "floor s",
+        "ratio",
+    )
+    widths = (14, 8, 7, 4, 15, 9, 9, 9, 9, 7)
     print(
         f"{header[0]:<14}"
         + "".join(f"{h:>{w}}" for h, w in zip(header[1:], widths[1:], strict=True))
@@ -109,6 +131,8 @@ def main(argv=None) -> None:
         print(
             f"{r['preset']:<14}{r['devices']:>8}{r['batch_size']:>7}{r['time_steps']:>4}"
             f"{r['first_step_seconds']:>15.1f}{r['step_seconds']:>9.3f}{r['images_per_second']:>9.1f}"
+            f"{r['flops'] / 1e9:>9.0f}{r['flop_floor_seconds']:>9.3f}"
+            f"{r['step_over_flop_floor']:>7.1f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")

@@ -1,0 +1,40 @@
+"""Timing helpers shared by the benchmarks: medians after compilation, machine rates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["time_compiled", "copy_bandwidth", "matmul_rate"]
+
+
+def time_compiled(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
+    """``(compile_seconds, median_run_seconds)`` of ``jax.jit(fn)(*args)``."""
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(*args))  # warm-up
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        runs.append(time.perf_counter() - t0)
+    return compile_s, float(np.median(runs))
+
+
+def copy_bandwidth(n: int = 2**25, repeats: int = 7) -> float:
+    """Bytes per second of ``y = x + 1`` on ``n`` float32 (one read and one write each)."""
+    x = jnp.ones((n,), jnp.float32)
+    _, seconds = time_compiled(lambda x: x + 1.0, x, repeats=repeats)
+    return 2 * 4 * n / seconds
+
+
+def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """FLOP per second of an ``n x n`` float32 matrix product (``2 n^3`` FLOPs)."""
+    a = jnp.ones((n, n), jnp.float32)
+    _, seconds = time_compiled(lambda a, b: a @ b, a, a, repeats=repeats)
+    return 2 * n**3 / seconds

@@ -1,0 +1,105 @@
+"""The MLF neuron layer: forward and forward+backward time against a plain reference
+and against the memory floor of this machine, measured in one run.
+
+    python -m experiments.bench.neuron [--T 4 10 40] [--N 65536 262144 1048576]
+
+- ``ours``: ``mlf_jax.neurons.mlf`` (levels as separate arrays, time loop per
+  ``auto_unroll``);
+- ``plain``: the straightforward version: ``lax.scan`` (rolled) over a step that
+  vmaps LIF over the K thresholds, autodiff for the backward pass;
+- ``fused``: ``mlf_jax.kernels.fused.mlf_fused`` where present (hand-written BPTT).
+
+Memory floor: the bytes that must move divided by the copy bandwidth measured
+in the same run (``y = x + 1``): forward reads x and writes o (8 T N bytes);
+forward+backward also reads the output cotangent and writes dx (16 T N bytes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import mlf_jax as mj
+from experiments.bench.common import copy_bandwidth, time_compiled
+
+THRESHOLDS = (0.6, 1.6, 2.6)
+
+
+def plain_mlf(x: jax.Array) -> jax.Array:
+    """The textbook implementation: scan over time, vmap of LIF over thresholds."""
+    th = jnp.asarray(THRESHOLDS, x.dtype)
+    sur = mj.rectangular(1.0)
+
+    def step(state, xt):
+        u, o = state
+        u = 0.25 * u * (1.0 - o) + xt[None]
+        o = mj.spike(u - th.reshape(-1, *([1] * xt.ndim)), sur)
+        return (u, o), o.sum(0)
+
+    init = (jnp.zeros((len(THRESHOLDS), *x.shape[1:])),) * 2
+    return lax.scan(step, init, x)[1]
+
+
+def implementations() -> dict:
+    impls = {"ours": lambda x: mj.mlf(x, thresholds=THRESHOLDS), "plain": plain_mlf}
+    try:
+        from mlf_jax.kernels.fused import mlf_fused
+
+        impls["fused"] = lambda x: mlf_fused(x, thresholds=THRESHOLDS)
+    except ImportError:
+        pass
+    return impls
+
+
+def run(ts, ns, repeats) -> dict:
+    bandwidth = copy_bandwidth()
+    rows = []
+    for t in ts:
+        for n in ns:
+            x = jax.random.uniform(jax.random.key(0), (t, n), maxval=3.0)
+            g = jax.random.normal(jax.random.key(1), (t, n))
+            floor_fwd = 8 * t * n / bandwidth
+            floor_bwd = 16 * t * n / bandwidth
+            for name, f in implementations().items():
+                c_f, fwd = time_compiled(f, x, repeats=repeats)
+                c_b, both = time_compiled(
+                    lambda x, g, f=f: jax.vjp(f, x)[1](g)[0], x, g, repeats=repeats
+                )
+                rows.append(
+                    {
+                        "impl": name, "T": t, "N": n,
+                        "forward_s": fwd, "forward_backward_s": both,
+                        "compile_forward_s": c_f, "compile_forward_backward_s": c_b,
+                        "floor_forward_s": floor_fwd, "floor_forward_backward_s": floor_bwd,
+                        "forward_backward_over_floor": both / floor_bwd,
+                    }
+                )  # fmt: skip
+                print(
+                    f"{name:<6}{t:>4}{n:>9}{fwd * 1e3:>10.2f}{both * 1e3:>10.2f}"
+                    f"{floor_bwd * 1e3:>10.2f}{both / floor_bwd:>8.1f}x",
+                    flush=True,
+                )
+    return {"copy_bandwidth_bytes_per_s": bandwidth, "rows": rows}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--T", type=int, nargs="+", default=[4, 10, 40])
+    parser.add_argument("--N", type=int, nargs="+", default=[2**16, 2**18, 2**20])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default="experiments/bench/results/neuron.json")
+    args = parser.parse_args(argv)
+    print(f"{'impl':<6}{'T':>4}{'N':>9}{'fwd ms':>10}{'f+b ms':>10}{'floor ms':>10}{'ratio':>9}")
+    result = run(args.T, args.N, args.repeats)
+    print(f"copy bandwidth: {result['copy_bandwidth_bytes_per_s'] / 1e9:.2f} GB/s")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
