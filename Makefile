@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test lint format data clean
+.PHONY: train test lint format data bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ train: $(STAMP)
 ## test: the test suite
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+## bench: every benchmark under experiments/bench (tables on stdout, JSON in experiments/bench/results)
+bench: $(STAMP)
+	$(VENV)/bin/python -m experiments.bench.neuron
+	$(VENV)/bin/python -m experiments.bench.train_step
+	$(VENV)/bin/python -m experiments.bench.memory
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
