@@ -67,9 +67,12 @@ def run(ts, ns, repeats) -> dict:
             floor_bwd = 16 * t * n / bandwidth
             for name, f in implementations().items():
                 c_f, fwd = time_compiled(f, x, repeats=repeats)
-                c_b, both = time_compiled(
-                    lambda x, g, f=f: jax.vjp(f, x)[1](g)[0], x, g, repeats=repeats
-                )
+
+                def fwd_bwd(x, g, f=f):
+                    return jax.vjp(f, x)[1](g)[0]
+
+                c_b, both = time_compiled(fwd_bwd, x, g, repeats=repeats)
+                temp = jax.jit(fwd_bwd).lower(x, g).compile().memory_analysis().temp_size_in_bytes
                 rows.append(
                     {
                         "impl": name, "T": t, "N": n,
@@ -77,11 +80,12 @@ def run(ts, ns, repeats) -> dict:
                         "compile_forward_s": c_f, "compile_forward_backward_s": c_b,
                         "floor_forward_s": floor_fwd, "floor_forward_backward_s": floor_bwd,
                         "forward_backward_over_floor": both / floor_bwd,
+                        "forward_backward_temp_bytes": temp,
                     }
                 )  # fmt: skip
                 print(
                     f"{name:<6}{t:>4}{n:>9}{fwd * 1e3:>10.2f}{both * 1e3:>10.2f}"
-                    f"{floor_bwd * 1e3:>10.2f}{both / floor_bwd:>8.1f}x",
+                    f"{floor_bwd * 1e3:>10.2f}{both / floor_bwd:>8.1f}x{temp / 2**20:>10.1f}",
                     flush=True,
                 )
     return {"copy_bandwidth_bytes_per_s": bandwidth, "rows": rows}
@@ -94,7 +98,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="experiments/bench/results/neuron.json")
     args = parser.parse_args(argv)
-    print(f"{'impl':<6}{'T':>4}{'N':>9}{'fwd ms':>10}{'f+b ms':>10}{'floor ms':>10}{'ratio':>9}")
+    print(
+        f"{'impl':<6}{'T':>4}{'N':>9}{'fwd ms':>10}{'f+b ms':>10}{'floor ms':>10}{'ratio':>9}"
+        f"{'temp MiB':>10}"
+    )
     result = run(args.T, args.N, args.repeats)
     print(f"copy bandwidth: {result['copy_bandwidth_bytes_per_s'] / 1e9:.2f} GB/s")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

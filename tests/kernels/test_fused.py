@@ -1,0 +1,78 @@
+"""The fused MLF (hand-written BPTT) against autodiff through the plain scan."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlf_jax as mj
+from mlf_jax.kernels import mlf_fused
+
+THRESHOLDS = {1: (0.6,), 2: (0.6, 1.6), 3: (0.6, 1.6, 2.6)}
+
+
+def _grads(fn, x, w, th, tau, **kw):
+    def loss(x, th, tau):
+        return (fn(x, thresholds=th, tau=tau, **kw) * w).sum()
+
+    return jax.grad(loss, argnums=(0, 1, 2))(x, th, tau)
+
+
+def _assert_close(got, want):
+    # dL/dx elementwise to 1e-6; dL/dth and dL/dtau are sums over every unit and
+    # step (up to 2,560 float32 terms here), so the summation order alone moves
+    # them by a few 1e-6: 1e-5 there.
+    for g, r, name, atol in zip(
+        got, want, ("x", "thresholds", "tau"), (1e-6, 1e-5, 1e-5), strict=True
+    ):
+        np.testing.assert_allclose(g, r, rtol=1e-6, atol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("levels", [1, 2, 3])
+@pytest.mark.parametrize("T", [1, 2, 5, 12, 40])
+@pytest.mark.parametrize("detach", [False, True])
+def test_equal_to_autodiff_of_the_plain_scan(levels, T, detach):
+    key = jax.random.key(100 * levels + T)
+    x = jax.random.uniform(key, (T, 64), minval=-0.5, maxval=3.5)
+    w = jax.random.normal(jax.random.fold_in(key, 1), x.shape)
+    th, tau = jnp.asarray(THRESHOLDS[levels]), jnp.float32(0.25)
+    np.testing.assert_array_equal(mlf_fused(x, thresholds=th), mj.mlf(x, thresholds=th))
+    _assert_close(
+        _grads(mlf_fused, x, w, th, tau, detach_reset=detach),
+        _grads(mj.mlf, x, w, th, tau, detach_reset=detach),
+    )
+
+
+@pytest.mark.parametrize("name", ["rectangular", "triangle", "sigmoid", "arctan"])
+def test_every_surrogate_family(name):
+    x = jax.random.uniform(jax.random.key(7), (6, 3, 4, 5), minval=-0.5, maxval=3.5)
+    w = jax.random.normal(jax.random.key(8), x.shape)
+    th, tau = jnp.asarray(THRESHOLDS[3]), jnp.float32(0.4)
+    sur = mj.get_surrogate(name)
+    _assert_close(
+        _grads(mlf_fused, x, w, th, tau, surrogate=sur),
+        _grads(mj.mlf, x, w, th, tau, surrogate=sur),
+    )
+
+
+def test_under_jit_vmap_and_checkpoint():
+    x = jax.random.uniform(jax.random.key(9), (5, 4, 6), maxval=3.0)
+    w = jax.random.normal(jax.random.key(10), x.shape)
+
+    def loss(fn):
+        return lambda x: (fn(x) * w).sum()
+
+    ref = jax.grad(loss(mj.mlf))(x)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss(mlf_fused)))(x), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(jax.checkpoint(loss(mlf_fused)))(x), ref, rtol=1e-6, atol=1e-6
+    )
+    per_column = jax.vmap(mlf_fused, in_axes=1, out_axes=1)(x)
+    np.testing.assert_array_equal(per_column, mj.mlf(x))
+
+
+def test_bad_input_is_rejected_like_mlf():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        mlf_fused(jnp.ones((2, 3)), thresholds=(1.0, 0.5))
+    with pytest.raises(TypeError, match="floating"):
+        mlf_fused(jnp.ones((2, 3), jnp.int32))
