@@ -244,3 +244,13 @@ def test_auto_unroll_policy():
     # both policies compute the same thing
     x = jax.random.uniform(jax.random.key(8), (12, 5), maxval=3.0)
     np.testing.assert_array_equal(mj.mlf(x), mj.mlf(x, unroll=True))
+
+
+def test_long_sequences_dispatch_to_the_fused_kernel_with_the_same_gradients():
+    x = jax.random.uniform(jax.random.key(11), (16, 32), minval=-0.5, maxval=3.5)
+    w = jax.random.normal(jax.random.key(12), x.shape)
+    jaxpr = str(jax.make_jaxpr(lambda x: mj.mlf(x))(x))
+    assert "custom_vjp" in jaxpr  # T = 16 > MAX_UNROLLED_STEPS: the fused kernel
+    g_default = jax.grad(lambda x: (mj.mlf(x) * w).sum())(x)
+    g_scan = jax.grad(lambda x: (mj.mlf(x, unroll=1) * w).sum())(x)
+    np.testing.assert_allclose(g_default, g_scan, rtol=1e-6, atol=1e-6)
