@@ -98,6 +98,23 @@ def _mlf_bwd(surrogate, detach_reset, unroll, residuals, g):
 _mlf.defvjp(_mlf_fwd, _mlf_bwd)
 
 
+def _vary_alike(*arrays: Array) -> tuple[Array, ...]:
+    """Inside ``jax.shard_map`` (``check_vma=True``), marks every array as varying over
+    the union of the manual axes any of them varies over. The backward pass returns
+    cotangents that vary like ``x`` (e.g. ``dth`` summed over the local shard only);
+    casting the replicated ``thresholds``/``tau`` to varying *outside* the custom_vjp
+    lets autodiff transpose that cast into the ``psum`` over devices. No-op elsewhere."""
+    vma = frozenset().union(*(_varying_axes(a) for a in arrays))
+    return tuple(lax.pcast(a, tuple(sorted(vma - _varying_axes(a))), to="varying") for a in arrays)
+
+
+def _varying_axes(a: Array) -> frozenset:
+    """The manual mesh axes ``a`` varies over (jax 0.10: ``typeof(a).mat.varying``)."""
+    aval = jax.typeof(a)
+    mat = getattr(aval, "mat", None)
+    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
+
+
 def mlf_fused(
     x: Array,
     *,
@@ -117,4 +134,5 @@ def mlf_fused(
     _check_tau(tau)
     th = _as_thresholds(thresholds, x.dtype)
     tau = jnp.asarray(tau, x.dtype)
+    x, th, tau = _vary_alike(x, th, tau)
     return _mlf(x, th, tau, surrogate, bool(detach_reset), auto_unroll(x.shape[0], unroll))
