@@ -1,0 +1,37 @@
+"""The model an experiment config describes (shared by ``train.py`` and the studies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+import mlf_jax as mj
+from experiments import input_pipeline
+
+__all__ = ["DTYPES", "build_model"]
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_model(config: Any) -> mj.models.ResNet:
+    """The ``ResNet`` described by ``config.model`` for ``config.dataset``."""
+    m = config.model
+    if m.dtype not in DTYPES:
+        raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
+    in_channels, num_classes = input_pipeline.SHAPES[config.dataset]
+    return mj.models.resnet(
+        m.depth,
+        widths=tuple(m.widths),
+        num_classes=num_classes,
+        shortcut=m.shortcut,
+        time_steps=m.time_steps,
+        input_norm=m.input_norm,
+        in_channels=in_channels,
+        thresholds=tuple(m.thresholds),
+        tau=m.tau,
+        surrogate=mj.get_surrogate(m.surrogate, m.surrogate_param),
+        detach_reset=m.detach_reset,
+        axis_name=mj.train.AXIS if config.cross_device_bn else None,
+        dtype=DTYPES[m.dtype],
+    )
