@@ -13,10 +13,12 @@ import json
 import runpy
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
 from absl import app, flags, logging
+from flax import serialization
 from ml_collections import config_flags
 
 import mlf_jax as mj
@@ -28,14 +30,25 @@ config_flags.DEFINE_config_file("config", None, "Path to an experiment config fi
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 
+FINAL_VARIABLES = "final_variables.msgpack"
+
 
 def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-    """Builds data and model from ``config`` and trains; returns the results."""
+    """Builds data and model from ``config`` and trains; returns the results.
+
+    Process 0 also writes the final ``{'params', 'batch_stats'}`` to
+    ``<workdir>/final_variables.msgpack`` (``flax.serialization``).
+    """
     data = input_pipeline.get_datasets(config)
     model = build_model(config)
-    return mj.train.fit(
+    results = mj.train.fit(
         model, data.train, data.test, data.preprocess, config, workdir, augment=data.augment
     )
+    if jax.process_index() == 0:
+        state = results["state"]
+        variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+        (Path(workdir) / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
+    return results
 
 
 def check_overrides(argv: Sequence[str]) -> None:

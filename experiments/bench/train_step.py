@@ -36,12 +36,12 @@ def measure(preset: str, repeats: int) -> dict:
     import numpy as np
 
     import mlf_jax as mj
-    from experiments import train
     from experiments.bench.common import matmul_rate
+    from experiments.models import build_model
 
     module, shape = PRESETS[preset]
     config = importlib.import_module(f"experiments.configs.{module}").get_config()
-    model = train.build_model(config)
+    model = build_model(config)
     batch_size = config.batch_size
     rng = np.random.default_rng(0)
     image = rng.integers(0, 3, (batch_size, *shape)).astype(np.float32)

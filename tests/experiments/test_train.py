@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flax import serialization
 
 from experiments import train
 from experiments.configs import fashion_mnist as fmnist_config
@@ -42,6 +43,14 @@ def test_fashion_mnist_end_to_end(tmp_path):
     assert results["steps"] == 4
     (record,) = _evals(tmp_path / "work")
     assert 0.0 <= record["test_accuracy"] <= 1.0 and record["epoch"] == 1
+    saved = serialization.msgpack_restore((tmp_path / "work" / train.FINAL_VARIABLES).read_bytes())
+    state = results["state"]
+    np.testing.assert_array_equal(
+        saved["params"]["stem_conv"]["kernel"], state.params["stem_conv"]["kernel"]
+    )
+    np.testing.assert_array_equal(
+        saved["batch_stats"]["stem_bn"]["mean"], state.batch_stats["stem_bn"]["mean"]
+    )
 
 
 def test_dvs_gesture_end_to_end_with_the_paper_preprocessing(tmp_path):
