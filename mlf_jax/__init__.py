@@ -3,7 +3,7 @@
 Feng et al., "Multi-Level Firing with Spiking DS-ResNet", IJCAI 2022.
 """
 
-from mlf_jax import data, models, neurons, nn, surrogate, train
+from mlf_jax import analysis, data, models, neurons, nn, surrogate, train
 from mlf_jax.neurons import (
     LIFState,
     MLFState,
@@ -29,6 +29,7 @@ from mlf_jax.surrogate import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "analysis",
     "data",
     "models",
     "neurons",

@@ -1,0 +1,136 @@
+"""Surrogate windows, per-level surrogate derivatives and dormant units (DESIGN 1.4).
+
+An MLF unit with thresholds ``th_1 < ... < th_K`` receives, at one time step, the
+surrogate derivative ``g(u_k - th_k)`` through each level ``k``. It is *dormant*
+at that step when every one of them is zero: no gradient flows through the unit.
+With the rectangular surrogate of width ``a`` and thresholds spaced by ``a``, the
+K windows tile ``[th_1 - a/2, th_K + a/2)``, which is how MLF reduces dormancy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mlf_jax.analysis._record import LayerRecord
+from mlf_jax.surrogate import Surrogate, get_surrogate
+
+__all__ = [
+    "surrogate_windows",
+    "surrogate_derivative",
+    "dormant_mask",
+    "dormant_fraction",
+    "dormant_fractions",
+]
+
+
+def check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
+    """Thresholds as a float64 ``[K]`` numpy array; ``ValueError`` unless 1-D, non-empty, finite."""
+    th = np.asarray(thresholds, dtype=np.float64)
+    if th.ndim != 1 or th.size == 0:
+        raise ValueError(
+            f"thresholds must be a non-empty 1-D sequence (one per level), got shape {th.shape}"
+        )
+    if not np.all(np.isfinite(th)):
+        raise ValueError(f"thresholds must be finite, got {th.tolist()}")
+    return th
+
+
+def surrogate_windows(
+    thresholds: Sequence[float], surrogate: Surrogate | str
+) -> list[tuple[float, float]]:
+    """Per level, the open interval of potential where ``g(u - th_k)`` can be non-zero.
+
+    ``th_k + surrogate.support()``; infinite for surrogates without compact support
+    (sigmoid, arctan). Rectangular of width 1 with thresholds ``(0.6, 1.6, 2.6)``:
+    ``[(0.1, 1.1), (1.1, 2.1), (2.1, 3.1)]``.
+    """
+    lo, hi = get_surrogate(surrogate).support()
+    return [(float(t + lo), float(t + hi)) for t in check_thresholds(thresholds)]
+
+
+def surrogate_derivative(
+    membrane: jax.Array, thresholds: Sequence[float], surrogate: Surrogate | str
+) -> jax.Array:
+    """``g(u_k - th_k)`` per level: the surrogate derivative each level passes back.
+
+    Args:
+      membrane: per-level potentials ``[T, K, ...]`` (e.g. ``LayerRecord.membrane``).
+      thresholds: the K thresholds, in level order.
+      surrogate: the surrogate the neuron uses.
+
+    Returns:
+      ``[T, K, ...]`` array (floating, the dtype of ``membrane`` or float32).
+    """
+    surrogate = get_surrogate(surrogate)
+    th = check_thresholds(thresholds)
+    u = jnp.asarray(membrane)
+    if u.ndim < 2:
+        raise ValueError(f"membrane must have shape [T, K, ...], got {u.shape}")
+    if u.shape[1] != th.size:
+        raise ValueError(
+            f"membrane has K={u.shape[1]} levels (axis 1 of {u.shape}) but "
+            f"{th.size} thresholds were given"
+        )
+    if not jnp.issubdtype(u.dtype, jnp.floating):
+        u = u.astype(jnp.float32)
+    th = jnp.asarray(th, u.dtype).reshape((1, th.size) + (1,) * (u.ndim - 2))
+    return surrogate.grad(u - th)
+
+
+def dormant_mask(
+    membrane: jax.Array,
+    thresholds: Sequence[float],
+    surrogate: Surrogate | str,
+    *,
+    atol: float = 0.0,
+) -> jax.Array:
+    """Which units are dormant at which step: ``g(u_k - th_k) <= atol`` at every level.
+
+    With the default ``atol=0`` this is exactly "the surrogate derivative is zero at
+    all K levels", as computed in the membrane's dtype (so it matches the gradient
+    used in training). Surrogates with infinite support (sigmoid, arctan) make
+    nothing dormant except where ``g`` underflows to 0 (far above threshold:
+    ``sigmoid(4.0)`` in float32 for ``u - th`` above about 4.5); pass a small ``atol``
+    to count "effectively dormant" units instead.
+
+    Args:
+      membrane: per-level potentials ``[T, K, B, ...]``.
+      thresholds, surrogate: as the neuron uses them.
+      atol: derivative at or below which a level counts as passing nothing.
+
+    Returns:
+      Boolean ``[T, B, ...]`` (the level axis reduced).
+    """
+    if not atol >= 0:
+        raise ValueError(f"atol must be >= 0, got {atol!r}")
+    g = surrogate_derivative(membrane, thresholds, surrogate)
+    return jnp.all(g <= atol, axis=1)
+
+
+def dormant_fraction(
+    membrane: jax.Array,
+    thresholds: Sequence[float],
+    surrogate: Surrogate | str,
+    *,
+    atol: float = 0.0,
+) -> float:
+    """Fraction of (time step, unit) pairs that are dormant: the mean of :func:`dormant_mask`."""
+    return float(jnp.mean(dormant_mask(membrane, thresholds, surrogate, atol=atol)))
+
+
+def dormant_fractions(
+    records: Mapping[str, LayerRecord],
+    thresholds: Sequence[float],
+    surrogate: Surrogate | str,
+    *,
+    atol: float = 0.0,
+) -> dict[str, float]:
+    """:func:`dormant_fraction` of every layer of :func:`record`'s output, in its order."""
+    return {
+        name: dormant_fraction(rec.membrane, thresholds, surrogate, atol=atol)
+        for name, rec in records.items()
+    }
