@@ -7,12 +7,12 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test lint format data bench clean
+.PHONY: train test notebooks lint format data bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet -e ".[dev,notebooks]"
 	touch $@
 
 ## train: DS-ResNet with MLF on Fashion-MNIST (installs the data set with apt if needed)
@@ -22,6 +22,11 @@ train: $(STAMP)
 ## test: the test suite
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q $(ARGS)
+
+## notebooks: execute every notebooks/[0-9]*.ipynb with small settings; fails on any error
+## (ARGS="--full --write" regenerates the committed outputs, see notebooks/README.md)
+notebooks: $(STAMP)
+	$(VENV)/bin/python notebooks/run.py $(ARGS)
 
 ## bench: every benchmark under experiments/bench (tables on stdout, JSON in experiments/bench/results)
 bench: $(STAMP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -53,6 +53,11 @@ class ResNet(nn.Module):
       input_norm: tdBN without affine parameters on the input (event data).
       in_channels: expected input channels (checked when set).
       thresholds, tau, surrogate, detach_reset, unroll: the MLF neuron.
+      neuron: optional factory of the spiking layers, replacing the MLF neuron built from
+        the fields above (which are then unused, except ``thresholds[0]`` as tdBN's
+        default ``v_th``). It is called as ``neuron(name=...)`` and the module it returns
+        as ``layer(x)`` with time-major ``x`` ``[T, B, ...]``, returning the same shape,
+        like :class:`mlf_jax.nn.MLF`; e.g. ``functools.partial(MyNeuron, beta=0.5)``.
       v_th: threshold used by tdBN (default: the first level, ``thresholds[0]``).
       bn_momentum, bn_epsilon: tdBN running-average momentum (Flax convention) and eps.
       axis_name: device axis for cross-device tdBN statistics (data parallelism).
@@ -84,6 +89,7 @@ class ResNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     remat: bool = False
+    neuron: Callable[..., nn.Module] | None = None
 
     def _validate(self) -> None:
         check_shortcut(self.shortcut)
@@ -137,14 +143,17 @@ class ResNet(nn.Module):
             axis_name=self.axis_name,
             dtype=jnp.float32,
         )
-        neuron = functools.partial(
-            MLF,
-            thresholds=tuple(self.thresholds),
-            tau=self.tau,
-            surrogate=self.surrogate,
-            detach_reset=self.detach_reset,
-            unroll=self.unroll,
-        )
+        if self.neuron is not None:
+            neuron = self.neuron
+        else:
+            neuron = functools.partial(
+                MLF,
+                thresholds=tuple(self.thresholds),
+                tau=self.tau,
+                surrogate=self.surrogate,
+                detach_reset=self.detach_reset,
+                unroll=self.unroll,
+            )
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)
 

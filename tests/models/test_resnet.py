@@ -1,9 +1,12 @@
 """Spiking ResNets: parameter counts, shapes, recording, initialisation, bad input."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import mlf_jax as mj
 
@@ -190,3 +193,45 @@ def test_remat_gives_the_same_gradients_with_the_same_parameter_names():
         grads(remat),
         grads(plain),
     )
+
+
+# --- custom neuron factory -------------------------------------------------
+
+
+class _ReluNeuron(nn.Module):
+    """Not a spiking neuron at all: marks where the ResNet puts its neuron layers."""
+
+    @nn.compact
+    def __call__(self, x):
+        self.sow("probe", "calls", jnp.zeros(()))
+        return jax.nn.relu(x)
+
+
+def test_a_custom_neuron_factory_replaces_every_mlf_layer():
+    kw = dict(widths=(4, 8, 8), num_classes=3, time_steps=2, in_channels=1)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    model = mj.models.resnet(8, neuron=_ReluNeuron, **kw)
+    v = model.init(jax.random.key(1), x)
+    _, state = model.apply(
+        v, x, train=False, mutable=["probe", mj.nn.RECORD_COLLECTION, "intermediates"]
+    )
+    called = {
+        "/".join(str(k.key) for k in p[:-2])
+        for p, _ in jax.tree_util.tree_leaves_with_path(state["probe"])
+    }
+    blocks = ["stage1_block1", "stage2_block1", "stage3_block1"]
+    expected = {"stem_neuron"} | {f"{b}/neuron{i}" for b in blocks for i in (1, 2)}
+    expected |= {"stage2_block1/shortcut_neuron", "stage3_block1/shortcut_neuron"}
+    assert called == expected
+    assert not state.get(mj.nn.RECORD_COLLECTION)  # no MLF layer left to sow potentials
+
+
+def test_a_neuron_factory_equal_to_the_default_gives_the_same_logits():
+    kw = dict(widths=(4, 8, 8), num_classes=3, time_steps=2, in_channels=1)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    default = mj.models.resnet(8, thresholds=(0.3, 1.3), tau=0.5, **kw)
+    factory = functools.partial(mj.nn.MLF, thresholds=(0.3, 1.3), tau=0.5)
+    # tdBN's v_th defaults to thresholds[0] of the ResNet, not of the factory
+    custom = mj.models.resnet(8, neuron=factory, v_th=0.3, **kw)
+    v = default.init(jax.random.key(1), x)
+    np.testing.assert_array_equal(custom.apply(v, x, train=False), default.apply(v, x, train=False))
