@@ -35,6 +35,7 @@ from experiments.models import build_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdir/depth_study", "One sub-directory per cell goes here.")
+flags.DEFINE_string("data_dir", "", "Fashion-MNIST IDX files (default: the config's data_dir).")
 flags.DEFINE_list("depths", ["8", "32", "68"], "Depths 6n + 2.")
 flags.DEFINE_list("widths", ["8", "16", "32"], "Channels of the three stages.")
 flags.DEFINE_list("shortcuts", ["standard", "ds"], "'standard' (spiking ResNet) and/or 'ds'.")
@@ -61,7 +62,7 @@ def cell_name(shortcut: str, neuron: str, depth: int) -> str:
 
 def cell_config(shortcut: str, neuron: str, depth: int) -> Any:
     """The Fashion-MNIST config with this cell's model and the study's common budget."""
-    config = fashion_mnist_config.get_config()
+    config = data_config()
     config.model.depth = depth
     config.model.widths = tuple(int(w) for w in FLAGS.widths)
     config.model.shortcut = shortcut
@@ -72,6 +73,14 @@ def cell_config(shortcut: str, neuron: str, depth: int) -> Any:
     config.learning_rate = FLAGS.learning_rate
     config.seed = FLAGS.seed
     config.log_every = 20
+    return config
+
+
+def data_config() -> Any:
+    """The Fashion-MNIST config, reading the data from ``--data_dir`` when it is given."""
+    config = fashion_mnist_config.get_config()
+    if FLAGS.data_dir:
+        config.data_dir = FLAGS.data_dir
     return config
 
 
@@ -150,6 +159,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) 
     if path.exists():
         return json.loads(path.read_text())
     config = cell_config(shortcut, neuron, depth)
+    config.cross_device_bn = False  # the probes run on one device, outside shard_map
     model = build_model(config)
     pre = data.preprocess
     probe_batch = pre(data.test[np.arange(FLAGS.probe_size)], False)
@@ -244,7 +254,7 @@ def main(argv: Sequence[str]) -> None:
         mj.models.stage_sizes_for_depth(d)
     workdir = Path(FLAGS.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    data = input_pipeline.get_datasets(fashion_mnist_config.get_config())
+    data = input_pipeline.get_datasets(data_config())
     train = subset(data.train, FLAGS.train_size, FLAGS.seed)
     cells = list(itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths))
     start = time.time()

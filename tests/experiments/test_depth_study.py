@@ -1,0 +1,70 @@
+"""The depth study end to end on tiny files in the Fashion-MNIST format: results, plot, resume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..data.idx_files import write_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(data_dir: Path, workdir: Path) -> str:
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.depth_study",
+        f"--workdir={workdir}",
+        f"--data_dir={data_dir}",
+        "--depths=8",
+        "--widths=2,2,4",
+        "--shortcuts=standard,ds",
+        "--neurons=mlf",
+        "--train_size=64",
+        "--epochs=1",
+        "--batch_size=32",
+        "--probe_size=16",
+        "--train_eval_size=32",
+        f"--results_out={workdir / 'copy.json'}",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("depth_study")
+    data = write_fashion_mnist(tmp / "data", 96, 32)
+    first = _run(data, tmp / "work")
+    return data, tmp / "work", first
+
+
+def test_every_cell_is_trained_and_measured(study):
+    _, work, out = study
+    results = json.loads((work / "results.json").read_text())
+    assert json.loads((work / "copy.json").read_text()) == results
+    assert (work / "depth_study.png").stat().st_size > 0
+    cells = {(c["shortcut"], c["neuron"], c["depth"]): c for c in results["cells"]}
+    assert set(cells) == {("standard", "mlf", 8), ("ds", "mlf", 8)}
+    for c in cells.values():
+        assert c["diverged"] is None
+        for key in ("train_accuracy", "test_accuracy", "dormant_init", "dormant_final"):
+            assert 0.0 <= c[key] <= 1.0, (key, c[key])
+        assert c["grad_norm_init"] > 0 and c["grad_norm_final"] > 0
+    # neuron layers of a depth-8 net: the stem and two per block (3 blocks); DS-ResNet adds a
+    # neuron after each of the two projection shortcuts, the spiking ResNet has none there
+    assert len(cells["standard", "mlf", 8]["dormant_per_layer_final"]) == 1 + 3 * 2
+    assert len(cells["ds", "mlf", 8]["dormant_per_layer_final"]) == 1 + 3 * 2 + 2
+    assert "| DS-ResNet | MLF | 8 |" in out and "| spiking ResNet | MLF | 8 |" in out
+
+
+def test_a_second_run_resumes_without_training_again(study):
+    data, work, _ = study
+    before = (work / "results.json").read_text()
+    again = _run(data, work)
+    assert "== " not in again  # no cell was trained
+    assert (work / "results.json").read_text() == before
