@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test notebooks lint format data bench clean
+.PHONY: train test notebooks depth_study lint format data bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: $(STAMP)
 ## (ARGS="--full --write" regenerates the committed outputs, see notebooks/README.md)
 notebooks: $(STAMP)
 	$(VENV)/bin/python notebooks/run.py $(ARGS)
+
+## depth_study: {spiking ResNet, DS-ResNet} x {LIF, MLF} x depths 8/32/68 on Fashion-MNIST
+## (resumable: run it again after an interruption); results and plot into experiments/results/
+depth_study: $(STAMP)
+	$(VENV)/bin/python -m experiments.depth_study --workdir=workdir/depth_study \
+	  --results_out=experiments/results/depth_study.json \
+	  --plot_out=experiments/results/depth_study.png $(ARGS)
 
 ## bench: every benchmark under experiments/bench (tables on stdout, JSON in experiments/bench/results)
 bench: $(STAMP)
