@@ -15,6 +15,7 @@ touched. Timing: after compilation, ``block_until_ready``, median of ``--repeats
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 from pathlib import Path
@@ -100,6 +101,66 @@ def measure(preset: str, repeats: int, flop_rate: float, bandwidth: float) -> li
     return rows
 
 
+def neuron_layers(model: nn.Module, x: jax.Array) -> list[tuple[tuple[int, ...], mj.nn.MLF]]:
+    """The input shape and module of every MLF call in one forward pass of ``model`` on ``x``
+    (traced with ``jax.eval_shape``: nothing is computed)."""
+    calls = []
+
+    def interceptor(next_fun, args, kwargs, context):
+        if context.method_name == "__call__" and isinstance(context.module, mj.nn.MLF):
+            calls.append((tuple(args[0].shape), context.module))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+        jax.eval_shape(functools.partial(model.init, train=True), jax.random.key(0), x)
+    return calls
+
+
+def measure_neurons(preset: str, repeats: int, bandwidth: float) -> dict:
+    """Forward+backward of every neuron layer of ``preset`` timed alone, summed.
+
+    A direct measure of the neurons' share, beside the ablation (whose difference of two
+    whole-step times also contains changed fusion decisions around the removed layers).
+    Each distinct (shape, settings) is compiled and timed once and counted as often as it
+    occurs. Floor: 16 bytes per element (read x and the output cotangent, write o and dx).
+    """
+    module, shape = PRESETS[preset]
+    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config.cross_device_bn = False
+    model = build_model(config)
+    x = mj.train.step.model_input(np.zeros((config.batch_size, *shape), np.float32))
+    counts: dict = {}
+    for shape_, layer in neuron_layers(model, x):
+        key = (shape_, tuple(layer.thresholds), layer.tau, layer.detach_reset, layer.unroll)
+        counts[key] = counts.get(key, 0) + 1
+    seconds = elements = 0.0
+    for (shape_, thresholds, tau, detach_reset, unroll), count in counts.items():
+
+        def fwd_bwd(x, g, thresholds=thresholds, tau=tau, detach=detach_reset, unroll=unroll):
+            f = functools.partial(
+                mj.mlf, thresholds=thresholds, tau=tau, detach_reset=detach, unroll=unroll
+            )
+            return jax.vjp(f, x)[1](g)[0]
+
+        xs = jax.random.uniform(jax.random.key(0), shape_, maxval=3.0)
+        g = jax.random.normal(jax.random.key(1), shape_)
+        seconds += count * time_compiled(fwd_bwd, xs, g, repeats=repeats)[1]
+        elements += count * float(np.prod(shape_))
+    floor = 16 * elements / bandwidth
+    print(
+        f"{preset:<14}{'neurons alone':<12}{seconds:>9.3f} s  {sum(counts.values())} layers, "
+        f"{elements / 1e6:.1f} M elements (memory floor {floor:.3f} s, {seconds / floor:.1f}x)",
+        flush=True,
+    )
+    return {
+        "preset": preset,
+        "layers": sum(counts.values()),
+        "elements": elements,
+        "seconds": seconds,
+        "memory_floor_seconds": floor,
+    }
+
+
 def breakdown(rows: list[dict]) -> dict:
     """Seconds in convolutions (+ pooling, head), tdBN and neurons, from the three variants."""
     t = {r["variant"]: r["seconds"] for r in rows}
@@ -124,15 +185,21 @@ def main(argv=None) -> None:
     for preset in args.presets:
         r = measure(preset, args.repeats, flop_rate, bandwidth)
         rows += r
-        parts.append(breakdown(r))
-    print(f"\n{'preset':<14}{'step s':>9}{'convs':>14}{'tdBN':>14}{'neurons':>14}")
+        parts.append(
+            breakdown(r) | {"neurons_alone": measure_neurons(preset, args.repeats, bandwidth)}
+        )
+    print(
+        f"\n{'preset':<14}{'step s':>9}{'convs':>14}{'tdBN':>14}{'neurons':>14}"
+        f"{'neurons alone':>20}"
+    )
     for p in parts:
         full = p["full_seconds"]
         cells = "".join(
             f"{p[k]:>7.2f} ({100 * p[k] / full:>3.0f}%)"
             for k in ("convs_seconds", "tdbn_seconds", "neuron_seconds")
         )
-        print(f"{p['preset']:<14}{full:>9.2f}{cells}")
+        alone = p["neurons_alone"]["seconds"]
+        print(f"{p['preset']:<14}{full:>9.2f}{cells}{alone:>13.2f} ({100 * alone / full:>3.0f}%)")
     out = {
         "matmul_flops_per_second": flop_rate,
         "copy_bytes_per_second": bandwidth,
