@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.neuron
 	$(VENV)/bin/python -m experiments.bench.train_step
 	$(VENV)/bin/python -m experiments.bench.memory
+	$(VENV)/bin/python -m experiments.bench.profile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
