@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test notebooks depth_study lint format data bench clean
+.PHONY: train test notebooks depth_study lint format data jemalloc bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+## jemalloc: Debian's libjemalloc2, which the experiment commands preload (faster on CPU, see
+## experiments/allocator.py); optional: without it they use the system allocator
+jemalloc:
+	@if ls /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 >/dev/null 2>&1; then \
+	  echo "jemalloc already installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libjemalloc2; \
+	else \
+	  echo "run as root: apt-get install libjemalloc2"; exit 1; \
+	fi
 
 ## data: Debian's dataset-fashion-mnist (real data used by one test and by `make train`)
 data:

@@ -30,6 +30,7 @@ from flax import serialization
 
 import mlf_jax as mj
 from experiments import input_pipeline
+from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
 from experiments.models import build_model
 
@@ -311,4 +312,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     app.run(main)

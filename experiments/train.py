@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 import mlf_jax as mj
 from experiments import input_pipeline
+from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
 
 FLAGS = flags.FLAGS
@@ -96,6 +97,7 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     try:
         check_overrides(sys.argv[1:])
     except ValueError as e:

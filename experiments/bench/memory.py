@@ -15,6 +15,8 @@ import json
 import time
 from pathlib import Path
 
+from experiments.allocator import reexec_with_jemalloc
+
 
 def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
     import jax
@@ -68,4 +70,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     main()

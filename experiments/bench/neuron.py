@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import mlf_jax as mj
+from experiments.allocator import allocator, reexec_with_jemalloc
 from experiments.bench.common import copy_bandwidth, time_compiled
 
 THRESHOLDS = (0.6, 1.6, 2.6)
@@ -88,7 +89,7 @@ def run(ts, ns, repeats) -> dict:
                     f"{floor_bwd * 1e3:>10.2f}{both / floor_bwd:>8.1f}x{temp / 2**20:>10.1f}",
                     flush=True,
                 )
-    return {"copy_bandwidth_bytes_per_s": bandwidth, "rows": rows}
+    return {"allocator": allocator(), "copy_bandwidth_bytes_per_s": bandwidth, "rows": rows}
 
 
 def main(argv=None) -> None:
@@ -109,4 +110,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     main()

@@ -9,7 +9,10 @@ with tdBN replaced by the identity as well ("convs only": convolutions, pooling 
 head). Differences give each part's time. Beside each variant: XLA's FLOP and byte counts of the
 compiled program, and the two floors measured in the same run (FLOPs / matmul rate, bytes / copy
 bandwidth). Layers are swapped with ``flax.linen.intercept_methods``; the model code is not
-touched. Timing: after compilation, ``block_until_ready``, median of ``--repeats`` runs.
+touched. Then every convolution, tdBN and neuron layer is timed alone (forward+backward at
+its real input shape) and summed per kind: a direct measure of each part, since an ablation also
+changes what XLA does around the removed layers. Timing: after compilation,
+``block_until_ready``, median of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from flax import linen as nn
 
 import mlf_jax as mj
+from experiments.allocator import allocator, reexec_with_jemalloc
 from experiments.bench.common import copy_bandwidth, matmul_rate, time_compiled
 from experiments.bench.train_step import PRESETS
 from experiments.models import build_model
@@ -101,14 +105,22 @@ def measure(preset: str, repeats: int, flop_rate: float, bandwidth: float) -> li
     return rows
 
 
-def neuron_layers(model: nn.Module, x: jax.Array) -> list[tuple[tuple[int, ...], mj.nn.MLF]]:
-    """The input shape and module of every MLF call in one forward pass of ``model`` on ``x``
+#: The layer kinds timed alone, by the name used in the output.
+LAYER_KINDS = {"convs": nn.Conv, "tdBN": mj.nn.TdBatchNorm, "neurons": mj.nn.MLF}
+
+
+def layer_calls(model: nn.Module, x: jax.Array) -> list[tuple[str, nn.Module, tuple, dict]]:
+    """``(kind, unbound module, input shape, call kwargs)`` of every call of a module of
+    :data:`LAYER_KINDS` in one training-mode forward pass of ``model`` on ``x``
     (traced with ``jax.eval_shape``: nothing is computed)."""
     calls = []
 
     def interceptor(next_fun, args, kwargs, context):
-        if context.method_name == "__call__" and isinstance(context.module, mj.nn.MLF):
-            calls.append((tuple(args[0].shape), context.module))
+        if context.method_name == "__call__":
+            for kind, cls in LAYER_KINDS.items():
+                if isinstance(context.module, cls):
+                    module = context.module.clone(parent=None, name=None)
+                    calls.append((kind, module, tuple(args[0].shape), dict(kwargs)))
         return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(interceptor):
@@ -116,13 +128,37 @@ def neuron_layers(model: nn.Module, x: jax.Array) -> list[tuple[tuple[int, ...],
     return calls
 
 
-def measure_neurons(preset: str, repeats: int, bandwidth: float) -> dict:
-    """Forward+backward of every neuron layer of ``preset`` timed alone, summed.
+def time_layer(module: nn.Module, shape: tuple, kwargs: dict, repeats: int) -> float:
+    """Median seconds of forward+backward (input and parameters) of one layer alone."""
+    x = jax.random.uniform(jax.random.key(0), shape, maxval=3.0)
+    variables = module.init(jax.random.key(2), x, **kwargs)
+    params, state = (
+        variables.get("params", {}),
+        {k: v for k, v in variables.items() if k != "params"},
+    )
 
-    A direct measure of the neurons' share, beside the ablation (whose difference of two
-    whole-step times also contains changed fusion decisions around the removed layers).
-    Each distinct (shape, settings) is compiled and timed once and counted as often as it
-    occurs. Floor: 16 bytes per element (read x and the output cotangent, write o and dx).
+    def forward(params, x):
+        out = module.apply({"params": params, **state}, x, mutable=list(state), **kwargs)
+        return out[0]
+
+    out_shape = jax.eval_shape(forward, params, x).shape
+    g = jax.random.normal(jax.random.key(1), out_shape)
+
+    def fwd_bwd(params, x, g):
+        return jax.vjp(forward, params, x)[1](g)
+
+    return time_compiled(fwd_bwd, params, x, g, repeats=repeats)[1]
+
+
+def measure_layers(preset: str, repeats: int, bandwidth: float) -> dict:
+    """Forward+backward of every convolution, tdBN and neuron layer of ``preset`` timed
+    alone at its real shape, summed per kind.
+
+    A direct measure of each part, beside the ablation (whose differences of whole-step
+    times also contain what XLA does differently around the removed layers). Each distinct
+    (module, shape) is compiled and timed once and counted as often as it occurs. For the
+    neurons, also the memory floor: 16 bytes per element (read x and the output
+    cotangent, write the spikes and dx) over the copy bandwidth.
     """
     module, shape = PRESETS[preset]
     config = importlib.import_module(f"experiments.configs.{module}").get_config()
@@ -130,35 +166,29 @@ def measure_neurons(preset: str, repeats: int, bandwidth: float) -> dict:
     model = build_model(config)
     x = mj.train.step.model_input(np.zeros((config.batch_size, *shape), np.float32))
     counts: dict = {}
-    for shape_, layer in neuron_layers(model, x):
-        key = (shape_, tuple(layer.thresholds), layer.tau, layer.detach_reset, layer.unroll)
-        counts[key] = counts.get(key, 0) + 1
-    seconds = elements = 0.0
-    for (shape_, thresholds, tau, detach_reset, unroll), count in counts.items():
-
-        def fwd_bwd(x, g, thresholds=thresholds, tau=tau, detach=detach_reset, unroll=unroll):
-            f = functools.partial(
-                mj.mlf, thresholds=thresholds, tau=tau, detach_reset=detach, unroll=unroll
-            )
-            return jax.vjp(f, x)[1](g)[0]
-
-        xs = jax.random.uniform(jax.random.key(0), shape_, maxval=3.0)
-        g = jax.random.normal(jax.random.key(1), shape_)
-        seconds += count * time_compiled(fwd_bwd, xs, g, repeats=repeats)[1]
-        elements += count * float(np.prod(shape_))
-    floor = 16 * elements / bandwidth
+    for kind, layer, shape_, kwargs in layer_calls(model, x):
+        key = (kind, repr(layer), shape_, tuple(sorted(kwargs.items())))
+        counts.setdefault(key, [layer, kwargs, 0])[2] += 1
+    result = {kind: {"layers": 0, "seconds": 0.0, "elements": 0.0} for kind in LAYER_KINDS}
+    for (kind, _, shape_, _), (layer, kwargs, count) in counts.items():
+        part = result[kind]
+        part["layers"] += count
+        part["seconds"] += count * time_layer(layer, shape_, kwargs, repeats)
+        part["elements"] += count * float(np.prod(shape_))
+    neurons = result["neurons"]
+    neurons["memory_floor_seconds"] = 16 * neurons["elements"] / bandwidth
+    for kind, part in result.items():
+        print(
+            f"{preset:<14}{kind + ' alone':<16}{part['seconds']:>8.3f} s  {part['layers']} layers",
+            flush=True,
+        )
     print(
-        f"{preset:<14}{'neurons alone':<12}{seconds:>9.3f} s  {sum(counts.values())} layers, "
-        f"{elements / 1e6:.1f} M elements (memory floor {floor:.3f} s, {seconds / floor:.1f}x)",
+        f"{preset:<14}neurons: {neurons['elements'] / 1e6:.1f} M elements, memory floor "
+        f"{neurons['memory_floor_seconds']:.3f} s "
+        f"({neurons['seconds'] / neurons['memory_floor_seconds']:.1f}x)",
         flush=True,
     )
-    return {
-        "preset": preset,
-        "layers": sum(counts.values()),
-        "elements": elements,
-        "seconds": seconds,
-        "memory_floor_seconds": floor,
-    }
+    return result
 
 
 def breakdown(rows: list[dict]) -> dict:
@@ -173,6 +203,21 @@ def breakdown(rows: list[dict]) -> dict:
     }
 
 
+def print_summary(parts: list[dict]) -> None:
+    """Seconds (and % of the full step) of each part, by ablation and timed alone."""
+    cell = "{:>7.2f} ({:>3.0f}%)"
+    print(f"\n{'':<14}{'':>9}{'by ablation':^42}{'timed alone':^56}")
+    kinds = list(LAYER_KINDS)
+    heads = ("convs only", "+ tdBN", "+ neurons", *kinds, "sum")
+    print(f"{'preset':<14}{'step s':>9}" + "".join(f"{h:>14}" for h in heads))
+    for p in parts:
+        full = p["full_seconds"]
+        ablation = [p["convs_seconds"], p["tdbn_seconds"], p["neuron_seconds"]]
+        alone = [p["alone"][k]["seconds"] for k in kinds]
+        cells = [cell.format(v, 100 * v / full) for v in (*ablation, *alone, sum(alone))]
+        print(f"{p['preset']:<14}{full:>9.2f}" + "".join(cells))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
@@ -185,22 +230,10 @@ def main(argv=None) -> None:
     for preset in args.presets:
         r = measure(preset, args.repeats, flop_rate, bandwidth)
         rows += r
-        parts.append(
-            breakdown(r) | {"neurons_alone": measure_neurons(preset, args.repeats, bandwidth)}
-        )
-    print(
-        f"\n{'preset':<14}{'step s':>9}{'convs':>14}{'tdBN':>14}{'neurons':>14}"
-        f"{'neurons alone':>20}"
-    )
-    for p in parts:
-        full = p["full_seconds"]
-        cells = "".join(
-            f"{p[k]:>7.2f} ({100 * p[k] / full:>3.0f}%)"
-            for k in ("convs_seconds", "tdbn_seconds", "neuron_seconds")
-        )
-        alone = p["neurons_alone"]["seconds"]
-        print(f"{p['preset']:<14}{full:>9.2f}{cells}{alone:>13.2f} ({100 * alone / full:>3.0f}%)")
+        parts.append(breakdown(r) | {"alone": measure_layers(preset, args.repeats, bandwidth)})
+    print_summary(parts)
     out = {
+        "allocator": allocator(),
         "matmul_flops_per_second": flop_rate,
         "copy_bytes_per_second": bandwidth,
         "variants": rows,
@@ -212,4 +245,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     main()

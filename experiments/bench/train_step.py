@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.allocator import allocator, reexec_with_jemalloc
+
 PRESETS = {
     # name: (config module, input shape of one example, batch-major)
     "cifar10": ("cifar10", (32, 32, 3)),
@@ -72,6 +74,7 @@ def measure(preset: str, repeats: int) -> dict:
     return {
         "preset": preset,
         "devices": jax.device_count(),
+        "allocator": allocator(),
         "batch_size": batch_size,
         "time_steps": config.model.time_steps,
         "first_step_seconds": first,
@@ -140,4 +143,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_jemalloc()
     main()
