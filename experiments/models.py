@@ -34,4 +34,5 @@ def build_model(config: Any) -> mj.models.ResNet:
         detach_reset=m.detach_reset,
         axis_name=mj.train.AXIS if config.cross_device_bn else None,
         dtype=DTYPES[m.dtype],
+        conv_impl=m.conv_impl,
     )

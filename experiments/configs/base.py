@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.detach_reset = False
     config.model.input_norm = False
     config.model.dtype = "float32"  # compute dtype of convolutions: float32 | bfloat16
+    config.model.conv_impl = "auto"  # auto (im2col on CPU, XLA on GPU/TPU) | xla | im2col
 
     config.seed = 0
     config.batch_size = 64

@@ -69,6 +69,9 @@ class ResNet(nn.Module):
         drops the optimisation barriers and merges the recomputation back into
         the forward pass, so on CPU this saves nothing (measured:
         ``experiments/bench/memory.py``); it is meant for GPU/TPU.
+      conv_impl: how convolutions are computed: ``'auto'`` (one matmul over image
+        patches on CPU, where XLA's convolutions are slow; XLA's convolution on GPU/TPU),
+        ``'xla'`` or ``'im2col'`` (:mod:`mlf_jax.nn.conv`).
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -89,6 +92,7 @@ class ResNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     remat: bool = False
+    conv_impl: str = "auto"
     neuron: Callable[..., nn.Module] | None = None
 
     def _validate(self) -> None:
@@ -157,7 +161,7 @@ class ResNet(nn.Module):
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)
 
-        x = conv3x3(self.widths[0], dtype=self.dtype, name="stem_conv")(x)
+        x = conv3x3(self.widths[0], dtype=self.dtype, impl=self.conv_impl, name="stem_conv")(x)
         x = norm(name="stem_bn")(x)
         x = neuron(name="stem_neuron")(x)
 
@@ -172,6 +176,7 @@ class ResNet(nn.Module):
                     neuron=neuron,
                     norm=norm,
                     dtype=self.dtype,
+                    conv_impl=self.conv_impl,
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x, train)
 

@@ -1,5 +1,6 @@
 """Flax Linen modules: the MLF neuron layer, tdBN and residual blocks."""
 
+from mlf_jax.nn import conv
 from mlf_jax.nn.blocks import SHORTCUTS, BasicBlock, conv1x1, conv3x3, kaiming_normal
 from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
 from mlf_jax.nn.normalization import TdBatchNorm
@@ -13,4 +14,5 @@ __all__ = [
     "conv3x3",
     "conv1x1",
     "kaiming_normal",
+    "conv",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import jax
 from flax import linen as nn
 
+from mlf_jax.nn.conv import conv_general_dilated
 from mlf_jax.nn.neuron import MLF
 from mlf_jax.nn.normalization import TdBatchNorm
 
@@ -30,8 +31,18 @@ SHORTCUTS = ("ds", "standard")
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def conv3x3(features: int, strides: int = 1, *, dtype: Any = None, name: str | None = None):
-    """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal."""
+def conv3x3(
+    features: int,
+    strides: int = 1,
+    *,
+    dtype: Any = None,
+    impl: str = "auto",
+    name: str | None = None,
+):
+    """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal.
+
+    ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`; ``'auto'``: as one
+    matmul over image patches on CPU, XLA's convolution elsewhere)."""
     return nn.Conv(
         features,
         (3, 3),
@@ -40,12 +51,21 @@ def conv3x3(features: int, strides: int = 1, *, dtype: Any = None, name: str | N
         use_bias=False,
         kernel_init=kaiming_normal,
         dtype=dtype,
+        conv_general_dilated=conv_general_dilated(impl),
         name=name,
     )
 
 
-def conv1x1(features: int, strides: int = 1, *, dtype: Any = None, name: str | None = None):
-    """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal."""
+def conv1x1(
+    features: int,
+    strides: int = 1,
+    *,
+    dtype: Any = None,
+    impl: str = "auto",
+    name: str | None = None,
+):
+    """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal
+    (``impl`` as in :func:`conv3x3`)."""
     return nn.Conv(
         features,
         (1, 1),
@@ -54,6 +74,7 @@ def conv1x1(features: int, strides: int = 1, *, dtype: Any = None, name: str | N
         use_bias=False,
         kernel_init=kaiming_normal,
         dtype=dtype,
+        conv_general_dilated=conv_general_dilated(impl),
         name=name,
     )
 
@@ -82,6 +103,7 @@ class BasicBlock(nn.Module):
       neuron: factory of the spiking layer (default :class:`MLF`).
       norm: factory of the normalisation; called with ``use_running_average``.
       dtype: compute dtype of the convolutions (``None``: the input's).
+      conv_impl: how convolutions are computed (see :func:`conv3x3`).
     """
 
     features: int
@@ -90,19 +112,28 @@ class BasicBlock(nn.Module):
     neuron: ModuleFactory = MLF
     norm: ModuleFactory = TdBatchNorm
     dtype: Any = None
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         check_shortcut(self.shortcut)
         norm = functools.partial(self.norm, use_running_average=not train)
-        r = conv3x3(self.features, self.strides, dtype=self.dtype, name="conv1")(x)
+        r = conv3x3(
+            self.features, self.strides, dtype=self.dtype, impl=self.conv_impl, name="conv1"
+        )(x)
         r = norm(name="bn1")(r)
         r = self.neuron(name="neuron1")(r)
-        r = conv3x3(self.features, dtype=self.dtype, name="conv2")(r)
+        r = conv3x3(self.features, dtype=self.dtype, impl=self.conv_impl, name="conv2")(r)
         r = norm(name="bn2")(r)
 
         if self.strides != 1 or x.shape[-1] != self.features:
-            s = conv1x1(self.features, self.strides, dtype=self.dtype, name="shortcut_conv")(x)
+            s = conv1x1(
+                self.features,
+                self.strides,
+                dtype=self.dtype,
+                impl=self.conv_impl,
+                name="shortcut_conv",
+            )(x)
             s = norm(name="shortcut_bn")(s)
             if self.shortcut == "ds":
                 s = self.neuron(name="shortcut_neuron")(s)
