@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 import mlf_jax as mj
-from mlf_jax.nn.conv import auto_conv, conv_general_dilated, im2col_conv
+from mlf_jax.nn.conv import IM2COL_MIN_CHANNELS, auto_conv, conv_general_dilated, im2col_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -59,9 +59,12 @@ def _primitives(fn, *args):
     return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).eqns}
 
 
-def test_auto_is_im2col_on_cpu_and_flax_conv_uses_it():
-    x = jnp.ones((2, 3, 6, 6, 4))  # [T, B, H, W, C]: Flax folds the leading axes
+def test_auto_is_im2col_on_cpu_from_32_channels_and_flax_conv_uses_it():
     conv = mj.nn.conv3x3(5, impl="auto")
+    few = jnp.ones((2, 3, 6, 6, IM2COL_MIN_CHANNELS - 1))  # [T, B, H, W, C]: Flax folds T, B
+    prims = _primitives(lambda x: conv.init_with_output(jax.random.key(0), x)[0], few)
+    assert "conv_general_dilated" in prims and "dot_general" not in prims
+    x = jnp.ones((2, 3, 6, 6, IM2COL_MIN_CHANNELS))
     params = conv.init(jax.random.key(0), x)
     prims = _primitives(lambda p: conv.apply(p, x), params)
     if jax.default_backend() == "cpu":
