@@ -30,7 +30,7 @@ PRESETS = {
 }
 
 
-def measure(preset: str, repeats: int) -> dict:
+def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
     """Times the data-parallel train step of ``preset`` on all visible devices."""
     import importlib
 
@@ -43,6 +43,8 @@ def measure(preset: str, repeats: int) -> dict:
 
     module, shape = PRESETS[preset]
     config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    if conv_impl is not None:
+        config.model.conv_impl = conv_impl
     model = build_model(config)
     batch_size = config.batch_size
     rng = np.random.default_rng(0)
@@ -75,6 +77,7 @@ def measure(preset: str, repeats: int) -> dict:
         "preset": preset,
         "devices": jax.device_count(),
         "allocator": allocator(),
+        "conv_impl": config.model.conv_impl,
         "batch_size": batch_size,
         "time_steps": config.model.time_steps,
         "first_step_seconds": first,
@@ -89,7 +92,7 @@ def measure(preset: str, repeats: int) -> dict:
 
 
 def _child(args) -> None:
-    results = [measure(p, args.repeats) for p in args.presets]
+    results = [measure(p, args.repeats, args.conv_impl) for p in args.presets]
     print("RESULT " + json.dumps(results), flush=True)
 
 
@@ -99,6 +102,7 @@ def main(argv=None) -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="experiments/bench/results/train_step.json")
+    parser.add_argument("--conv_impl", choices=["xla", "im2col", "auto"], default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -108,6 +112,8 @@ def main(argv=None) -> None:
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
         cmd = [sys.executable, "-m", "experiments.bench.train_step", "--child",
                "--repeats", str(args.repeats), "--presets", *args.presets]  # fmt: skip
+        if args.conv_impl:
+            cmd += ["--conv_impl", args.conv_impl]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
         line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:

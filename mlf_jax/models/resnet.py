@@ -69,9 +69,11 @@ class ResNet(nn.Module):
         drops the optimisation barriers and merges the recomputation back into
         the forward pass, so on CPU this saves nothing (measured:
         ``experiments/bench/memory.py``); it is meant for GPU/TPU.
-      conv_impl: how convolutions are computed: ``'auto'`` (one matmul over image
-        patches on CPU, where XLA's convolutions are slow; XLA's convolution on GPU/TPU),
-        ``'xla'`` or ``'im2col'`` (:mod:`mlf_jax.nn.conv`).
+      conv_impl: how convolutions are computed: ``'xla'`` (default), ``'im2col'`` (one
+        matmul over image patches: faster on CPU, where XLA's convolutions are slow, but
+        it keeps nine times the input of each 3x3 convolution for the backward pass) or
+        ``'auto'`` (im2col on CPU from 32 input channels, XLA otherwise); see
+        :mod:`mlf_jax.nn.conv`.
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -92,7 +94,7 @@ class ResNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     remat: bool = False
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
     neuron: Callable[..., nn.Module] | None = None
 
     def _validate(self) -> None:

@@ -36,13 +36,13 @@ def conv3x3(
     strides: int = 1,
     *,
     dtype: Any = None,
-    impl: str = "auto",
+    impl: str = "xla",
     name: str | None = None,
 ):
     """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal.
 
-    ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`; ``'auto'``: as one
-    matmul over image patches on CPU, XLA's convolution elsewhere)."""
+    ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`): ``'xla'``,
+    ``'im2col'`` (one matmul over image patches) or ``'auto'``."""
     return nn.Conv(
         features,
         (3, 3),
@@ -61,7 +61,7 @@ def conv1x1(
     strides: int = 1,
     *,
     dtype: Any = None,
-    impl: str = "auto",
+    impl: str = "xla",
     name: str | None = None,
 ):
     """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal
@@ -112,7 +112,7 @@ class BasicBlock(nn.Module):
     neuron: ModuleFactory = MLF
     norm: ModuleFactory = TdBatchNorm
     dtype: Any = None
-    conv_impl: str = "auto"
+    conv_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
