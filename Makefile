@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.train_step
 	$(VENV)/bin/python -m experiments.bench.memory
 	$(VENV)/bin/python -m experiments.bench.profile
+	$(VENV)/bin/python -m experiments.bench.conv
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,8 +6,9 @@ shifted views of the padded input into one ``[N * H' * W', kh * kw * C]`` patch 
 and multiplying it by the ``[kh * kw * C, O]`` kernel turns each convolution into one
 large matmul, and autodiff turns its backward pass into two more. Measured on the 2-core
 development machine (forward+backward, batch 256; ``experiments/bench/README.md``): 1.1x
-to 3.7x faster than ``lax.conv_general_dilated``, e.g. 741 -> 317 ms for 16x16x128 -> 128.
-The price is memory: the patch matrix is ``kh * kw`` times the input, and it is kept for
+to 3.7x faster than ``lax.conv_general_dilated``, e.g. 741 -> 317 ms for 16x16x128 -> 128;
+whole train steps timed in alternation gained only 0.92-1.12x there (within the machine's
+noise). The price is memory: the patch matrix is ``kh * kw`` times the input, and it is kept for
 the backward pass. On GPU and TPU ``'auto'`` keeps XLA's convolutions (im2col was not
 measured there).
 
