@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["time_compiled", "copy_bandwidth", "matmul_rate"]
+__all__ = ["time_compiled", "copy_bandwidth", "matmul_rate", "write_json"]
 
 
 def time_compiled(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
@@ -47,3 +49,11 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
     a = jnp.ones((n, n), jnp.float32)
     _, seconds = time_compiled(lambda a, b: a @ b, a, a, repeats=repeats)
     return 2 * n**3 / seconds
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Writes ``obj`` as indented JSON to ``path`` (creating its folder) and says so."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    print(f"wrote {path}")

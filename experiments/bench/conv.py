@@ -15,24 +15,21 @@ Gesture is left out of the default presets: its im2col step needs about 20 GB of
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.train_step import PRESETS
+from experiments.bench.common import write_json
+from experiments.bench.train_step import PRESETS, preset_config
 from experiments.models import build_model
 
 
 def measure(preset: str, impls: list[str], rounds: int) -> dict:
     """Median step seconds and planned memory of ``preset``'s train step per conv impl."""
-    module, shape = PRESETS[preset]
-    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config, shape = preset_config(preset)
     config.cross_device_bn = False
     rng = np.random.default_rng(0)
     image = rng.integers(0, 3, (config.batch_size, *shape)).astype(np.float32)
@@ -84,9 +81,7 @@ def main(argv=None) -> None:
     print(f"{'preset':<14}{head}{'ratio':>10}")
     rows = [measure(p, args.impls, args.rounds) for p in args.presets]
     out = {"allocator": allocator(), "impls": args.impls, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ is what decides whether a configuration fits on a device.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from experiments.allocator import reexec_with_jemalloc
+from experiments.bench.common import write_json
 
 
 def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
@@ -65,8 +64,7 @@ def main(argv=None) -> None:
             f"{r['compile_seconds']:>11.1f}"
         )
     print(f"remat / plain peak: {rows[1]['peak_bytes'] / rows[0]['peak_bytes']:.3f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    write_json(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ forward+backward also reads the output cotangent and writes dx (16 T N bytes).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +24,7 @@ from jax import lax
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import copy_bandwidth, time_compiled
+from experiments.bench.common import copy_bandwidth, time_compiled, write_json
 
 THRESHOLDS = (0.6, 1.6, 2.6)
 
@@ -105,8 +103,7 @@ def main(argv=None) -> None:
     )
     result = run(args.T, args.N, args.repeats)
     print(f"copy bandwidth: {result['copy_bandwidth_bytes_per_s'] / 1e9:.2f} GB/s")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
-import json
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -29,8 +26,8 @@ from flax import linen as nn
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import copy_bandwidth, matmul_rate, time_compiled
-from experiments.bench.train_step import PRESETS
+from experiments.bench.common import copy_bandwidth, matmul_rate, time_compiled, write_json
+from experiments.bench.train_step import PRESETS, preset_config
 from experiments.models import build_model
 
 VARIANTS = {
@@ -53,8 +50,7 @@ def _identity_for(types: tuple[type, ...]):
 
 def measure(preset: str, repeats: int, flop_rate: float, bandwidth: float) -> list[dict]:
     """Forward+backward time, FLOPs and bytes of each variant of ``preset``."""
-    module, shape = PRESETS[preset]
-    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config, shape = preset_config(preset)
     config.cross_device_bn = False
     model = build_model(config)
     rng = np.random.default_rng(0)
@@ -160,8 +156,7 @@ def measure_layers(preset: str, repeats: int, bandwidth: float) -> dict:
     neurons, also the memory floor: 16 bytes per element (read x and the output
     cotangent, write the spikes and dx) over the copy bandwidth.
     """
-    module, shape = PRESETS[preset]
-    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config, shape = preset_config(preset)
     config.cross_device_bn = False
     model = build_model(config)
     x = mj.train.step.model_input(np.zeros((config.batch_size, *shape), np.float32))
@@ -239,9 +234,7 @@ def main(argv=None) -> None:
         "variants": rows,
         "breakdown": parts,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,15 @@ data parallel with ``shard_map`` and cross-device tdBN, as ``experiments.train``
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from experiments.allocator import allocator, reexec_with_jemalloc
+from experiments.bench.common import matmul_rate, write_json
 
 PRESETS = {
     # name: (config module, input shape of one example, batch-major)
@@ -30,19 +31,21 @@ PRESETS = {
 }
 
 
+def preset_config(preset: str):
+    """``(config, shape of one example)`` of ``preset`` (``experiments/configs/<module>.py``)."""
+    module, shape = PRESETS[preset]
+    return importlib.import_module(f"experiments.configs.{module}").get_config(), shape
+
+
 def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
     """Times the data-parallel train step of ``preset`` on all visible devices."""
-    import importlib
-
     import jax
     import numpy as np
 
     import mlf_jax as mj
-    from experiments.bench.common import matmul_rate
     from experiments.models import build_model
 
-    module, shape = PRESETS[preset]
-    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    config, shape = preset_config(preset)
     if conv_impl is not None:
         config.model.conv_impl = conv_impl
     model = build_model(config)
@@ -143,9 +146,7 @@ def main(argv=None) -> None:
             f"{r['flops'] / 1e9:>9.0f}{r['flop_floor_seconds']:>9.3f}"
             f"{r['step_over_flop_floor']:>7.1f}"
         )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_json(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,21 @@ SHORTCUTS = ("ds", "standard")
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+def _conv(features, kernel, strides, padding, dtype, impl, name) -> nn.Conv:
+    """Square-kernel convolution without bias, Kaiming normal, computed per ``impl``."""
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(strides, strides),
+        padding=padding,
+        use_bias=False,
+        kernel_init=kaiming_normal,
+        dtype=dtype,
+        conv_general_dilated=conv_general_dilated(impl),
+        name=name,
+    )
+
+
 def conv3x3(
     features: int,
     strides: int = 1,
@@ -38,22 +53,12 @@ def conv3x3(
     dtype: Any = None,
     impl: str = "xla",
     name: str | None = None,
-):
+) -> nn.Conv:
     """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal.
 
     ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`): ``'xla'``,
     ``'im2col'`` (one matmul over image patches) or ``'auto'``."""
-    return nn.Conv(
-        features,
-        (3, 3),
-        strides=(strides, strides),
-        padding=((1, 1), (1, 1)),
-        use_bias=False,
-        kernel_init=kaiming_normal,
-        dtype=dtype,
-        conv_general_dilated=conv_general_dilated(impl),
-        name=name,
-    )
+    return _conv(features, 3, strides, ((1, 1), (1, 1)), dtype, impl, name)
 
 
 def conv1x1(
@@ -63,20 +68,10 @@ def conv1x1(
     dtype: Any = None,
     impl: str = "xla",
     name: str | None = None,
-):
+) -> nn.Conv:
     """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal
     (``impl`` as in :func:`conv3x3`)."""
-    return nn.Conv(
-        features,
-        (1, 1),
-        strides=(strides, strides),
-        padding="VALID",
-        use_bias=False,
-        kernel_init=kaiming_normal,
-        dtype=dtype,
-        conv_general_dilated=conv_general_dilated(impl),
-        name=name,
-    )
+    return _conv(features, 1, strides, "VALID", dtype, impl, name)
 
 
 def check_shortcut(shortcut: str) -> str:
