@@ -1,7 +1,26 @@
-"""Data sets by name, for the experiment entry point."""
+"""Data sets by name, for the experiment entry point.
+
+``config.dataset`` picks one of :data:`DATASETS`; :data:`SPECS` says what its inputs are
+(channels, frame size, classes, static or event frames).
+
+What ``config.model.time_steps`` (T) means depends on the data set:
+
+- static images (``fashion_mnist``, ``digits``, ``cifar10``): the model repeats each image
+  ``[H, W, C]`` over T steps;
+- event streams (``gesture``, ``cifar10dvs``, ``nmnist``): each recording is binned into T
+  frames ``[T, H, W, 2]`` over the data set's fixed time window (:data:`SPECS`'s
+  ``window_us``), the first ``window_us`` of the recording from its first event, so a frame
+  lasts ``window_us / T``. DVS128 Gesture: 1.2 s, T = 40 gives the paper's 30 ms frames and
+  T = 20 gives 60 ms frames; CIFAR10-DVS: 100 ms (T = 10: 10 ms); N-MNIST: 300 ms (T = 10:
+  30 ms). T must divide the window into a whole number of microseconds. Frames are converted
+  once per T and cached under ``config.cache_dir`` (default ``<data_dir>/mlf_jax_cache``),
+  the cache file named by T and the frame length.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 import os
 import shutil
 import subprocess
@@ -13,7 +32,16 @@ import numpy as np
 
 from mlf_jax.data import ArraySource, cifar10, digits, fashion_mnist, neuromorphic
 
-__all__ = ["DATASETS", "Data", "get_datasets", "ensure_fashion_mnist"]
+__all__ = [
+    "DATASETS",
+    "SPECS",
+    "Data",
+    "DatasetSpec",
+    "ensure_fashion_mnist",
+    "event_preprocessing",
+    "example_shape",
+    "get_datasets",
+]
 
 Preprocess = Callable[[Mapping[str, np.ndarray], bool], dict[str, np.ndarray]]
 Augment = Callable[[dict, np.random.Generator], dict]
@@ -95,6 +123,34 @@ def _cifar10(config: Any) -> Data:
     )
 
 
+def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessing:
+    """Frames of event data set ``name`` (a key of :data:`mlf_jax.data.neuromorphic.DATASETS`)
+    for a model of ``time_steps`` steps: ``time_steps`` bins over the data set's default
+    window, at its default frame size.
+
+    DVS128 Gesture (1.2 s window): ``time_steps=40`` -> 40 bins of 30 ms; ``20`` -> 20 of 60 ms.
+
+    Raises:
+      ValueError: naming ``model.time_steps`` when it is not a positive integer or does not
+        divide the window into bins of a whole number of microseconds.
+    """
+    default = neuromorphic.DATASETS[neuromorphic.canonical_name(name)].default
+    window = default.window_us
+    if (
+        not isinstance(time_steps, numbers.Integral)
+        or isinstance(time_steps, bool)
+        or time_steps < 1
+    ):
+        raise ValueError(f"model.time_steps must be a positive integer, got {time_steps!r}")
+    if window % time_steps:
+        raise ValueError(
+            f"model.time_steps={time_steps} does not divide the {name} window of {window} us "
+            f"into whole microseconds ({window / time_steps:g} us per frame); pick a divisor "
+            f"of {window}, e.g. {default.n_bins} (the default, {default.bin_us} us per frame)"
+        )
+    return neuromorphic.Preprocessing(int(time_steps), window // int(time_steps), default.size)
+
+
 def _event_frames(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
     """Event counts ``[B, T, H, W, 2]`` -> float32 (kept batch-major: the train step
     makes them time-major after the batch is split over devices)."""
@@ -109,9 +165,10 @@ def _events(name: str) -> Callable[[Any], Data]:
                 "(e.g. --config.data_dir=/data/tonic)"
             )
         cache = config.get("cache_dir") or None
+        pre = event_preprocessing(name, config.model.time_steps)
         return Data(
-            neuromorphic.load(name, config.data_dir, "train", cache),
-            neuromorphic.load(name, config.data_dir, "test", cache),
+            neuromorphic.load(name, config.data_dir, "train", cache, preprocessing=pre),
+            neuromorphic.load(name, config.data_dir, "test", cache, preprocessing=pre),
             _event_frames,
         )
 
@@ -127,19 +184,69 @@ DATASETS: dict[str, Callable[[Any], Data]] = {
     "nmnist": _events("nmnist"),
 }
 
-#: (input channels, classes) per data set.
-SHAPES = {
-    "fashion_mnist": (1, 10),
-    "digits": (1, 10),
-    "cifar10": (3, 10),
-    "gesture": (2, 11),
-    "cifar10dvs": (2, 10),
-    "nmnist": (2, 10),
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """What one example of a data set is, as the model sees it.
+
+    Attributes:
+      channels: input channels C (1 grey, 3 RGB, 2 event polarities).
+      classes: number of classes.
+      size: ``(height, width)`` of an image or frame.
+      event: True for event-camera data: examples are frames ``[T, H, W, C]`` with T =
+        ``config.model.time_steps``; False for static images ``[H, W, C]``, which the model
+        repeats over its T steps.
+      window_us: event data only: the time window cut into the T frames, in microseconds.
+    """
+
+    channels: int
+    classes: int
+    size: tuple[int, int]
+    event: bool = False
+    window_us: int | None = None
+
+
+def _event_spec(name: str) -> DatasetSpec:
+    """The spec of event data set ``name`` from its default preprocessing."""
+    ds = neuromorphic.DATASETS[name]
+    width, height = ds.default.size
+    return DatasetSpec(2, ds.num_classes, (height, width), True, ds.default.window_us)
+
+
+#: One spec per key of :data:`DATASETS`.
+SPECS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(1, len(fashion_mnist.CLASSES), (28, 28)),
+    "digits": DatasetSpec(1, 10, (8, 8)),
+    "cifar10": DatasetSpec(3, len(cifar10.CLASSES), (32, 32)),
+    "gesture": _event_spec("dvs_gesture"),
+    "cifar10dvs": _event_spec("cifar10_dvs"),
+    "nmnist": _event_spec("nmnist"),
 }
 
 
+def example_shape(spec: DatasetSpec, time_steps: int) -> tuple[int, ...]:
+    """Shape of one stored example's image: ``[T, H, W, C]`` for event data, else
+    ``[H, W, C]``."""
+    frame = (*spec.size, spec.channels)
+    return (time_steps, *frame) if spec.event else frame
+
+
 def get_datasets(config: Any) -> Data:
-    """Sources, preprocessing and augmentation for ``config.dataset``."""
+    """Sources, preprocessing and augmentation for ``config.dataset``.
+
+    Raises:
+      ValueError: for an unknown data set, or when the first training example's image does
+        not have the shape of :data:`SPECS` (see :func:`example_shape`).
+    """
     if config.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(DATASETS)}")
-    return DATASETS[config.dataset](config)
+    data = DATASETS[config.dataset](config)
+    want = example_shape(SPECS[config.dataset], config.model.time_steps)
+    if len(data.train):
+        got = np.shape(data.train[0]["image"])
+        if got != want:
+            raise ValueError(
+                f"{config.dataset}: examples have images of shape {got}, expected {want} "
+                "(SPECS and model.time_steps)"
+            )
+    return data

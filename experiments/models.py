@@ -19,15 +19,19 @@ def build_model(config: Any) -> mj.models.ResNet:
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
-    in_channels, num_classes = input_pipeline.SHAPES[config.dataset]
+    if config.dataset not in input_pipeline.SPECS:
+        raise ValueError(
+            f"unknown dataset {config.dataset!r}; expected one of {sorted(input_pipeline.SPECS)}"
+        )
+    spec = input_pipeline.SPECS[config.dataset]
     return mj.models.resnet(
         m.depth,
         widths=tuple(m.widths),
-        num_classes=num_classes,
+        num_classes=spec.classes,
         shortcut=m.shortcut,
         time_steps=m.time_steps,
         input_norm=m.input_norm,
-        in_channels=in_channels,
+        in_channels=spec.channels,
         thresholds=tuple(m.thresholds),
         tau=m.tau,
         surrogate=mj.get_surrogate(m.surrogate, m.surrogate_param),

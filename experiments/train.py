@@ -1,10 +1,12 @@
 """Train a spiking DS-ResNet from a config, on every device of every process.
 
-    python -m experiments.train --config=experiments/configs/fashion_mnist.py \
+    python -m experiments.train --config=experiments/configs/fashion_mnist.py \\
         --workdir=workdir/fashion_mnist [--config.num_epochs=3 --config.data_dir=...]
 
-Resumes from the newest checkpoint in the work directory; on SIGTERM saves a
-checkpoint and exits cleanly.
+Resumes from the newest checkpoint in the work directory (local or ``gs://...``); on
+SIGTERM or Ctrl-C saves a checkpoint and exits cleanly. A restart with another config
+is refused (``--allow_change=num_epochs,...`` accepts optimiser changes). A mistake in
+the command, the config or the data ends with one line ``error: ...`` and exit code 1.
 """
 
 from __future__ import annotations
@@ -13,69 +15,88 @@ import json
 import runpy
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 from absl import app, flags, logging
+from etils import epath
 from flax import serialization
 from ml_collections import config_flags
 
 import mlf_jax as mj
-from experiments import input_pipeline
+from experiments import config_check, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
-from experiments.models import build_model
+from experiments.models import build_model  # noqa: F401 - re-exported for the tests
+from mlf_jax.data import DataFileError
+from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+flags.DEFINE_string("workdir", None, "Directory (or gs:// URI) for checkpoints, metrics, results.")
+flags.DEFINE_list(
+    "allow_change",
+    [],
+    "Config keys that may differ from the run recorded in --workdir: "
+    + ", ".join(run_identity.CHANGEABLE),
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 FINAL_VARIABLES = "final_variables.msgpack"
 
+#: Errors that a user causes and can fix: one line, no traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    config_check.ConfigError,
+    run_identity.ConfigMismatchError,
+    mj.train.LockedError,
+    mj.train.CheckpointError,
+    trainer.DivergenceError,
+    DatasetNotFoundError,
+    DataFileError,
+)
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
+
+def train_and_evaluate(
+    config: Any, workdir: str, allow_change: Sequence[str] = ()
+) -> dict[str, Any]:
     """Builds data and model from ``config`` and trains; returns the results.
 
     Process 0 also writes the final ``{'params', 'batch_stats'}`` to
     ``<workdir>/final_variables.msgpack`` (``flax.serialization``).
     """
-    data = input_pipeline.get_datasets(config)
-    model = build_model(config)
-    results = mj.train.fit(
-        model, data.train, data.test, data.preprocess, config, workdir, augment=data.augment
-    )
-    if jax.process_index() == 0:
+    results = trainer.train_and_evaluate(config, workdir, allow_change=tuple(allow_change))
+    if jax.process_index() == 0 and not results["preempted"]:
         state = results["state"]
         variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-        (Path(workdir) / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
+        (epath.Path(workdir) / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
     return results
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    """The value of ``--config=PATH`` or ``--config PATH``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
 
 
 def check_overrides(argv: Sequence[str]) -> None:
     """Rejects ``--config.<key>=...`` overrides of keys the config does not have.
 
     Raises:
-      ValueError: naming the unknown key and the valid keys at that level.
+      config_check.ConfigError: naming the unknown key and the valid keys at that level.
     """
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    path = _config_path(argv)
     if path is None:
         return
     config = runpy.run_path(path.split(":", 1)[0])["get_config"]()
-    for arg in argv:
-        if not arg.startswith("--config.") and not arg.startswith("--noconfig."):
-            continue
-        key = arg.split("=", 1)[0].split("config.", 1)[1]
-        node = config
-        for i, part in enumerate(key.split(".")):
-            valid = sorted(node.keys()) if hasattr(node, "keys") else []
-            if part not in valid:
-                where = "config" + "".join(f".{p}" for p in key.split(".")[:i])
-                raise ValueError(
-                    f"unknown config key {key!r} in {arg!r}: {where} has no {part!r}; "
-                    f"valid keys: {', '.join(valid)}"
-                )
-            node = node[part]
+    keys = [
+        a.split("=", 1)[0].split("config.", 1)[1]
+        for a in argv
+        if a.startswith("--config.") or a.startswith("--noconfig.")
+    ]
+    config_check.check_override_keys(config, keys)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -84,22 +105,34 @@ def main(argv: Sequence[str]) -> None:
     if not FLAGS["verbosity"].present:  # Orbax logs every checkpoint at INFO level
         logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
+    config_check.validate(config)  # before any start-up, data or compilation
     d = config.distributed
     mj.train.distributed.initialize(
         d.coordinator_address or None, d.num_processes or None, d.process_id, auto=d.auto
     )
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")
-    results = train_and_evaluate(config, FLAGS.workdir)
+    results = train_and_evaluate(config, FLAGS.workdir, FLAGS.allow_change)
     results.pop("state")
     if jax.process_index() == 0:
         print(json.dumps(results, indent=2))
 
 
+def run(argv: Sequence[str] | None = None) -> None:
+    """The command line: ``main`` under absl, user errors as one line and exit code 1."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        path = _config_path(argv[1:])
+        if path is not None and not epath.Path(path.split(":", 1)[0]).exists():
+            raise config_check.ConfigError(f"config file {path!r} does not exist")
+        check_overrides(argv[1:])
+        app.run(main, argv=argv)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted twice: stopped without saving; the last checkpoint is kept")
+
+
 if __name__ == "__main__":
     reexec_with_jemalloc()
-    try:
-        check_overrides(sys.argv[1:])
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-    app.run(main)
+    run()

@@ -31,6 +31,7 @@ __all__ = [
     "sigmoid",
     "arctan",
     "get_surrogate",
+    "SURROGATE_FAMILIES",
     "spike",
     "heaviside",
 ]
@@ -148,6 +149,9 @@ _FAMILIES: dict[str, type[Surrogate]] = {
     "sigmoid": sigmoid,
     "arctan": arctan,
 }
+
+#: Family names accepted by :func:`get_surrogate`.
+SURROGATE_FAMILIES: tuple[str, ...] = tuple(sorted(_FAMILIES))
 
 
 def get_surrogate(spec: Surrogate | str, *args: Any, **kwargs: Any) -> Surrogate:

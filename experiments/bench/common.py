@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["time_compiled", "copy_bandwidth", "matmul_rate", "write_json"]
+__all__ = ["time_compiled", "copy_bandwidth", "matmul_rate", "positive_int", "write_json"]
 
 
 def time_compiled(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
@@ -57,3 +58,15 @@ def write_json(path: str | Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type of the benchmarks' counts and sizes: an integer >= 1 (argparse
+    names the flag and exits with a usage line otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value

@@ -22,7 +22,7 @@ import numpy as np
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import write_json
+from experiments.bench.common import positive_int, write_json
 from experiments.bench.train_step import PRESETS, preset_config
 from experiments.models import build_model
 
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
         choices=list(PRESETS),
     )  # fmt: skip
     parser.add_argument("--impls", nargs="+", default=["xla", "auto"])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=positive_int, default=4)
     parser.add_argument("--out", default="experiments/bench/results/conv.json")
     args = parser.parse_args(argv)
     head = "".join(f"{i + ' step':>12}{'memory':>11}" for i in args.impls)

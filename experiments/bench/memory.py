@@ -14,7 +14,7 @@ import argparse
 import time
 
 from experiments.allocator import reexec_with_jemalloc
-from experiments.bench.common import write_json
+from experiments.bench.common import positive_int, write_json
 
 
 def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
@@ -49,9 +49,9 @@ def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--depth", type=int, default=68)
-    parser.add_argument("--time-steps", type=int, default=40)
-    parser.add_argument("--batch", type=int, default=28)
+    parser.add_argument("--depth", type=positive_int, default=68)
+    parser.add_argument("--time-steps", type=positive_int, default=40)
+    parser.add_argument("--batch", type=positive_int, default=28)
     parser.add_argument("--out", default="experiments/bench/results/memory.json")
     args = parser.parse_args(argv)
     rows = [plan(args.depth, args.time_steps, args.batch, r) for r in (False, True)]

@@ -24,7 +24,7 @@ from jax import lax
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import copy_bandwidth, time_compiled, write_json
+from experiments.bench.common import copy_bandwidth, positive_int, time_compiled, write_json
 
 THRESHOLDS = (0.6, 1.6, 2.6)
 
@@ -92,9 +92,9 @@ def run(ts, ns, repeats) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--T", type=int, nargs="+", default=[4, 10, 40])
-    parser.add_argument("--N", type=int, nargs="+", default=[2**16, 2**18, 2**20])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--T", type=positive_int, nargs="+", default=[4, 10, 40])
+    parser.add_argument("--N", type=positive_int, nargs="+", default=[2**16, 2**18, 2**20])
+    parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--out", default="experiments/bench/results/neuron.json")
     args = parser.parse_args(argv)
     print(

@@ -26,7 +26,13 @@ from flax import linen as nn
 
 import mlf_jax as mj
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import copy_bandwidth, matmul_rate, time_compiled, write_json
+from experiments.bench.common import (
+    copy_bandwidth,
+    matmul_rate,
+    positive_int,
+    time_compiled,
+    write_json,
+)
 from experiments.bench.train_step import PRESETS, preset_config
 from experiments.models import build_model
 
@@ -216,7 +222,7 @@ def print_summary(parts: list[dict]) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", default="experiments/bench/results/profile.json")
     args = parser.parse_args(argv)
     flop_rate, bandwidth = matmul_rate(), copy_bandwidth()

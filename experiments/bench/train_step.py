@@ -20,7 +20,7 @@ import sys
 import time
 
 from experiments.allocator import allocator, reexec_with_jemalloc
-from experiments.bench.common import matmul_rate, write_json
+from experiments.bench.common import matmul_rate, positive_int, write_json
 
 PRESETS = {
     # name: (config module, input shape of one example, batch-major)
@@ -33,8 +33,12 @@ PRESETS = {
 
 def preset_config(preset: str):
     """``(config, shape of one example)`` of ``preset`` (``experiments/configs/<module>.py``)."""
+    from experiments.config_check import validate
+
     module, shape = PRESETS[preset]
-    return importlib.import_module(f"experiments.configs.{module}").get_config(), shape
+    config = importlib.import_module(f"experiments.configs.{module}").get_config()
+    validate(config)
+    return config, shape
 
 
 def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
@@ -101,9 +105,9 @@ def _child(args) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--devices", type=positive_int, nargs="+", default=[1, 2])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", default="experiments/bench/results/train_step.json")
     parser.add_argument("--conv_impl", choices=["xla", "im2col", "auto"], default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -16,7 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.depth = 20
     config.model.widths = (64, 128, 256)
     config.model.shortcut = "ds"  # 'ds' (DS-ResNet) or 'standard' (spiking ResNet)
-    config.model.time_steps = 4
+    config.model.time_steps = 4  # direct encoding: T; event data: T frames over a fixed window
     config.model.thresholds = (0.6, 1.6, 2.6)  # K = 3 levels; (0.6,) is LIF
     config.model.tau = 0.25
     config.model.surrogate = "rectangular"  # rectangular | triangle | sigmoid | arctan

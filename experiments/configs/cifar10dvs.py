@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # the folder holding tonic's CIFAR10DVS/ layout (aedat4 per class)
     config.model.depth = 14
     config.model.widths = (32, 64, 128)
-    config.model.time_steps = 10
+    config.model.time_steps = 10  # frames over the first 100 ms (10 x 10 ms)
     config.batch_size = 32
     config.eval_batch_size = 100
     config.num_epochs = 100

@@ -15,7 +15,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # the folder holding tonic's DVSGesture/ layout
     config.model.depth = 20
     config.model.widths = (16, 32, 64)
-    config.model.time_steps = 40
+    config.model.time_steps = 40  # frames over the first 1.2 s (40 x 30 ms); T must divide 1.2 s
     config.model.input_norm = True
     config.batch_size = 28
     config.eval_batch_size = 28

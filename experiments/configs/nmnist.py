@@ -11,7 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data_dir = ""  # the folder holding tonic's NMNIST/ layout
     config.model.depth = 8
     config.model.widths = (16, 32, 64)
-    config.model.time_steps = 10
+    config.model.time_steps = 10  # frames over the first 300 ms (10 x 30 ms)
     config.batch_size = 64
     config.num_epochs = 10
     config.schedule = "cosine"

@@ -1,12 +1,14 @@
 """Input pipelines: data sources, the grain loader, and the data sets of the paper."""
 
 from mlf_jax.data import cifar10, digits, events, fashion_mnist, neuromorphic
+from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
 from mlf_jax.data.source import ArraySource
 
 __all__ = [
     "ArraySource",
+    "DataFileError",
     "make_loader",
     "shard_bounds",
     "steps_per_epoch",

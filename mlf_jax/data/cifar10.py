@@ -25,11 +25,13 @@ import json
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.source import ArraySource
 
@@ -43,6 +45,7 @@ __all__ = [
     "SPLITS",
     "STD",
     "TFDS_NAME",
+    "DataFileError",
     "DatasetNotFoundError",
     "TfdsSource",
     "augment",
@@ -113,13 +116,17 @@ class _BatchUnpickler(pickle.Unpickler):
 def read_batch(f, name: str = "<batch>") -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch (an open binary file) -> (uint8 ``[N, 32, 32, 3]``, int32 ``[N]``).
 
-    Uses ``encoding='bytes'`` as the files were written by Python 2; ``name`` is for
-    error messages.
+    Uses ``encoding='bytes'`` as the files were written by Python 2; ``name`` is the file
+    (or ``archive:member``) named by errors.
+
+    Raises:
+      DataFileError: naming ``name`` when the pickle is truncated or corrupt, or its arrays
+        are not a CIFAR10 batch (see :func:`decode_batch`).
     """
     try:
         batch = _BatchUnpickler(f, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise ValueError(f"{name}: not a CIFAR10 python batch ({e})") from e
+        raise DataFileError(name, f"not a CIFAR10 python batch, truncated or corrupt ({e})") from e
     return decode_batch(batch, name)
 
 
@@ -127,18 +134,28 @@ def decode_batch(batch: dict, name: str = "<batch>") -> tuple[np.ndarray, np.nda
     """``{b'data': [N, 3072] uint8, b'labels': [N]}`` -> HWC images and int32 labels.
 
     Row ``i`` of ``data`` holds channel ``c``, pixel ``(r, k)`` at ``c * 1024 + r * 32 + k``.
+
+    Raises:
+      DataFileError: naming ``name`` unless ``data`` is ``[N, 3072]`` of integers in 0..255
+        and ``labels`` ``[N]`` integers in 0..9.
     """
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise ValueError(f"{name}: expected a dict with b'data' and b'labels', got {keys}")
+        raise DataFileError(name, f"expected a dict with b'data' and b'labels', got {keys}")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"])
     if data.ndim != 2 or data.shape[1] != 3 * _SIZE * _SIZE or labels.shape != data.shape[:1]:
-        raise ValueError(
-            f"{name}: data {data.shape} and labels {labels.shape}; expected [N, 3072] and [N]"
+        raise DataFileError(
+            name, f"data {data.shape} and labels {labels.shape}; expected [N, 3072] and [N]"
         )
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise ValueError(f"{name}: labels outside 0..{len(CLASSES) - 1}")
+    if data.dtype != np.uint8 and not (
+        data.dtype.kind in "iu" and (data.size == 0 or (data.min() >= 0 and data.max() <= 255))
+    ):
+        raise DataFileError(name, f"pixels of dtype {data.dtype} are not integers in 0..255")
+    if labels.size and (
+        labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= len(CLASSES)
+    ):
+        raise DataFileError(name, f"labels outside 0..{len(CLASSES) - 1}")
     images = data.astype(np.uint8).reshape(-1, 3, _SIZE, _SIZE).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int32)
 
@@ -154,18 +171,35 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
 
 
+#: What reading a truncated or corrupt (compressed) tar archive raises.
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
 def load_archive(path: str | os.PathLike, split: str) -> ArraySource:
     """``split`` read from the members of ``cifar-10-python.tar.gz`` at ``path``.
 
-    Reads the archive in one sequential pass (no extraction to disk).
+    Reads the archive in one sequential pass (no extraction to disk), to its end, so that
+    the gzip trailer's length and CRC32 are checked.
+
+    Raises:
+      DataFileError: naming ``path`` when the archive is truncated or corrupt, or naming
+        ``path:member`` for a malformed batch.
+      DatasetNotFoundError: when a batch is not in the archive.
     """
     _check_split(split)
+    if not Path(path).is_file():
+        raise DatasetNotFoundError(f"{os.fspath(path)!r} not found; expected {ARCHIVE}")
     wanted = {f"{FOLDER}/{name}": name for name in SPLITS[split]}
     raw: dict[str, bytes] = {}
-    with tarfile.open(path, "r:*") as tar:
-        for member in tar:
-            if member.name in wanted and member.isfile():
-                raw[wanted[member.name]] = tar.extractfile(member).read()
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member.name in wanted and member.isfile():
+                    raw[wanted[member.name]] = tar.extractfile(member).read()
+            while tar.fileobj.read(1 << 20):  # to the end: gzip checks its trailer there
+                pass
+    except _ARCHIVE_ERRORS as e:
+        raise DataFileError(path, f"truncated or corrupt tar archive ({e})") from e
     missing = [f"{FOLDER}/{name}" for name in SPLITS[split] if name not in raw]
     if missing:
         raise DatasetNotFoundError(
@@ -277,11 +311,31 @@ def load_tfds(data_dir: str | os.PathLike, split: str) -> TfdsSource:
 
     source = TfdsSource(tfds.data_source(TFDS_NAME, split=split, data_dir=data_dir, download=False))
     if len(source):
-        _ = source[0]
+        first = source[0]
+        if first["image"].shape != (_SIZE, _SIZE, 3) or not 0 <= first["label"] < len(CLASSES):
+            raise DataFileError(
+                data_dir,
+                f"the first {TFDS_NAME} {split} example has an image of shape "
+                f"{first['image'].shape} and label {first['label']}; expected [32, 32, 3] and "
+                f"0..{len(CLASSES) - 1}",
+            )
     return source
 
 
 # --- Picking a source ------------------------------------------------------------------
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether ``path`` starts like a (compressed) tar archive.
+
+    Raises:
+      DataFileError: naming ``path`` when it is compressed data that ends or breaks before
+        the first tar header (a truncated or corrupt archive).
+    """
+    try:
+        return tarfile.is_tarfile(path)
+    except _ARCHIVE_ERRORS as e:
+        raise DataFileError(path, f"truncated or corrupt tar archive ({e})") from e
 
 
 def find(data_dir: str | os.PathLike, source: str = "auto") -> tuple[str, str]:
@@ -304,7 +358,7 @@ def find(data_dir: str | os.PathLike, source: str = "auto") -> tuple[str, str]:
                 return "folder", os.fspath(folder)
     if source in ("auto", "archive"):
         for archive in (where, where / ARCHIVE):
-            if archive.is_file() and tarfile.is_tarfile(archive):
+            if archive.is_file() and _is_tar(archive):
                 return "archive", os.fspath(archive)
     if source in ("auto", "tfds") and _tfds_version_dirs(data_dir):
         return "tfds", os.fspath(data_dir)
@@ -330,7 +384,9 @@ def load(
       own shuffled order.
 
     Raises:
-      ValueError: for an unknown split or source, or malformed files.
+      ValueError: for an unknown split or source.
+      DataFileError: (a ``ValueError``) naming the file when it is truncated, corrupt, or
+        holds arrays of other shapes than CIFAR10's.
       DatasetNotFoundError: when ``data_dir`` holds no CIFAR10 in the layout(s) asked for.
     """
     _check_split(split)

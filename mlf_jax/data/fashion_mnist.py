@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.source import ArraySource
 
@@ -16,7 +17,11 @@ __all__ = [
     "MEAN",
     "STD",
     "CLASSES",
+    "SIZE",
+    "DataFileError",
     "DatasetNotFoundError",
+    "check_images",
+    "check_labels",
     "find_files",
     "load",
     "normalize",
@@ -30,6 +35,9 @@ FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+
+#: Height and width of every image.
+SIZE = 28
 
 #: Pixel mean and standard deviation of the training set (pixels in [0, 1]).
 MEAN, STD = 0.2860, 0.3530
@@ -73,18 +81,51 @@ def find_files(data_dir: str | os.PathLike, split: str) -> tuple[Path, Path]:
 
 
 def load(data_dir: str | os.PathLike = DEFAULT_DIR, split: str = "train") -> ArraySource:
-    """Fashion-MNIST ``split`` as uint8 images ``[N, 28, 28, 1]`` and int32 labels ``[N]``."""
+    """Fashion-MNIST ``split`` as uint8 images ``[N, 28, 28, 1]`` and int32 labels ``[N]``.
+
+    Raises:
+      ValueError: for an unknown split.
+      DatasetNotFoundError: when a file is missing (see :func:`find_files`).
+      DataFileError: (a ``ValueError``) naming the file when it is truncated or corrupt, or
+        its IDX header does not describe ``[N, 28, 28]`` uint8 images or ``[N]`` uint8
+        labels in ``0..9`` (one per image).
+    """
     images_path, labels_path = find_files(data_dir, split)
     images = read_idx(images_path)
     labels = read_idx(labels_path)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(
-            f"unexpected Fashion-MNIST shapes: images {images.shape} from {images_path}, "
-            f"labels {labels.shape} from {labels_path}; expected [N, 28, 28] and [N]"
+    check_images(images_path, images)
+    check_labels(labels_path, labels, len(images), images_path)
+    return ArraySource({"image": images[..., None], "label": labels.astype(np.int32)})
+
+
+def check_images(path: str | os.PathLike, images: np.ndarray) -> None:
+    """Raises :class:`DataFileError` naming ``path`` unless ``images`` is uint8
+    ``[N, 28, 28]`` (the IDX header's type and dimensions)."""
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
+        raise DataFileError(
+            path,
+            f"IDX header says {images.dtype} images of shape {images.shape}; Fashion-MNIST "
+            f"images are uint8 [N, {SIZE}, {SIZE}]",
+        )
+
+
+def check_labels(
+    path: str | os.PathLike, labels: np.ndarray, n_images: int, images_path: str | os.PathLike
+) -> None:
+    """Raises :class:`DataFileError` naming ``path`` unless ``labels`` is uint8 ``[n_images]``
+    with values in ``0..9``."""
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise DataFileError(
+            path,
+            f"IDX header says {labels.dtype} labels of shape {labels.shape}; Fashion-MNIST "
+            "labels are uint8 [N]",
+        )
+    if len(labels) != n_images:
+        raise DataFileError(
+            path, f"holds {len(labels)} labels but {os.fspath(images_path)} holds {n_images} images"
         )
     if labels.size and labels.max() >= len(CLASSES):
-        raise ValueError(f"labels in {labels_path} exceed {len(CLASSES) - 1}")
-    return ArraySource({"image": images[..., None], "label": labels.astype(np.int32)})
+        raise DataFileError(path, f"label {labels.max()} outside 0..{len(CLASSES) - 1}")
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

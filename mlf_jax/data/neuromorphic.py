@@ -35,6 +35,12 @@ Splits:
   about 300 ms (three saccades of ~100 ms); the default takes all of it, 10 frames of 30 ms,
   at the sensor's 34x34. DESIGN does not cover N-MNIST; this default is our choice.
 
+A recording that is empty, truncated or corrupt, holds no events, or has events outside the
+sensor raises :class:`mlf_jax.data.DataFileError` naming its file (a cut exactly between two
+packets or events cannot be told from a shorter recording). ``preprocessing`` of :func:`load`
+sets other frames; ``experiments/input_pipeline.py`` keeps each data set's default window (the
+table above: 1.2 s, 100 ms, 300 ms) and cuts it into T = ``config.model.time_steps`` frames.
+
 Every recording is decoded by its tonic class (``dataset[i]``); for CIFAR10-DVS that is
 :func:`tonic.io.read_aedat4`, which needs the ``aedat`` package (a dependency of this project).
 """
@@ -47,6 +53,7 @@ import json
 import math
 import os
 import re
+import struct
 import tempfile
 import warnings
 import zipfile
@@ -55,6 +62,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.events import FRAME_DTYPE, events_to_frames
 from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.source import ArraySource
@@ -62,10 +70,13 @@ from mlf_jax.data.source import ArraySource
 __all__ = [
     "CACHE_FORMAT",
     "DATASETS",
+    "NMNIST_EVENT_BYTES",
+    "DataFileError",
     "Preprocessing",
     "RawEvents",
     "cache_path",
     "canonical_name",
+    "check_file_size",
     "convert",
     "load",
     "load_cifar10_dvs",
@@ -78,6 +89,15 @@ __all__ = [
 CACHE_FORMAT = 1
 
 SPLITS = ("train", "test")
+
+#: Bytes per event in an N-MNIST ``.bin`` file.
+NMNIST_EVENT_BYTES = 5
+
+#: What tonic's readers raise on a truncated or corrupt file (``np.load`` of a cut ``.npy``:
+#: ValueError / EOFError; ``aedat`` on a cut AEDAT 4: RuntimeError; N-MNIST: IndexError).
+_READ_ERRORS = (
+    OSError, EOFError, ValueError, IndexError, KeyError, TypeError, RuntimeError, struct.error
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,8 +266,24 @@ class RawEvents:
         return self.events(i), int(self.labels[i])
 
     def events(self, i: int) -> np.ndarray:
-        """Events of sample ``i``, read by tonic (its structured array, ``t`` in microseconds)."""
-        events, _ = self.dataset[self.indices[i]]
+        """Events of sample ``i``, read by tonic (its structured array, ``t`` in microseconds).
+
+        Raises:
+          DataFileError: naming the file when it is empty, truncated or corrupt, or holds no
+            events.
+        """
+        path = self.paths[i]
+        check_file_size(self.name, path, os.path.getsize(path))
+        try:
+            events, _ = self.dataset[self.indices[i]]
+        except _READ_ERRORS as e:
+            raise DataFileError(
+                path,
+                f"cannot be read as a {self.spec.folder} recording, truncated or corrupt "
+                f"({type(e).__name__}: {e})",
+            ) from e
+        if len(events) == 0:
+            raise DataFileError(path, f"holds no events (an empty {self.spec.folder} recording)")
         return events
 
     def fingerprint(self) -> str:
@@ -257,6 +293,19 @@ class RawEvents:
             rel = os.path.relpath(path, self.root)
             h.update(f"{rel}\0{os.path.getsize(path)}\0{label}\n".encode())
         return h.hexdigest()
+
+
+def check_file_size(name: str, path: str | os.PathLike, size: int) -> None:
+    """Raises :class:`DataFileError` naming ``path`` when a recording of data set ``name`` of
+    ``size`` bytes is empty, or (N-MNIST) not a whole number of 5-byte events."""
+    if size == 0:
+        raise DataFileError(path, "is empty (0 bytes)")
+    if name == "nmnist" and size % NMNIST_EVENT_BYTES:
+        raise DataFileError(
+            path,
+            f"holds {size} bytes, not a multiple of the {NMNIST_EVENT_BYTES} bytes of an N-MNIST "
+            "event: truncated",
+        )
 
 
 def _gesture(save_to: Path, split: str, spec: _Spec) -> RawEvents:
@@ -352,19 +401,28 @@ def raw_events(
 def convert(
     raw: RawEvents, preprocessing: Preprocessing, *, progress: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``[N, T, H, W, 2]`` (uint16 counts) and labels ``[N]`` (int32) of ``raw``."""
+    """Frames ``[N, T, H, W, 2]`` (uint16 counts) and labels ``[N]`` (int32) of ``raw``.
+
+    Raises:
+      DataFileError: naming the first file that is empty, truncated or corrupt, or whose
+        events lie outside the sensor.
+    """
     pre = preprocessing
     width, height = pre.size
     frames = np.zeros((len(raw), pre.n_bins, height, width, 2), FRAME_DTYPE)
     desc = f"{raw.name} {raw.split}: events -> frames"
     for i in tqdm(range(len(raw)), desc=desc, unit="sample", disable=not progress):
-        frames[i] = events_to_frames(
-            raw.events(i),
-            n_bins=pre.n_bins,
-            bin_us=pre.bin_us,
-            sensor_size=raw.spec.sensor_size,
-            size=pre.size,
-        )
+        events = raw.events(i)
+        try:
+            frames[i] = events_to_frames(
+                events,
+                n_bins=pre.n_bins,
+                bin_us=pre.bin_us,
+                sensor_size=raw.spec.sensor_size,
+                size=pre.size,
+            )
+        except (ValueError, OverflowError) as e:  # coordinates, polarities, counts
+            raise DataFileError(raw.paths[i], str(e)) from e
     return frames, raw.labels.copy()
 
 
@@ -457,6 +515,8 @@ def load(
     Raises:
       ValueError: for an unknown name or split.
       DatasetNotFoundError: naming the directory looked in and the expected layout.
+      DataFileError: (a ``ValueError``) naming a recording that is empty, truncated or
+        corrupt (see :func:`convert`).
     """
     name = canonical_name(name)
     pre = preprocessing or DATASETS[name].default

@@ -1,13 +1,27 @@
-"""Training: state, per-device steps, optimiser and the training loop."""
+"""Training pieces to compose into a loop: state, per-device steps, data parallelism,
+evaluation, optimiser and schedules, checkpoints, metrics, run lock, stop signals.
+
+The loop itself belongs to the experiment (``experiments/trainer.py``): nothing here
+reads an experiment config.
+"""
 
 from mlf_jax.train import distributed
-from mlf_jax.train.checkpoint import Checkpointer
-from mlf_jax.train.loop import evaluate, fit
-from mlf_jax.train.metrics import MetricsWriter
+from mlf_jax.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    NonFiniteStateError,
+    all_finite,
+    state_to_tree,
+    tree_to_state,
+)
+from mlf_jax.train.evaluation import evaluate, pad_batch
+from mlf_jax.train.lock import LockedError, RunLock
+from mlf_jax.train.metrics import MetricsWriter, read_metrics
 from mlf_jax.train.optim import learning_rate_schedule, sgd
 from mlf_jax.train.parallel import AXIS, PARALLEL_MODES, DataParallel, make_mesh
+from mlf_jax.train.preemption import StopSignals, agree_to_stop
 from mlf_jax.train.state import TrainState, create_train_state
-from mlf_jax.train.step import cross_entropy, eval_step, train_step
+from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
 
 __all__ = [
     "distributed",
@@ -16,12 +30,23 @@ __all__ = [
     "train_step",
     "eval_step",
     "cross_entropy",
+    "model_input",
     "learning_rate_schedule",
     "sgd",
-    "fit",
     "evaluate",
+    "pad_batch",
     "MetricsWriter",
+    "read_metrics",
     "Checkpointer",
+    "CheckpointError",
+    "NonFiniteStateError",
+    "all_finite",
+    "state_to_tree",
+    "tree_to_state",
+    "RunLock",
+    "LockedError",
+    "StopSignals",
+    "agree_to_stop",
     "AXIS",
     "PARALLEL_MODES",
     "DataParallel",

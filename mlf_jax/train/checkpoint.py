@@ -2,25 +2,61 @@
 
 A checkpoint holds ``{'state': {step, params, batch_stats, opt_state, rng},
 'meta': {json}}`` where ``meta`` carries the data iterator's state and any
-bookkeeping (epoch, best accuracy). Orbax writes each checkpoint to a temporary
-directory and renames it when complete, so an interrupted save never looks
-finished; a latest checkpoint that cannot be read is skipped, with a warning,
-in favour of the one before it.
+bookkeeping (epoch, best accuracy). The directory may be local or remote
+(``gs://bucket/run/checkpoints``): every path goes through ``etils.epath``.
+
+What :class:`Checkpointer` guarantees:
+
+* Only finite state is saved: :meth:`Checkpointer.save` refuses a tree with a
+  NaN or infinity (:class:`NonFiniteStateError`), so the newest checkpoint is
+  always one that training can go on from.
+* Orbax writes each checkpoint to a temporary directory and renames it when
+  complete, so an interrupted save never looks finished. A save that fails
+  (a full disk) removes its temporary directory, and temporary directories left
+  by a killed process are removed when the next :class:`Checkpointer` opens the
+  directory (:meth:`Checkpointer.remove_partial_saves`).
+* A latest checkpoint that cannot be read is skipped, with a one-line notice, in
+  favour of the one before it; when checkpoints exist but none can be read,
+  :meth:`Checkpointer.restore_latest` raises :class:`CheckpointError` instead of
+  letting the caller start over (and delete them).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from mlf_jax.train.state import TrainState
 
-__all__ = ["Checkpointer", "state_to_tree", "tree_to_state"]
+__all__ = [
+    "Checkpointer",
+    "CheckpointError",
+    "NonFiniteStateError",
+    "all_finite",
+    "state_to_tree",
+    "tree_to_state",
+]
+
+#: Suffix of Orbax's temporary directories (``<step>.orbax-checkpoint-tmp-<n>``).
+_TMP_MARK = ".orbax-checkpoint-tmp"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or none of the existing ones can be read."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """The state to save holds a NaN or an infinity."""
 
 
 def state_to_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
@@ -45,11 +81,76 @@ def tree_to_state(tree: dict[str, Any], like: TrainState) -> tuple[TrainState, j
     return state, jax.random.wrap_key_data(np.asarray(tree["rng"]))
 
 
-class Checkpointer:
-    """Saves and restores training checkpoints in ``directory`` (keeps ``max_to_keep``)."""
+def _local(x: Any) -> Any:
+    """This process's copy of a replicated global array (the array itself otherwise)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_data(0)
+    return x
 
-    def __init__(self, directory: str | os.PathLike, max_to_keep: int = 3):
-        self.directory = os.path.abspath(os.fspath(directory))
+
+@jax.jit
+def _finite(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def all_finite(tree: Any) -> bool:
+    """Whether every floating-point leaf of ``tree`` is free of NaN and infinity."""
+    leaves = [
+        _local(x)
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(getattr(x, "dtype", None) or np.asarray(x).dtype, jnp.inexact)
+    ]
+    return bool(_finite(leaves)) if leaves else True
+
+
+def _notice(message: str) -> None:
+    """One line on stderr, for a recoverable event."""
+    print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _quiet_orbax() -> Iterator[None]:
+    """Silences the loggers that print whole tracebacks (Orbax's, asyncio's) for an
+    error we report ourselves in one line."""
+    loggers = [logging.getLogger(n) for n in ("absl", "asyncio", "orbax")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def _short(e: BaseException) -> str:
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first[:200]}"
+
+
+class Checkpointer:
+    """Saves and restores training checkpoints in ``directory`` (keeps ``max_to_keep``).
+
+    Args:
+      directory: a local path or a remote URI (``gs://...``), created if missing.
+      max_to_keep: how many of the newest checkpoints to keep (at least 1).
+      notify: where one-line notices go (default: stderr).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        max_to_keep: int = 3,
+        *,
+        notify: Callable[[str], None] = _notice,
+    ):
+        if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be an integer >= 1, got {max_to_keep!r}")
+        self.directory = epath.Path(directory)
+        self.notify = notify
+        if jax.process_index() == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.remove_partial_saves()
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -57,27 +158,62 @@ class Checkpointer:
             ),
         )
 
+    def partial_saves(self) -> list[epath.Path]:
+        """Temporary directories of saves that never completed."""
+        if not self.directory.exists():
+            return []
+        return sorted(p for p in self.directory.iterdir() if _TMP_MARK in p.name)
+
+    def remove_partial_saves(self) -> None:
+        """Deletes what killed or failed saves left behind (one notice each)."""
+        for p in self.partial_saves():
+            self.notify(f"removing {p}, left by a save that did not complete")
+            p.rmtree(missing_ok=True)
+
     def all_steps(self) -> list[int]:
         """Steps of the complete checkpoints, oldest first."""
+        self.manager.reload()
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, tree: dict[str, Any], meta: dict[str, Any]) -> None:
-        """Writes checkpoint ``step`` (blocking until it is complete on disk)."""
-        self.manager.save(
-            int(step),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(dict(meta))
-            ),
-            force=True,
-        )
-        self.manager.wait_until_finished()
+        """Writes checkpoint ``step`` (blocking until it is complete).
+
+        Raises:
+          NonFiniteStateError: ``tree`` holds a NaN or infinity; nothing is written.
+          CheckpointError: the save failed (e.g. a full disk); its partial files
+            are removed.
+        """
+        if not all_finite(tree):
+            raise NonFiniteStateError(
+                f"the state at step {step} holds NaN or infinite values; not saving it"
+            )
+        try:
+            with _quiet_orbax():
+                self.manager.save(
+                    int(step),
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(dict(meta))
+                    ),
+                    force=True,
+                )
+                self.manager.wait_until_finished()
+        except Exception as e:
+            if jax.process_index() == 0:
+                for p in self.partial_saves():
+                    p.rmtree(missing_ok=True)
+            raise CheckpointError(
+                f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
+            ) from e
 
     def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict] | None:
         """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
 
         ``like`` is a tree of the same structure (arrays or shape/dtype structs).
-        An unreadable checkpoint is skipped with a warning, falling back to the
-        one before it.
+        An unreadable checkpoint is skipped with a one-line notice, falling back to
+        the one before it.
+
+        Raises:
+          CheckpointError: checkpoints exist but none of them can be read.
         """
         target = jax.tree.map(
             lambda x: (
@@ -87,21 +223,30 @@ class Checkpointer:
             ),
             like,
         )
-        for step in reversed(self.all_steps()):
+        steps = self.all_steps()
+        failures = []
+        for step in reversed(steps):
             try:
-                restored = self.manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
-                    ),
-                )
+                with _quiet_orbax():
+                    restored = self.manager.restore(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
+                        ),
+                    )
                 return step, restored["state"], dict(restored["meta"])
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
-                warnings.warn(
+                failures.append(f"step {step}: {_short(e)}")
+                self.notify(
                     f"checkpoint at step {step} in {self.directory} could not be restored "
-                    f"({type(e).__name__}: {str(e)[:200]}); falling back to the one before it",
-                    stacklevel=2,
+                    f"({_short(e)}); trying the one before it"
                 )
+        if steps:
+            raise CheckpointError(
+                f"none of the checkpoints in {self.directory} (steps {steps}) can be restored; "
+                "they are left untouched. Move them away to start over in this workdir. "
+                + "; ".join(failures[:3])
+            )
         return None
 
     def close(self) -> None:

@@ -1,6 +1,9 @@
-"""A run killed with SIGKILL after a checkpoint, then restarted, ends like an uninterrupted run."""
+"""The command line under signals: a run killed with SIGKILL after a checkpoint, then
+restarted, ends like an uninterrupted run; Ctrl-C saves and exits cleanly; a second run
+on the same workdir, and a restart with another config, are refused."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,6 +14,7 @@ import numpy as np
 
 from experiments import train
 from experiments.configs import digits as digits_config
+from mlf_jax.train import read_metrics
 from mlf_jax.train.checkpoint import Checkpointer, state_to_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,6 +98,9 @@ def test_sigkill_then_restart_equals_uninterrupted(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resumed from checkpoint at step {steps[-1]}" in again.stderr + again.stdout
+    assert "taking over the stale lock" in again.stderr  # the killed run's lock
+    records = [(r["kind"], r["step"]) for r in read_metrics(tmp_path / "run")]
+    assert len(records) == len(set(records))  # no step logged twice after the resume
 
     step_full, full, _ = _latest(tmp_path / "full")
     step_run, run, _ = _latest(tmp_path / "run")
@@ -103,3 +110,49 @@ def test_sigkill_then_restart_equals_uninterrupted(tmp_path):
         run["params"],
         full["params"],
     )
+
+
+def _wait_for_checkpoint(proc, ckpts, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint appeared (exit code {proc.poll()})")
+
+
+def test_ctrl_c_saves_a_second_run_is_refused_and_a_changed_config_too(tmp_path):
+    workdir = tmp_path / "run"
+    command = [*_command(workdir), "--config.num_epochs=50"]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for_checkpoint(proc, workdir / "checkpoints")
+        second = subprocess.run(
+            command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 1
+        assert f"in use by another run: process {proc.pid}" in second.stderr
+        assert "Traceback" not in second.stderr
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err
+    (line,) = [x for x in (out + err).splitlines() if "SIGINT" in x]
+    assert line.startswith("SIGINT: saved a checkpoint at step")
+    step = int(line.split("at step ")[1].split()[0])
+    assert Checkpointer(workdir / "checkpoints").all_steps()[-1] == step
+    assert not (workdir / "run.lock").exists()
+
+    before = sorted(os.listdir(workdir / "checkpoints"))
+    changed = subprocess.run(
+        [*command, "--config.model.widths=(4,4,8)"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert changed.returncode == 1
+    assert "differing keys: model.widths: [4, 4, 4] -> [4, 4, 8]" in changed.stderr
+    assert "Traceback" not in changed.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == before

@@ -1,8 +1,8 @@
-"""Orbax checkpoints: round trip, keep N, fallback from a corrupt or partial latest one."""
+"""Orbax checkpoints: round trip, keep N, fallback from a corrupt or partial latest one,
+leftovers of killed and failed saves, only finite state."""
 
 import os
 import shutil
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 import mlf_jax as mj
-from mlf_jax.train.checkpoint import Checkpointer, state_to_tree, tree_to_state
+from mlf_jax.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    NonFiniteStateError,
+    all_finite,
+    state_to_tree,
+    tree_to_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def test_keeps_the_last_n(state, tmp_path):
     assert sorted(p for p in os.listdir(tmp_path) if p.isdigit()) == ["2", "3"]
 
 
-def test_corrupt_latest_falls_back_to_the_one_before_with_a_warning(state, tmp_path):
+def test_corrupt_latest_falls_back_to_the_one_before_with_one_line(state, tmp_path, capfd):
     tree = state_to_tree(state, jax.random.key(0))
     ckpt = Checkpointer(tmp_path, max_to_keep=3)
     ckpt.save(1, _shifted(tree, 1), {"s": 1})
@@ -62,22 +69,64 @@ def test_corrupt_latest_falls_back_to_the_one_before_with_a_warning(state, tmp_p
         for f in files:
             with open(os.path.join(root, f), "wb") as fh:
                 fh.write(b"\x00garbage")
-    with pytest.warns(UserWarning, match="checkpoint at step 2 .* could not be restored"):
-        step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
+    capfd.readouterr()
+    step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
     assert step == 1 and meta == {"s": 1}
     _assert_tree_equal(restored, _shifted(tree, 1))
+    (line,) = capfd.readouterr().err.strip().splitlines()  # no traceback
+    assert "checkpoint at step 2" in line and "could not be restored" in line
 
 
-def test_partial_save_is_invisible(state, tmp_path):
+def test_a_partial_save_is_invisible_and_removed_at_the_next_start(state, tmp_path, capfd):
     tree = state_to_tree(state, jax.random.key(0))
     ckpt = Checkpointer(tmp_path, max_to_keep=3)
     ckpt.save(1, tree, {"s": 1})
     # a save killed half-way leaves only Orbax's temporary directory behind
     shutil.copytree(tmp_path / "1", tmp_path / "5.orbax-checkpoint-tmp-123")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        step, _, meta = Checkpointer(tmp_path).restore_latest(tree)
+    capfd.readouterr()
+    step, _, meta = Checkpointer(tmp_path).restore_latest(tree)
     assert step == 1 and meta == {"s": 1}
+    assert sorted(os.listdir(tmp_path)) == ["1"]
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert "5.orbax-checkpoint-tmp-123" in line and "did not complete" in line
+    Checkpointer(tmp_path).save(5, tree, {"s": 5})  # the step can be saved again
+
+
+def test_a_failed_save_leaves_nothing_behind(state, tmp_path, monkeypatch):
+    """As on a full disk: the write fails after Orbax created its temporary directory."""
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+    ckpt.save(1, tree, {"s": 1})
+
+    def full_disk(step, args, force):
+        (tmp_path / f"{step}.orbax-checkpoint-tmp-9").mkdir()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", full_disk)
+    with pytest.raises(CheckpointError, match="step 2 .*No space left on device"):
+        ckpt.save(2, tree, {"s": 2})
+    assert sorted(os.listdir(tmp_path)) == ["1"]
+    assert Checkpointer(tmp_path).restore_latest(tree)[0] == 1
+
+
+def test_non_finite_state_is_not_saved(state, tmp_path):
+    tree = state_to_tree(state, jax.random.key(0))
+    bad = jax.tree.map(lambda x: x, tree)
+    first = jax.tree.leaves(bad["params"])[0]
+    bad["params"] = jax.tree.map(
+        lambda x: x.at[(0,) * x.ndim].set(jnp.nan) if x is first else x, bad["params"]
+    )
+    ckpt = Checkpointer(tmp_path)
+    with pytest.raises(NonFiniteStateError, match="step 3"):
+        ckpt.save(3, bad, {})
+    assert ckpt.all_steps() == [] and os.listdir(tmp_path) == []
+    assert all_finite(tree) and not all_finite(bad)
+    assert not all_finite({"x": jnp.array([1.0, jnp.inf])}) and all_finite({"i": jnp.arange(3)})
+
+
+def test_keep_zero_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="max_to_keep must be an integer >= 1, got 0"):
+        Checkpointer(tmp_path, max_to_keep=0)
 
 
 def test_empty_directory_restores_nothing(state, tmp_path):

@@ -1,0 +1,209 @@
+"""Every value of an experiment config checked up front: type and range, the key named.
+
+:func:`validate` runs before any data is read or anything is compiled, in every entry
+point (``experiments.train``, ``experiments.depth_study``, the benchmarks), so that a
+typo or a wrong sign costs a second and one line, not a traceback after compilation
+or, worse, a run that trains to chance with exit code 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["ConfigError", "RULES", "validate", "check_override_keys"]
+
+
+class ConfigError(ValueError):
+    """A config value (or a ``--config.key`` override) that cannot run."""
+
+
+Rule = Callable[[Any], str | None]  # value -> None if fine, else what is wrong
+
+
+def _integer(minimum: int, maximum: int | None = None) -> Rule:
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be an integer, got {v!r} ({type(v).__name__})"
+        if v < minimum or (maximum is not None and v > maximum):
+            upper = f" and <= {maximum}" if maximum is not None else ""
+            return f"must be >= {minimum}{upper}, got {v}"
+        return None
+
+    return check
+
+
+def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Rule:
+    """A finite real number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a number, got {v!r} ({type(v).__name__})"
+        if not math.isfinite(v):
+            return f"must be finite, got {v}"
+        if v < low or (low_open and v == low) or v >= high:
+            lo = "(" if low_open else "["
+            hi = f"{high})" if math.isfinite(high) else "inf)"
+            return f"must be in {lo}{low}, {hi}, got {v}"
+        return None
+
+    return check
+
+
+def _choice(options: Iterable[str]) -> Rule:
+    options = tuple(options)
+
+    def check(v: Any) -> str | None:
+        return None if v in options else f"must be one of {', '.join(options)}; got {v!r}"
+
+    return check
+
+
+def _boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"must be True or False, got {v!r}"
+
+
+def _string(v: Any) -> str | None:
+    return None if isinstance(v, str) else f"must be a string, got {v!r}"
+
+
+def _positive_ints(length: int) -> Rule:
+    def check(v: Any) -> str | None:
+        if (
+            not isinstance(v, (tuple, list))
+            or len(v) != length
+            or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in v)
+        ):
+            return f"must be {length} positive integers, e.g. (16, 32, 64); got {v!r}"
+        return None
+
+    return check
+
+
+def _thresholds(v: Any) -> str | None:
+    if (
+        not isinstance(v, (tuple, list))
+        or not v
+        or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v)
+    ):
+        return f"must be a non-empty tuple of numbers, e.g. (0.6,) or (0.6, 1.6, 2.6); got {v!r}"
+    if any(not math.isfinite(x) or x <= 0 for x in v) or list(v) != sorted(set(v)):
+        return f"must be positive and strictly increasing; got {v!r}"
+    return None
+
+
+def _depth(v: Any) -> str | None:
+    wrong = _integer(8)(v)
+    if wrong is None and (v - 2) % 6:
+        return f"must be 6n + 2 (8, 14, 20, 32, 44, 56, 68, ...); got {v}"
+    return wrong
+
+
+def _rules() -> dict[str, Rule]:
+    # imported here so that `python -m experiments.train --help` stays light
+    from experiments.input_pipeline import DATASETS
+    from experiments.models import DTYPES
+    from mlf_jax.nn.blocks import SHORTCUTS
+    from mlf_jax.nn.conv import CONV_IMPLS
+    from mlf_jax.surrogate import SURROGATE_FAMILIES
+    from mlf_jax.train.optim import SCHEDULES
+    from mlf_jax.train.parallel import PARALLEL_MODES
+
+    return {
+        "dataset": _choice(sorted(DATASETS)),
+        "data_dir": _string,
+        "cache_dir": _string,
+        "install_data": _boolean,
+        "model.depth": _depth,
+        "model.widths": _positive_ints(3),
+        "model.shortcut": _choice(SHORTCUTS),
+        "model.time_steps": _integer(1),
+        "model.thresholds": _thresholds,
+        "model.tau": _number(0.0, 1.0 + 1e-12, low_open=True),
+        "model.surrogate": _choice(SURROGATE_FAMILIES),
+        "model.surrogate_param": _number(0.0, low_open=True),
+        "model.detach_reset": _boolean,
+        "model.input_norm": _boolean,
+        "model.dtype": _choice(sorted(DTYPES)),
+        "model.conv_impl": _choice(CONV_IMPLS),
+        "seed": _integer(0, 2**32 - 1),
+        "batch_size": _integer(1),
+        "eval_batch_size": _integer(1),
+        "num_epochs": _integer(1),
+        "learning_rate": _number(0.0, low_open=True),
+        "momentum": _number(0.0, 1.0),
+        "weight_decay": _number(0.0),
+        "schedule": _choice(SCHEDULES),
+        "lr_decay_epochs": _integer(1),
+        "lr_decay_factor": _number(0.0, 1.0 + 1e-12, low_open=True),
+        "warmup_epochs": _number(0.0),
+        "log_every": _integer(1),
+        "parallel": _choice(PARALLEL_MODES),
+        "cross_device_bn": _boolean,
+        "keep_checkpoints": _integer(1),
+        "checkpoint_every_steps": _integer(0),
+        "distributed.coordinator_address": _string,
+        "distributed.num_processes": _integer(0),
+        "distributed.process_id": _integer(-1),
+        "distributed.auto": _boolean,
+    }
+
+
+#: ``dotted key -> rule``, built on first use.
+RULES: dict[str, Rule] = {}
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if hasattr(v, "items"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def validate(config: Any) -> None:
+    """Checks every known key of ``config`` and the relations between them.
+
+    Raises:
+      ConfigError: naming every wrong key, what it must be and what it is.
+    """
+    if not RULES:
+        RULES.update(_rules())
+    flat = _flatten(config)
+    problems = [
+        f"config.{key} {wrong}"
+        for key, rule in RULES.items()
+        if key in flat and (wrong := rule(flat[key])) is not None
+    ]
+    missing = sorted(k for k in RULES if k not in flat and not k.startswith("distributed."))
+    problems += [f"config.{k} is missing" for k in missing]
+    if not problems and flat["warmup_epochs"] >= flat["num_epochs"]:
+        problems.append(
+            f"config.warmup_epochs ({flat['warmup_epochs']}) must be below "
+            f"config.num_epochs ({flat['num_epochs']})"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def check_override_keys(config: Any, keys: Iterable[str]) -> None:
+    """Rejects override keys (``'model.widht'``) that ``config`` does not have.
+
+    Raises:
+      ConfigError: naming the unknown key and the valid keys at that level.
+    """
+    for key in keys:
+        node = config
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            valid = sorted(node.keys()) if hasattr(node, "keys") else []
+            if part not in valid:
+                where = "config" + "".join(f".{p}" for p in parts[:i])
+                raise ConfigError(
+                    f"unknown config key {key!r}: {where} has no {part!r}; "
+                    f"valid keys: {', '.join(valid)}"
+                )
+            node = node[part]

@@ -1,0 +1,156 @@
+"""A run's identity: the resolved config recorded in its work directory.
+
+The first start writes ``<workdir>/config.json``. Every restart compares its config
+with it before any work is done:
+
+* keys that only say *how* or *where* to run (:data:`OPERATIONAL`: data location,
+  logging and checkpoint cadence, evaluation batch, device mapping, multi-host
+  settings, convolution implementation) may change freely;
+* optimiser keys (:data:`CHANGEABLE`: ``num_epochs`` to extend a run, the learning
+  rate and its schedule, momentum, weight decay) may change when the user says so
+  with ``--allow_change=key,...``; the change is appended to the file's history;
+* any other difference (data set, model, batch size, seed, ...) would mix two
+  trajectories in one run and is refused, with the differing keys listed.
+
+So checkpoints of one configuration are never resumed, or deleted by keep-N, under
+another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from etils import epath
+
+__all__ = [
+    "CHANGEABLE",
+    "CONFIG_FILE",
+    "OPERATIONAL",
+    "ConfigMismatchError",
+    "check_and_record",
+    "diff",
+    "flatten",
+]
+
+CONFIG_FILE = "config.json"
+
+#: Keys (and prefixes ending in ``.``) that change how or where a run computes, not what.
+OPERATIONAL = (
+    "data_dir",
+    "cache_dir",
+    "install_data",
+    "log_every",
+    "keep_checkpoints",
+    "checkpoint_every_steps",
+    "eval_batch_size",
+    "parallel",
+    "distributed.",
+    "model.conv_impl",
+)
+
+#: Keys that may change on a restart with ``--allow_change``.
+CHANGEABLE = (
+    "num_epochs",
+    "learning_rate",
+    "schedule",
+    "lr_decay_epochs",
+    "lr_decay_factor",
+    "warmup_epochs",
+    "momentum",
+    "weight_decay",
+)
+
+
+class ConfigMismatchError(ValueError):
+    """A restart's config differs from the run recorded in the work directory."""
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'model': {'depth': 8}}`` -> ``{'model.depth': 8}``, with JSON values (tuples
+    become lists), so that a config compares equal to its recorded copy."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if hasattr(v, "items"):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.loads(json.dumps(v))
+    return out
+
+
+def _operational(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in OPERATIONAL)
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``key -> (old, new)`` for every flat key whose value differs (``None``: absent)."""
+    keys = sorted(set(old) | set(new))
+    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+
+
+def _describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def check_and_record(
+    workdir: str | os.PathLike,
+    config: Mapping[str, Any],
+    allow_change: Iterable[str] = (),
+    *,
+    write: bool = True,
+) -> dict[str, tuple[Any, Any]]:
+    """Compares ``config`` with the run recorded in ``workdir`` and records it.
+
+    Args:
+      workdir: the run's work directory (local or remote).
+      config: the resolved config (a ``ConfigDict`` or nested mapping).
+      allow_change: keys of :data:`CHANGEABLE` the user accepts to change.
+      write: whether to write the record (only process 0 does).
+
+    Returns:
+      The accepted changes of trajectory keys (empty for a new run or the same one).
+
+    Raises:
+      ConfigMismatchError: the configs differ in a key that is not operational and
+        not allowed; or ``allow_change`` names a key that cannot change.
+    """
+    allow = set(allow_change)
+    if bad := sorted(allow - set(CHANGEABLE)):
+        raise ConfigMismatchError(
+            f"--allow_change accepts only {', '.join(CHANGEABLE)}; not {', '.join(bad)}"
+        )
+    path = epath.Path(workdir) / CONFIG_FILE
+    new = flatten(config)
+    if not path.exists():
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"config": new, "history": []}, indent=1) + "\n")
+        return {}
+    record = json.loads(path.read_text())
+    changes = {k: v for k, v in diff(record["config"], new).items() if not _operational(k)}
+    refused = {k: v for k, v in changes.items() if k not in allow}
+    if refused:
+        fixable = [k for k in refused if k in CHANGEABLE]
+        fixed = [k for k in refused if k not in CHANGEABLE]
+        ways = [f"use a new --workdir for a new run (this one is kept in {path.parent})"]
+        if fixable and not fixed:
+            ways.append(
+                f"or go on with this run under the new values: --allow_change={','.join(fixable)}"
+            )
+        raise ConfigMismatchError(
+            f"{path.parent} holds a run with another config; differing keys: "
+            f"{_describe(refused)}. " + "; ".join(ways)
+        )
+    if write:
+        if changes or diff(record["config"], new):
+            record["history"].append(
+                {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "changed": {
+                    k: list(v) for k, v in diff(record["config"], new).items()
+                }}
+            )  # fmt: skip
+            record["config"] = new
+            path.write_text(json.dumps(record, indent=1) + "\n")
+    return changes

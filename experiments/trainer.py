@@ -1,0 +1,353 @@
+"""The experiments' training loop: a config and a work directory become a run.
+
+:func:`train_and_evaluate` trains on every device of every process, evaluates after
+each epoch, and keeps the run's promises (README, "What a run guarantees"):
+
+* one run per work directory (:class:`mlf_jax.train.RunLock`), whose config is
+  recorded and checked on every restart (:mod:`experiments.run_identity`);
+* it resumes from the newest readable checkpoint, and stops with an error instead of
+  starting over when checkpoints exist but none can be read;
+* checkpoints every epoch, every ``checkpoint_every_steps`` steps and on SIGTERM or
+  SIGINT (then it returns with ``preempted=True``); only finite state is saved, and a
+  NaN or infinite loss stops the run naming the last finite checkpoint;
+* ``metrics.jsonl`` holds each step once, also after a resume.
+
+It is composed of the library's pieces (:mod:`mlf_jax.train`): state, data-parallel
+steps, evaluation, checkpoints, metrics, lock and stop signals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from etils import epath
+from tqdm.auto import tqdm
+
+import mlf_jax as mj
+from experiments import config_check, input_pipeline, run_identity
+from experiments.models import build_model
+from mlf_jax.data.loader import make_loader
+
+__all__ = [
+    "RESULTS",
+    "DivergenceError",
+    "batch_plan",
+    "make_optimizer",
+    "train_and_evaluate",
+]
+
+RESULTS = "results.json"
+
+
+class DivergenceError(FloatingPointError):
+    """The loss or the state became NaN or infinite; the message names the last finite
+    checkpoint and how to go on."""
+
+
+@dataclasses.dataclass
+class Progress:
+    """Bookkeeping saved with every checkpoint."""
+
+    step: int = 0
+    best: float = 0.0
+    last_eval: dict[str, Any] | None = None
+
+
+def batch_plan(batch_size: int, train_size: int) -> tuple[int, int]:
+    """``(steps_per_epoch, per-process batch)`` for a global ``batch_size``.
+
+    Raises:
+      config_check.ConfigError: the batch does not divide over the devices (naming
+        the nearest sizes that do), or exceeds the training set.
+    """
+    devices, procs = jax.device_count(), jax.process_count()
+    if batch_size % devices:
+        lower = batch_size // devices * devices
+        nearest = " or ".join(str(b) for b in (lower, lower + devices) if b > 0)
+        raise config_check.ConfigError(
+            f"config.batch_size {batch_size} is not divisible by the number of devices "
+            f"({devices}); nearest valid sizes: {nearest}"
+        )
+    if batch_size > train_size:
+        raise config_check.ConfigError(
+            f"config.batch_size {batch_size} exceeds the training set ({train_size} examples)"
+        )
+    return train_size // batch_size, batch_size // procs
+
+
+def make_optimizer(
+    config: Any, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The paper's optimiser from the config: SGD with momentum and coupled L2 weight
+    decay (PyTorch's ``SGD(weight_decay=...)``), under the configured schedule."""
+    schedule = mj.train.learning_rate_schedule(
+        config.learning_rate,
+        steps_per_epoch,
+        config.num_epochs,
+        kind=config.schedule,
+        decay_epochs=config.lr_decay_epochs,
+        decay_factor=config.lr_decay_factor,
+        warmup_epochs=config.warmup_epochs,
+    )
+    tx = optax.chain(
+        optax.add_decayed_weights(config.weight_decay),
+        optax.sgd(schedule, momentum=config.momentum),
+    )
+    return tx, schedule
+
+
+class _Meter:
+    """Running means of the train metrics between two log points; stops on NaN."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums, self.count, self.since = {"loss": 0.0, "accuracy": 0.0}, 0, time.time()
+
+    def add(self, metrics: Any) -> None:
+        self.pending.append(metrics)
+
+    def fetch(self, step: int) -> int | None:
+        """Takes the pending metrics to the host; the first step with a non-finite
+        loss, or ``None``."""
+        host, self.pending = jax.device_get(self.pending), []
+        for i, m in enumerate(host):
+            if not math.isfinite(float(m["loss"])):
+                return step - len(host) + i + 1
+            self.sums["loss"] += float(m["loss"])
+            self.sums["accuracy"] += float(m["accuracy"])
+        self.count += len(host)
+        return None
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+
+class _Run:
+    """One training run: the pieces, built from the config, and the loop."""
+
+    def __init__(self, config: Any, workdir: epath.Path, data: input_pipeline.Data, model: Any):
+        self.config, self.workdir, self.data = config, workdir, data
+        self.main = jax.process_index() == 0
+        self.steps_per_epoch, local_bs = batch_plan(config.batch_size, len(data.train))
+        self.total_steps = self.steps_per_epoch * config.num_epochs
+        self.tx, self.schedule = make_optimizer(config, self.steps_per_epoch)
+        self.dp = mj.train.DataParallel(config.parallel)
+        self.rng = jax.random.key(config.seed)
+        sample = data.preprocess(data.train[np.arange(min(2, len(data.train)))], False)
+        self.state = mj.train.create_train_state(
+            model, self.tx, self.rng, mj.train.model_input(sample["image"])
+        )
+        # endless, so that extending num_epochs keeps the data order of the steps done
+        self.data_iter = make_loader(
+            data.train,
+            batch_size=local_bs,
+            shuffle=True,
+            seed=config.seed,
+            num_epochs=None,
+            drop_remainder=True,
+            transform=data.augment,
+        )
+        self.ckpt = mj.train.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+        self.writer = mj.train.MetricsWriter(workdir, enabled=self.main)
+        self.progress = Progress()
+
+    # -- checkpoints -------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Resumes from the newest readable checkpoint, if any."""
+        like = mj.train.state_to_tree(self.state, self.rng)
+        restored = self.ckpt.restore_latest(like)
+        if restored is None:
+            return
+        step, tree, meta = restored
+        self.state, self.rng = mj.train.tree_to_state(tree, self.state)
+        self.data_iter.set_state(meta["data"].encode())
+        self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
+        self.writer.resume_at(step)
+        tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
+
+    def save(self, dstate: Any) -> None:
+        meta = {
+            "data": self.data_iter.get_state().decode(),
+            "best_test_accuracy": self.progress.best,
+            "last_eval": self.progress.last_eval,
+        }
+        tree = mj.train.state_to_tree(self.dp.get_state(dstate), self.rng)
+        try:
+            self.ckpt.save(self.progress.step, tree, meta)
+        except mj.train.NonFiniteStateError:
+            raise self.diverged("the parameters are not finite") from None
+
+    def diverged(self, what: str) -> DivergenceError:
+        """The error for a NaN/Inf at the current step, with the ways on."""
+        steps = self.ckpt.all_steps()
+        step = self.progress.step
+        where = f"step {step} (epoch {(step - 1) // self.steps_per_epoch + 1})"
+        lr = f"--config.learning_rate below {self.config.learning_rate:g}"
+        if steps:
+            last = (
+                f"The last finite checkpoint is step {steps[-1]} in {self.ckpt.directory}. "
+                f"Start afresh in a new --workdir with {lr}; or go on from step {steps[-1]} "
+                "with it and --allow_change=learning_rate (this helps only if the run was "
+                f"still healthy at step {steps[-1]})."
+            )
+        else:
+            last = f"No checkpoint was saved: start again with {lr}."
+        return DivergenceError(f"training diverged: {what} at {where}; stopped. {last}")
+
+    # -- the loop ----------------------------------------------------------------
+
+    def log(self, meter: _Meter, bar: Any) -> None:
+        """Fetches the pending metrics (stopping on NaN) and writes a train record."""
+        step = self.progress.step
+        bad = meter.fetch(step)
+        if bad is not None:
+            self.progress.step = bad
+            raise self.diverged("the training loss is not finite")
+        rate = meter.count * self.config.batch_size / max(time.time() - meter.since, 1e-9)
+        means = meter.means()
+        bar.set_postfix(
+            epoch=(step - 1) // self.steps_per_epoch + 1,
+            loss=f"{means['loss']:.4f}",
+            acc=f"{means['accuracy']:.4f}",
+            img_s=f"{rate:.0f}",
+        )
+        lr = float(self.schedule(step - 1))
+        self.writer.write(step, "train", {**means, "images_per_second": rate, "learning_rate": lr})
+        meter.reset()
+
+    def evaluate(self, dstate: Any, start: float) -> None:
+        """Evaluates on the test set after an epoch and records it."""
+        c, step = self.config, self.progress.step
+        test = mj.train.evaluate(
+            self.dp, dstate, self.data.test, self.data.preprocess, c.eval_batch_size
+        )
+        epoch = step // self.steps_per_epoch
+        self.progress.best = max(self.progress.best, test["accuracy"])
+        self.progress.last_eval = {
+            "epoch": epoch,
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+        }
+        self.writer.write(
+            step,
+            "eval",
+            {
+                **self.progress.last_eval,
+                "best_test_accuracy": self.progress.best,
+                "wall_seconds": time.time() - start,
+            },
+        )
+        tqdm.write(
+            f"epoch {epoch}: test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
+            f"(best {self.progress.best:.4f}) | {time.time() - start:.0f} s"
+        )
+
+    def loop(self) -> tuple[Any, str | None]:
+        """Trains to ``total_steps``; the final device state and the stop signal, if any."""
+        c, p = self.config, self.progress
+        dstate = self.dp.put_state(self.state)
+        meter, start, stopped = _Meter(), time.time(), None
+        bar = tqdm(
+            total=self.total_steps,
+            initial=p.step,
+            unit="step",
+            mininterval=2.0,
+            disable=not self.main,
+        )
+        with bar, mj.train.StopSignals() as signals:
+            while p.step < self.total_steps:
+                batch = self.data.preprocess(next(self.data_iter), True)
+                dstate, metrics = self.dp.train_step(dstate, batch)
+                meter.add(metrics)
+                p.step += 1
+                bar.update(1)
+                epoch_end = p.step % self.steps_per_epoch == 0
+                every = c.checkpoint_every_steps
+                checkpoint = epoch_end or bool(every and p.step % every == 0)
+                stop = mj.train.agree_to_stop(signals.received is not None, p.step, c.log_every)
+                if p.step % c.log_every == 0 or checkpoint or stop:
+                    self.log(meter, bar)
+                if epoch_end:
+                    self.evaluate(dstate, start)
+                if checkpoint or stop:
+                    self.save(dstate)
+                if stop:
+                    stopped = signals.received or "SIGTERM"
+                    break
+        if stopped:
+            tqdm.write(
+                f"{stopped}: saved a checkpoint at step {p.step} in {self.ckpt.directory}; "
+                "run the same command to resume"
+            )
+        return dstate, stopped
+
+    def results(self, wall: float, stopped: str | None) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "final_test_accuracy": None if p.last_eval is None else p.last_eval["test_accuracy"],
+            "best_test_accuracy": p.best,
+            "steps": p.step,
+            "preempted": stopped is not None,
+            "stopped_by": stopped,
+            "wall_seconds": wall,
+            "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params)),
+        }
+
+
+def train_and_evaluate(
+    config: Any,
+    workdir: str | epath.PathLike,
+    *,
+    data: input_pipeline.Data | None = None,
+    model: Any = None,
+    allow_change: tuple[str, ...] | list[str] = (),
+) -> dict[str, Any]:
+    """Trains the model of ``config`` in ``workdir``; returns the results and final state.
+
+    Args:
+      config: an experiment config (``experiments/configs``), validated first.
+      workdir: local path or remote URI for checkpoints, metrics, results.
+      data: sources and preprocessing (default: from ``config.dataset``).
+      model: the Flax module (default: from ``config.model``).
+      allow_change: config keys that may differ from the recorded run
+        (:data:`experiments.run_identity.CHANGEABLE`).
+
+    Returns:
+      ``{'state', 'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted',
+      'stopped_by', 'wall_seconds', 'num_params'}``; process 0 also writes all but the
+      state to ``<workdir>/results.json``.
+
+    Raises:
+      config_check.ConfigError, run_identity.ConfigMismatchError,
+      mj.train.LockedError, mj.train.CheckpointError, DivergenceError: user-facing errors
+      whose message says what to do.
+    """
+    config_check.validate(config)
+    workdir = epath.Path(workdir)
+    main = jax.process_index() == 0
+    with mj.train.RunLock(workdir) if main else nullcontext():
+        run_identity.check_and_record(workdir, config, allow_change, write=main)
+        data = data if data is not None else input_pipeline.get_datasets(config)
+        run = _Run(config, workdir, data, model if model is not None else build_model(config))
+        start = time.time()
+        try:
+            run.restore()
+            dstate, stopped = run.loop()
+        finally:
+            run.ckpt.close()
+        results = run.results(time.time() - start, stopped)
+        if main:
+            (workdir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+    return {"state": run.dp.get_state(dstate), **results}

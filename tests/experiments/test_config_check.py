@@ -1,0 +1,110 @@
+"""Config values checked up front: every shipped config passes, each bad value is named."""
+
+import runpy
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import config_check
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted(
+    p for p in (ROOT / "experiments" / "configs").glob("*.py") if p.stem not in ("__init__", "base")
+)
+
+
+def _config(**kw):
+    config = runpy.run_path(str(ROOT / "experiments/configs/digits.py"))["get_config"]()
+    for key, value in kw.items():
+        node, leaf = (config.model, key[6:]) if key.startswith("model_") else (config, key)
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_is_valid(path):
+    config_check.validate(runpy.run_path(str(path))["get_config"]())
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("keep_checkpoints", 0, "config.keep_checkpoints must be >= 1, got 0"),
+        ("checkpoint_every_steps", -1, "config.checkpoint_every_steps must be >= 0, got -1"),
+        ("batch_size", 0, "config.batch_size must be >= 1, got 0"),
+        ("batch_size", -32, "config.batch_size must be >= 1, got -32"),
+        ("eval_batch_size", 0, "config.eval_batch_size must be >= 1, got 0"),
+        ("log_every", 0, "config.log_every must be >= 1, got 0"),
+        ("learning_rate", -1.0, r"config.learning_rate must be in \(0.0, inf\), got -1.0"),
+        ("learning_rate", float("nan"), "config.learning_rate must be finite"),
+        ("momentum", 1.0, r"config.momentum must be in \[0.0, 1.0\), got 1.0"),
+        ("num_epochs", 0, "config.num_epochs must be >= 1"),
+        ("seed", -1, "config.seed must be >= 0"),
+        ("schedule", "linear", "config.schedule must be one of step, cosine, constant"),
+        ("parallel", "dp", "config.parallel must be one of shard_map, pmap"),
+        ("dataset", "mnist", "config.dataset must be one of"),
+        ("model_depth", 9, r"config.model.depth must be 6n \+ 2"),
+        ("model_widths", (4, 4), "config.model.widths must be 3 positive integers"),
+        ("model_widths", (4, 0, 4), "config.model.widths must be 3 positive integers"),
+        ("model_thresholds", (1.6, 0.6), "config.model.thresholds must be positive and strictly"),
+        ("model_thresholds", (), "config.model.thresholds must be a non-empty tuple"),
+        ("model_time_steps", 0, "config.model.time_steps must be >= 1"),
+        ("model_tau", 0.0, r"config.model.tau must be in \(0.0"),
+        ("model_dtype", "float16", "config.model.dtype must be one of bfloat16, float32"),
+        ("model_surrogate", "relu", "config.model.surrogate must be one of arctan"),
+        ("model_conv_impl", "fft", "config.model.conv_impl must be one of auto, xla, im2col"),
+    ],
+)
+def test_a_bad_value_is_named(key, value, message):
+    with pytest.raises(config_check.ConfigError, match=message):
+        config_check.validate(_config(**{key: value}))
+
+
+def test_warmup_must_end_before_the_run():
+    with pytest.raises(config_check.ConfigError, match="warmup_epochs .* below config.num_epochs"):
+        config_check.validate(_config(warmup_epochs=5.0, num_epochs=5))
+
+
+def test_several_bad_values_are_all_named():
+    with pytest.raises(config_check.ConfigError) as e:
+        config_check.validate(_config(batch_size=0, log_every=0))
+    assert "config.batch_size" in str(e.value) and "config.log_every" in str(e.value)
+
+
+def _train(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.train", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={"MLF_JAX_ALLOCATOR": "system", "PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.batch_size=0"], "error: config.batch_size must be >= 1, got 0"),
+        (["--config.learning_rate=-1"], "error: config.learning_rate must be in (0.0, inf)"),
+        (["--config.num_epoch=3"], "unknown config key 'num_epoch'"),
+    ],
+)
+@pytest.mark.parametrize("form", ["=", " "])
+def test_the_command_line_stops_with_one_line_before_any_work(tmp_path, args, message, form):
+    config = "experiments/configs/digits.py"
+    config_args = [f"--config={config}"] if form == "=" else ["--config", config]
+    start = time.time()
+    out = _train(*config_args, f"--workdir={tmp_path / 'w'}", *args)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "w" / "checkpoints").exists()
+    assert time.time() - start < 60  # long before anything is compiled
+
+
+def test_a_missing_config_file_is_named(tmp_path):
+    out = _train("--config=experiments/configs/nope.py", f"--workdir={tmp_path}")
+    assert out.returncode == 1 and "config file 'experiments/configs/nope.py' does not exist" in (
+        out.stderr
+    )

@@ -1,0 +1,285 @@
+"""The experiments' training loop on a tiny separable problem: learning, metrics, NaN,
+stop signals, resume, run identity, unreadable checkpoints, locking."""
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+import mlf_jax as mj
+from experiments import config_check, input_pipeline, run_identity, trainer
+from experiments.configs import digits as digits_config
+from mlf_jax.data import ArraySource
+from mlf_jax.train.checkpoint import Checkpointer
+
+
+def _config(**kw):
+    c = digits_config.get_config()
+    c.model.widths = (4, 4, 4)
+    c.model.time_steps = 2
+    c.update(
+        dict(
+            batch_size=16, eval_batch_size=24, num_epochs=3, learning_rate=0.05,
+            schedule="constant", log_every=2, keep_checkpoints=3, checkpoint_every_steps=0,
+        )
+    )  # fmt: skip
+    c.update(kw)
+    return c
+
+
+def _source(n, seed):
+    """Class 1: bright left half; class 0: bright right half."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    images = rng.uniform(0, 0.3, (n, 8, 8, 1)).astype(np.float32)
+    for i, c in enumerate(labels):
+        images[i, :, :4] += 2.0 * c
+        images[i, :, 4:] += 2.0 * (1 - c)
+    return ArraySource({"image": images, "label": labels})
+
+
+def _identity(batch, train):
+    return dict(batch)
+
+
+def _data(n_train=96, n_test=40, preprocess=_identity):
+    return input_pipeline.Data(_source(n_train, 0), _source(n_test, 1), preprocess)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return mj.models.resnet(
+        8, widths=(4, 4, 4), num_classes=2, time_steps=2, in_channels=1, axis_name=mj.train.AXIS
+    )
+
+
+def _fit(model, config, workdir, data=None, **kw):
+    return trainer.train_and_evaluate(
+        config, workdir, data=data if data is not None else _data(), model=model, **kw
+    )
+
+
+def _records(workdir, kind=None):
+    return [r for r in mj.train.read_metrics(workdir) if kind is None or r["kind"] == kind]
+
+
+def _assert_params_equal(a, b):
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7),
+        jax.device_get(a),
+        jax.device_get(b),
+    )
+
+
+def test_learns_and_writes_metrics_results_and_the_config(model, tmp_path):
+    out = _fit(model, _config(), tmp_path)
+    evals = _records(tmp_path, "eval")
+    assert [r["epoch"] for r in evals] == [1, 2, 3]
+    assert evals[-1]["test_accuracy"] == out["final_test_accuracy"]
+    assert out["best_test_accuracy"] == max(r["test_accuracy"] for r in evals)
+    assert out["final_test_accuracy"] >= 0.9  # separable problem; chance is 0.5
+    assert {"loss", "accuracy", "images_per_second", "learning_rate"} <= set(
+        _records(tmp_path, "train")[0]
+    )
+    results = json.loads((tmp_path / trainer.RESULTS).read_text())
+    assert results["steps"] == 3 * (96 // 16) and not results["preempted"]
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [6, 12, 18]
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+    recorded = json.loads((tmp_path / run_identity.CONFIG_FILE).read_text())["config"]
+    assert recorded["model.widths"] == [4, 4, 4] and recorded["batch_size"] == 16
+    assert not (tmp_path / mj.train.lock.LOCK_NAME).exists()  # released
+
+
+def test_nan_loss_stops_naming_the_last_finite_checkpoint(model, tmp_path):
+    calls = {"n": 0}
+
+    def poisoned_from_step_5(batch, train):
+        if train:
+            calls["n"] += 1
+            if calls["n"] >= 5:
+                return {"image": np.full_like(batch["image"], np.nan), "label": batch["label"]}
+        return dict(batch)
+
+    config = _config(num_epochs=2, checkpoint_every_steps=2, log_every=1)
+    match = r"not finite at step 5 \(epoch 1\).*step 4 in"
+    with pytest.raises(trainer.DivergenceError, match=match):
+        _fit(model, config, tmp_path, _data(96, 8, poisoned_from_step_5))
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2, 4]
+
+
+def _restored_params(model, workdir, config):
+    tx, _ = trainer.make_optimizer(config, 6)
+    state = mj.train.create_train_state(
+        model, tx, jax.random.key(0), np.zeros((2, 8, 8, 1), np.float32)
+    )
+    like = mj.train.state_to_tree(state, jax.random.key(0))
+    return Checkpointer(workdir / "checkpoints").restore_latest(like)
+
+
+def test_exploding_parameters_are_never_saved_and_the_advice_works(model, tmp_path):
+    """A huge learning rate: the parameters turn non-finite one step before the loss
+    does. No saved checkpoint holds a NaN, and the printed way on is accepted."""
+    config = _config(num_epochs=2, learning_rate=1e6, checkpoint_every_steps=1, log_every=1)
+    with pytest.raises(trainer.DivergenceError) as err:
+        _fit(model, config, tmp_path)
+    steps = Checkpointer(tmp_path / "checkpoints").all_steps()
+    assert steps, "expected a few finite checkpoints before the divergence"
+    assert f"last finite checkpoint is step {steps[-1]}" in str(err.value)
+    step, tree, _ = _restored_params(model, tmp_path, config)
+    assert step == steps[-1] and mj.train.all_finite(tree)
+    # the advice: a new workdir with a lower learning rate, or (accepted, though it does
+    # not help after a blow-up like this one) going on with --allow_change=learning_rate
+    assert "new --workdir with --config.learning_rate below 1e+06" in str(err.value)
+    fresh = _fit(model, _config(learning_rate=0.05), tmp_path / "fresh")
+    assert fresh["steps"] == 18 and fresh["final_test_accuracy"] >= 0.9
+    lower = _config(num_epochs=2, learning_rate=1e-4, checkpoint_every_steps=1, log_every=1)
+    with pytest.raises(trainer.DivergenceError, match=f"step {steps[-1] + 1} "):
+        _fit(model, lower, tmp_path, allow_change=("learning_rate",))
+    history = json.loads((tmp_path / run_identity.CONFIG_FILE).read_text())["history"]
+    assert history[-1]["changed"]["learning_rate"] == [1e6, 1e-4]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_and_a_restart_ends_like_an_uninterrupted_run(model, tmp_path, sig):
+    config = _config(num_epochs=2, log_every=1)
+    data = _data(64, 16)
+    full = _fit(model, config, tmp_path / "full", data)
+
+    calls = {"n": 0}
+
+    def signalled_at_step_3(batch, train):
+        if train:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                os.kill(os.getpid(), sig)
+        return dict(batch)
+
+    part = _fit(model, config, tmp_path / "run", _data(64, 16, signalled_at_step_3))
+    assert part["preempted"] and part["steps"] == 3
+    assert part["stopped_by"] == signal.Signals(sig).name
+    assert Checkpointer(tmp_path / "run" / "checkpoints").all_steps() == [3]
+    resumed = _fit(model, config, tmp_path / "run", data)
+    assert resumed["steps"] == 8 and not resumed["preempted"]
+    _assert_params_equal(resumed["state"].params, full["state"].params)
+    assert resumed["final_test_accuracy"] == full["final_test_accuracy"]
+    steps = [(r["kind"], r["step"]) for r in _records(tmp_path / "run")]
+    assert len(steps) == len(set(steps))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model.widths": (4, 4, 8)},
+        {"model.depth": 14},
+        {"batch_size": 32},
+        {"model.time_steps": 1},
+        {"model.thresholds": (0.5,)},
+        {"seed": 1},
+    ],
+)
+def test_a_restart_with_another_config_is_refused_and_deletes_nothing(model, tmp_path, change):
+    config = _config(num_epochs=1)
+    _fit(model, config, tmp_path)
+    before = sorted(os.listdir(tmp_path / "checkpoints"))
+    other = _config(num_epochs=1)
+    for key, value in change.items():
+        node, leaf = (other.model, key.split(".")[1]) if "." in key else (other, key)
+        node[leaf] = value
+    key = next(iter(change))
+    with pytest.raises(run_identity.ConfigMismatchError, match=f"differing keys: {key}") as e:
+        _fit(model, other, tmp_path)
+    assert "new --workdir" in str(e.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+
+
+def test_operational_keys_may_change_on_a_restart(model, tmp_path):
+    _fit(model, _config(num_epochs=1), tmp_path)
+    out = _fit(model, _config(num_epochs=1, log_every=3, eval_batch_size=8), tmp_path)
+    assert out["steps"] == 6
+
+
+def test_extending_num_epochs_continues_the_same_trajectory(model, tmp_path):
+    full = _fit(model, _config(num_epochs=2), tmp_path / "full")
+    _fit(model, _config(num_epochs=1), tmp_path / "run")
+    with pytest.raises(run_identity.ConfigMismatchError, match="--allow_change=num_epochs"):
+        _fit(model, _config(num_epochs=2), tmp_path / "run")
+    extended = _fit(model, _config(num_epochs=2), tmp_path / "run", allow_change=("num_epochs",))
+    assert extended["steps"] == 12
+    _assert_params_equal(extended["state"].params, full["state"].params)
+
+
+def test_allow_change_refuses_model_keys(model, tmp_path):
+    with pytest.raises(run_identity.ConfigMismatchError, match="accepts only"):
+        _fit(model, _config(), tmp_path, allow_change=("model.depth",))
+
+
+def test_resume_drops_metrics_written_after_the_checkpoint(model, tmp_path):
+    """As after a SIGKILL: the run logged steps that no checkpoint holds."""
+    config = _config(num_epochs=1, checkpoint_every_steps=2, log_every=1)
+    _fit(model, config, tmp_path)
+    for step in ("6", "4"):  # as if killed right after step 3's checkpoint... and step 5
+        import shutil
+
+        shutil.rmtree(tmp_path / "checkpoints" / step)
+    (tmp_path / trainer.RESULTS).unlink()
+    out = _fit(model, config, tmp_path)
+    assert out["steps"] == 6
+    train_steps = [r["step"] for r in _records(tmp_path, "train")]
+    assert train_steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_every_checkpoint_unreadable_stops_instead_of_starting_over(model, tmp_path, capfd):
+    config = _config(num_epochs=1, checkpoint_every_steps=3)
+    _fit(model, config, tmp_path)
+    ckpts = tmp_path / "checkpoints"
+    for root, _, files in os.walk(ckpts):
+        for f in files:
+            if "state" in root:
+                with open(os.path.join(root, f), "wb") as fh:
+                    fh.write(b"\x00garbage")
+    capfd.readouterr()
+    with pytest.raises(mj.train.CheckpointError, match=r"none of the checkpoints .* \[3, 6\]"):
+        _fit(model, config, tmp_path)
+    assert sorted(p for p in os.listdir(ckpts) if p.isdigit()) == ["3", "6"]
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("could not be restored" in x for x in err), err
+
+
+def test_a_second_run_on_the_same_workdir_is_refused(model, tmp_path):
+    with mj.train.RunLock(tmp_path):
+        with pytest.raises(mj.train.LockedError, match=f"process {os.getpid()}"):
+            _fit(model, _config(num_epochs=1), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_batch_not_divisible_by_the_device_count_names_the_nearest(model, tmp_path):
+    if jax.device_count() != 2:
+        pytest.skip("needs exactly 2 devices (tests/conftest.py sets them)")
+    with pytest.raises(config_check.ConfigError, match="nearest valid sizes: 14 or 16"):
+        _fit(model, _config(batch_size=15), tmp_path)
+
+
+def test_evaluation_batch_need_not_divide_by_the_devices(model, tmp_path):
+    out = _fit(model, _config(num_epochs=1, eval_batch_size=7), tmp_path, _data(64, 10))
+    assert out["steps"] == 4 and 0.0 <= out["final_test_accuracy"] <= 1.0
+
+
+def test_pmap_mode_trains_too(model, tmp_path):
+    out = _fit(model, _config(num_epochs=1, parallel="pmap"), tmp_path, _data(64, 16))
+    assert out["steps"] == 4 and 0.0 <= out["final_test_accuracy"] <= 1.0
+
+
+def test_evaluate_counts_a_padded_last_batch_once(model):
+    src = _source(10, 3)
+    state = mj.train.create_train_state(
+        model, mj.train.sgd(0.1), jax.random.key(0), np.zeros((2, 8, 8, 1), np.float32)
+    )
+    v = {"params": state.params, "batch_stats": state.batch_stats}
+    logits = model.apply(v, src.arrays["image"], train=False)
+    expected = float(np.mean(np.argmax(logits, -1) == src.arrays["label"]))
+    dp = mj.train.DataParallel("shard_map")
+    got = mj.train.evaluate(dp, dp.put_state(state), src, _identity, batch_size=4)  # 4 + 4 + 2
+    np.testing.assert_allclose(got["accuracy"], expected)

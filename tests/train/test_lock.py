@@ -1,0 +1,54 @@
+"""One run per work directory: the lock, its refusal, and the takeover of a stale one."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from mlf_jax.train import LockedError, RunLock
+from mlf_jax.train.lock import LOCK_NAME
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_acquire_refuse_release(tmp_path):
+    with RunLock(tmp_path / "run") as lock:
+        owner = json.loads(lock.path.read_text())
+        assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+        with pytest.raises(LockedError, match=f"process {os.getpid()} on host"):
+            RunLock(tmp_path / "run").acquire()
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
+    RunLock(tmp_path / "run").acquire()  # free again
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_notice(tmp_path):
+    pid = _dead_pid()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": pid}))
+    notices = []
+    with RunLock(tmp_path, notify=notices.append):
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    (notice,) = notices
+    assert f"stale lock {tmp_path / LOCK_NAME} of process {pid}" in notice
+
+
+def test_a_reused_pid_is_recognised_by_its_start_time(tmp_path):
+    """The pid runs, but it is another process than the one that took the lock."""
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "start_time": "1"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(owner))
+    notices = []
+    RunLock(tmp_path, notify=notices.append).acquire()
+    assert len(notices) == 1 and "stale" in notices[0]
+
+
+def test_a_lock_of_another_host_is_refused_with_the_way_out(tmp_path):
+    owner = {"host": "other-host", "pid": 1, "since": "yesterday"}
+    (tmp_path / LOCK_NAME).write_text(json.dumps(owner))
+    with pytest.raises(LockedError, match=f"host other-host since yesterday.*delete {tmp_path}"):
+        RunLock(tmp_path).acquire()
