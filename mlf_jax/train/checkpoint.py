@@ -16,7 +16,8 @@ What :class:`Checkpointer` guarantees:
   by a killed process are removed when the next :class:`Checkpointer` opens the
   directory (:meth:`Checkpointer.remove_partial_saves`).
 * A latest checkpoint that cannot be read is skipped, with a one-line notice, in
-  favour of the one before it; when checkpoints exist but none can be read,
+  favour of the one before it, and moved to ``<directory>.unreadable/`` (the run
+  will write that step again); when checkpoints exist but none can be read,
   :meth:`Checkpointer.restore_latest` raises :class:`CheckpointError` instead of
   letting the caller start over (and delete them).
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -234,6 +236,7 @@ class Checkpointer:
                             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
                         ),
                     )
+                self._set_aside([s for s in steps if s > step])
                 return step, restored["state"], dict(restored["meta"])
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 failures.append(f"step {step}: {_short(e)}")
@@ -248,6 +251,27 @@ class Checkpointer:
                 + "; ".join(failures[:3])
             )
         return None
+
+    @property
+    def unreadable_directory(self) -> epath.Path:
+        """Where unreadable checkpoints are moved once an older one was restored."""
+        return self.directory.parent / f"{self.directory.name}.unreadable"
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves unreadable checkpoints newer than the restored one out of the way (the
+        run will save those steps again), keeping them for inspection."""
+        if not steps or jax.process_index() != 0:
+            return
+        for step in steps:
+            target = self.unreadable_directory / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                (self.directory / str(step)).rename(target)
+                self.notify(f"moved the unreadable checkpoint {step} to {target}")
+            except OSError as e:
+                (self.directory / str(step)).rmtree(missing_ok=True)
+                self.notify(f"deleted the unreadable checkpoint {step} (could not move it: {e})")
+        self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

@@ -14,6 +14,7 @@ come from ``tensorboardX``), one event file per writer, scalars only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -29,6 +30,7 @@ from mlf_jax.train._paths import is_remote
 __all__ = ["MetricsWriter", "read_metrics"]
 
 METRICS = "metrics.jsonl"
+_WRITERS = itertools.count()  # tells apart the event files of writers in one process
 TENSORBOARD = "tensorboard"
 
 
@@ -102,7 +104,8 @@ class MetricsWriter:
         if self.path.exists():
             self._lines = [x for x in self.path.read_text().splitlines() if x.strip()]
         if tensorboard:
-            name = f"events.out.tfevents.{time.time():.0f}.{socket.gethostname()}.{os.getpid()}"
+            host, pid, n = socket.gethostname(), os.getpid(), next(_WRITERS)
+            name = f"events.out.tfevents.{time.time():.0f}.{host}.{pid}.{n}"
             self._events_path = self.workdir / TENSORBOARD / name
             self._events = bytearray(_event(0, file_version="brain.Event:2"))
 
@@ -111,6 +114,11 @@ class MetricsWriter:
         run resumes from) and rewrites the file."""
         if not self.enabled:
             return
+        if self._events is not None:  # TensorBoard drops the older events of later steps
+            from tensorboardX.proto import event_pb2
+
+            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._events += _event(int(step), session_log=start)
         kept = [x for x in self._lines if json.loads(x)["step"] <= step]
         if len(kept) != len(self._lines):
             self._lines = kept

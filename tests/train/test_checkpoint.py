@@ -73,8 +73,15 @@ def test_corrupt_latest_falls_back_to_the_one_before_with_one_line(state, tmp_pa
     step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
     assert step == 1 and meta == {"s": 1}
     _assert_tree_equal(restored, _shifted(tree, 1))
-    (line,) = capfd.readouterr().err.strip().splitlines()  # no traceback
-    assert "checkpoint at step 2" in line and "could not be restored" in line
+    skipped, moved = capfd.readouterr().err.strip().splitlines()  # no traceback
+    assert "checkpoint at step 2" in skipped and "could not be restored" in skipped
+    assert "moved the unreadable checkpoint 2 to" in moved
+    assert sorted(os.listdir(tmp_path)) == ["1"]
+    (kept,) = os.listdir(tmp_path.parent / f"{tmp_path.name}.unreadable")
+    assert kept.startswith("2-")
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+    ckpt.save(2, _shifted(tree, 2), {"s": 2})  # the run goes on and saves step 2 again
+    assert ckpt.all_steps() == [1, 2]
 
 
 def test_a_partial_save_is_invisible_and_removed_at_the_next_start(state, tmp_path, capfd):
