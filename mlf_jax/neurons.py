@@ -59,7 +59,7 @@ class LIFState(NamedTuple):
 
 
 def default_thresholds(levels: int = 3, v_th: float = 0.6, spacing: float = 1.0) -> tuple:
-    """``V_th,k = v_th + (k - 1) * spacing`` for ``k = 1..levels`` (DESIGN 1.2)."""
+    """``V_th,k = v_th + (k - 1) * spacing`` for ``k = 1..levels``."""
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"levels must be a positive integer, got {levels!r}")
     return tuple(float(v_th + k * spacing) for k in range(levels))

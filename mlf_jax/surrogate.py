@@ -61,7 +61,7 @@ class Surrogate:
 
 
 @dataclasses.dataclass(frozen=True)
-class rectangular(Surrogate):  # noqa: N801 - public API name from DESIGN.md
+class rectangular(Surrogate):  # noqa: N801 - public API name (a family, called like a function)
     """Rectangular window (STBP, the paper's choice): ``g(z) = (1/w) 1[|z| < w/2]``.
 
     Relaxation: the hard sigmoid ``clip(z / w + 1/2, 0, 1)``.

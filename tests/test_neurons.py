@@ -13,7 +13,7 @@ THRESHOLDS = (0.6, 1.6, 2.6)
 
 
 # ---------------------------------------------------------------------------
-# Forward: DESIGN 1.2 sequences, computed by hand.
+# Forward: spike sequences for constant inputs, computed by hand.
 # ---------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The paper's CIFAR10 run: spiking DS-ResNet-20 (widths 64/128/256), MLF K = 3, T = 4.
 
-DESIGN 1.6: SGD momentum 0.9, lr 0.1 x0.1 every 40 epochs, weight decay 1e-4,
+The paper's settings: SGD momentum 0.9, lr 0.1 x0.1 every 40 epochs, weight decay 1e-4,
 110 epochs, batch 64, random crop (pad 4) + flip. Reported: 94.25 %.
 """
 

@@ -1,6 +1,6 @@
 """The paper's DVS128 Gesture run: DS-ResNet-20 (widths 16/32/64), T = 40 frames of 30 ms.
 
-DESIGN 1.6: 120 epochs, batch 28, weight decay 1e-4, tdBN without affine on the input.
+The paper's settings: 120 epochs, batch 28, weight decay 1e-4, tdBN without affine on the input.
 Reported: 97.29 %.
 """
 

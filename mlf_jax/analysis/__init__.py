@@ -1,4 +1,4 @@
-"""Analysis of recorded intermediates (DESIGN layer 7): what the notebooks explore.
+"""Analysis of recorded intermediates : what the notebooks explore.
 
 Pure functions over what a forward (and backward) pass records:
 
@@ -6,7 +6,7 @@ Pure functions over what a forward (and backward) pass records:
   mutable and returns every MLF layer's :class:`LayerRecord` (per-level membrane
   potentials ``[T, K, B, ...]`` and spikes ``[T, B, ...]``) in forward call order;
   :func:`collect` does the same for an ``'intermediates'`` dict at hand.
-* surrogate windows and dormant units (DESIGN 1.4): :func:`surrogate_windows`,
+* surrogate windows and dormant units: :func:`surrogate_windows`,
   :func:`surrogate_derivative`, :func:`dormant_mask`, :func:`dormant_fraction`,
   :func:`dormant_fractions`.
 * distributions: :func:`potential_histogram`, :func:`surrogate_curve` (Fig. 2).

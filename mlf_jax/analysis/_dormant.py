@@ -1,4 +1,4 @@
-"""Surrogate windows, per-level surrogate derivatives and dormant units (DESIGN 1.4).
+"""Surrogate windows, per-level surrogate derivatives and dormant units (Feng et al. 2022).
 
 An MLF unit with thresholds ``th_1 < ... < th_K`` receives, at one time step, the
 surrogate derivative ``g(u_k - th_k)`` through each level ``k``. It is *dormant*

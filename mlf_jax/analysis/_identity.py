@@ -1,4 +1,4 @@
-"""Identity mapping of spikes through a residual block (DESIGN 1.4, Theorem 2)."""
+"""Identity mapping of spikes through a residual block (Feng et al. 2022, Theorem 2)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ All three give uint8 images ``[N, 32, 32, 3]`` (HWC, RGB) and int32 labels ``[N]
   --file_format=array_record``), read lazily without TensorFlow. Decoding its PNG images
   needs ``opencv-python`` or ``pillow``.
 
-Augmentation (DESIGN 1.6, training only): :func:`augment` = random 32x32 crop of the image
+Augmentation (the paper's, training only): :func:`augment` = random 32x32 crop of the image
 zero-padded by 4 on each side, then a horizontal flip with probability 1/2; then
 :func:`normalize` with the per-channel :data:`MEAN` and :data:`STD` on [0, 1] pixels.
 """

@@ -1,4 +1,4 @@
-"""Event streams -> frames of event counts per polarity (DESIGN 1.6), in numpy.
+"""Event streams -> frames of event counts per polarity, in numpy.
 
 Events are numpy structured arrays with fields ``x``, ``y``, ``p`` and ``t`` as tonic delivers
 them (any field order and integer/bool dtypes; ``t`` in microseconds, ``p`` in {0, 1}).
@@ -21,8 +21,8 @@ def downsample(coords: np.ndarray, sensor: int, target: int) -> np.ndarray:
     """Maps sensor coordinates ``0..sensor-1`` to ``0..target-1``: ``floor(c * target / sensor)``.
 
     Computed exactly in integers as ``(c * target) // sensor``. When ``target`` divides
-    ``sensor`` this is the integer division ``c // (sensor // target)`` of DESIGN 1.6 (DVS128
-    Gesture: 128 -> 32 is ``x // 4``). For CIFAR10-DVS (128 -> 42) DESIGN does not say how the
+    ``sensor`` this is the integer division ``c // (sensor // target)`` of the authors' code (DVS128
+    Gesture: 128 -> 32 is ``x // 4``). For CIFAR10-DVS (128 -> 42) the paper does not say how the
     reference code resized; this floor mapping is our choice: each target pixel gathers 3 or 4
     sensor pixels (``floor(127 * 42 / 128) = 41``), none is dropped.
     """

@@ -1,4 +1,4 @@
-"""Event-camera data sets through tonic, binned into frames once and cached (DESIGN 1.6).
+"""Event-camera data sets through tonic, binned into frames once and cached, as in the authors' code.
 
 Three data sets, each read from the on-disk layout of its ``tonic.datasets`` class (tonic's
 ``save_to`` directory; nothing is ever downloaded):
@@ -25,7 +25,7 @@ Splits:
 - DVS128 Gesture: tonic's archives, ``ibmGestureTrain`` = users 1-23, ``ibmGestureTest`` =
   users 24-29 (the official split); 11 classes; each file is one labelled gesture already cut
   from its recording (tonic stores times in ms; tonic's reader gives microseconds).
-- CIFAR10-DVS has no official split. DESIGN: per class, the first 900 of the 1000 recordings
+- CIFAR10-DVS has no official split. As in the authors' code: per class, the first 900 of the 1000 recordings
   train and the last 100 test, in sorted file order. Generalised here to the first
   ``floor(0.9 * n)`` of each class's ``n`` recordings, so that small test directories work.
   "Sorted" is the natural order of the file names, numbers compared as numbers
@@ -33,7 +33,7 @@ Splits:
   string order would put recordings 0, 1, 10, 100, ... first.
 - N-MNIST: tonic's ``Train`` / ``Test`` folders (60,000 / 10,000 samples). Its recordings last
   about 300 ms (three saccades of ~100 ms); the default takes all of it, 10 frames of 30 ms,
-  at the sensor's 34x34. DESIGN does not cover N-MNIST; this default is our choice.
+  at the sensor's 34x34. The paper does not use N-MNIST; this default is our choice.
 
 A recording that is empty, truncated or corrupt, holds no events, or has events outside the
 sensor raises :class:`mlf_jax.data.DataFileError` naming its file (a cut exactly between two
@@ -508,7 +508,7 @@ def load(
         or that folder itself.
       split: ``'train'`` or ``'test'``.
       cache_dir: where the converted split is stored; ``<data_dir>/mlf_jax_cache`` when None.
-      preprocessing: frames to make; the data set's DESIGN 1.6 default when None.
+      preprocessing: frames to make; the data set's default (the paper's) when None.
       train_fraction: CIFAR10-DVS only: share of each class in the training split.
       progress: show a tqdm progress bar while converting.
 

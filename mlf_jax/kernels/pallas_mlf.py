@@ -1,6 +1,6 @@
 """Pallas kernels for the fused multi-level firing (MLF) neuron, forward and backward.
 
-Same semantics as :func:`mlf_jax.neurons.mlf` (DESIGN 1.2). Input ``x[T, N]``;
+Same semantics as :func:`mlf_jax.neurons.mlf`. Input ``x[T, N]``;
 K levels with thresholds ``th_1 < ... < th_K``; per level::
 
     u_k[t] = tau * u_k[t-1] * (1 - o_k[t-1]) + x[t]      u_k[-1] = o_k[-1] = 0

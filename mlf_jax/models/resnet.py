@@ -37,7 +37,7 @@ def stage_sizes_for_depth(depth: int, stages: int = 3) -> tuple[int, ...]:
 
 
 class ResNet(nn.Module):
-    """Spiking ResNet of depth ``6n + 2`` with MLF neurons and tdBN (DESIGN 1.5).
+    """Spiking ResNet of depth ``6n + 2`` with MLF neurons and tdBN, as in the authors' code.
 
     Stem conv3x3 -> tdBN -> MLF; stages of :class:`BasicBlock` (stride 2 at the
     start of every stage but the first); global average pooling; a dense layer

@@ -1,4 +1,4 @@
-"""Residual blocks of the spiking ResNets (DESIGN 1.4).
+"""Residual blocks of the spiking ResNets of Feng et al. (2022).
 
 Activations are time-major ``[T, B, H, W, C]``. Flax convolutions accept
 several leading batch axes, so ``T`` and ``B`` are folded by the convolution

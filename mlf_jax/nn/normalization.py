@@ -1,4 +1,4 @@
-"""Threshold-dependent batch normalisation (tdBN, Zheng et al. 2021; DESIGN 1.3)."""
+"""Threshold-dependent batch normalisation (tdBN, Zheng et al. 2021)."""
 
 from __future__ import annotations
 

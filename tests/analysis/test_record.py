@@ -114,7 +114,7 @@ def test_record_of_a_single_mlf_layer():
     x = jnp.full((3, 1, 2), 2.0)
     out, recs = record(_Wrapped(), {}, x)
     assert list(recs) == ["neuron"]
-    np.testing.assert_array_equal(recs["neuron"].spikes[:, 0, 0], [2, 2, 3])  # DESIGN 1.2
+    np.testing.assert_array_equal(recs["neuron"].spikes[:, 0, 0], [2, 2, 3])  # by hand
     np.testing.assert_allclose(recs["neuron"].membrane[:, 2, 0, 0], [2.0, 2.5, 2.625])
 
 

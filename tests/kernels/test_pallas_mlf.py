@@ -90,7 +90,7 @@ def test_width_and_tau():
 
 
 def test_hand_examples():
-    # DESIGN 1.2: constant input 1.5 -> 1,2,1,2,...; 2.0 -> 2,2,3,...; 0.5 -> 0,1,0,1,...
+    # by hand: constant input 1.5 -> 1,2,1,2,...; 2.0 -> 2,2,3,...; 0.5 -> 0,1,0,1,...
     x = jnp.broadcast_to(jnp.array([1.5, 2.0, 0.5], jnp.float32), (6, 3))
     out = np.asarray(mlf_pallas(x, interpret=True))
     np.testing.assert_array_equal(out[:, 0], [1, 2, 1, 2, 1, 2])

@@ -1,4 +1,4 @@
-"""TdBatchNorm against an independent numpy reference (DESIGN 1.3)."""
+"""TdBatchNorm against an independent numpy reference."""
 
 import jax
 import jax.numpy as jnp
