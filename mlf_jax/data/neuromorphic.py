@@ -38,8 +38,8 @@ Splits:
 A recording that is empty, truncated or corrupt, holds no events, or has events outside the
 sensor raises :class:`mlf_jax.data.DataFileError` naming its file (a cut exactly between two
 packets or events cannot be told from a shorter recording). ``preprocessing`` of :func:`load`
-sets other frames; ``experiments/input_pipeline.py`` keeps each data set's default window (the
-table above: 1.2 s, 100 ms, 300 ms) and cuts it into T = ``config.model.time_steps`` frames.
+sets other frames: e.g. each data set's default window (the table above: 1.2 s, 100 ms,
+300 ms) cut into as many frames as the model has time steps, as the experiments do.
 
 Every recording is decoded by its tonic class (``dataset[i]``); for CIFAR10-DVS that is
 :func:`tonic.io.read_aedat4`, which needs the ``aedat`` package (a dependency of this project).
