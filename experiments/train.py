@@ -129,8 +129,9 @@ def run(argv: Sequence[str] | None = None) -> None:
         app.run(main, argv=argv)
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted twice: stopped without saving; the last checkpoint is kept")
+    except KeyboardInterrupt:  # before the loop, or a second Ctrl-C in it
+        print("interrupted: stopped without saving; the last checkpoint is kept", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Event-camera data sets through tonic, binned into frames once and cached, as in the authors' code.
+"""Event-camera data sets through tonic, binned into frames once (as the authors do) and cached.
 
 Three data sets, each read from the on-disk layout of its ``tonic.datasets`` class (tonic's
 ``save_to`` directory; nothing is ever downloaded):
@@ -25,9 +25,10 @@ Splits:
 - DVS128 Gesture: tonic's archives, ``ibmGestureTrain`` = users 1-23, ``ibmGestureTest`` =
   users 24-29 (the official split); 11 classes; each file is one labelled gesture already cut
   from its recording (tonic stores times in ms; tonic's reader gives microseconds).
-- CIFAR10-DVS has no official split. As in the authors' code: per class, the first 900 of the 1000 recordings
-  train and the last 100 test, in sorted file order. Generalised here to the first
-  ``floor(0.9 * n)`` of each class's ``n`` recordings, so that small test directories work.
+- CIFAR10-DVS has no official split. As in the authors' code: per class, the first 900 of
+  the 1000 recordings train and the last 100 test, in sorted file order. Generalised here to
+  the first ``floor(0.9 * n)`` of each class's ``n`` recordings, so that small test
+  directories work.
   "Sorted" is the natural order of the file names, numbers compared as numbers
   (``cifar10_airplane_2`` before ``cifar10_airplane_10``), i.e. recording index order; plain
   string order would put recordings 0, 1, 10, 100, ... first.

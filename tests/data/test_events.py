@@ -11,7 +11,7 @@ from .event_files import make_events, random_events
 
 
 def reference_frames(events, n_bins, bin_us, sensor_size, size, t_start=None):
-    """One event at a time: find its bin by walking the bin edges, its pixel by the authors' rule."""
+    """One event at a time: find its bin by walking the edges, its pixel by the authors' rule"""
     (sw, sh), (w, h) = sensor_size, size
     out = np.zeros((n_bins, h, w, 2), np.int64)
     if t_start is None:

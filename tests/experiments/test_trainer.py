@@ -3,6 +3,7 @@ stop signals, resume, run identity, unreadable checkpoints, locking."""
 
 import json
 import os
+import shutil
 import signal
 
 import jax
@@ -169,6 +170,19 @@ def test_a_stop_signal_saves_and_a_restart_ends_like_an_uninterrupted_run(model,
     assert len(steps) == len(set(steps))
 
 
+@pytest.fixture(scope="module")
+def one_epoch_run(model, tmp_path_factory):
+    """A finished 1-epoch run, copied by the tests that restart it."""
+    workdir = tmp_path_factory.mktemp("one_epoch")
+    _fit(model, _config(num_epochs=1), workdir)
+    return workdir
+
+
+def _copy(run, tmp_path):
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -180,33 +194,34 @@ def test_a_stop_signal_saves_and_a_restart_ends_like_an_uninterrupted_run(model,
         {"seed": 1},
     ],
 )
-def test_a_restart_with_another_config_is_refused_and_deletes_nothing(model, tmp_path, change):
-    config = _config(num_epochs=1)
-    _fit(model, config, tmp_path)
-    before = sorted(os.listdir(tmp_path / "checkpoints"))
+def test_a_restart_with_another_config_is_refused_and_deletes_nothing(
+    model, one_epoch_run, tmp_path, change
+):
+    workdir = _copy(one_epoch_run, tmp_path)
+    before = sorted(os.listdir(workdir / "checkpoints"))
     other = _config(num_epochs=1)
     for key, value in change.items():
         node, leaf = (other.model, key.split(".")[1]) if "." in key else (other, key)
         node[leaf] = value
     key = next(iter(change))
     with pytest.raises(run_identity.ConfigMismatchError, match=f"differing keys: {key}") as e:
-        _fit(model, other, tmp_path)
+        _fit(model, other, workdir)
     assert "new --workdir" in str(e.value)
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+    assert sorted(os.listdir(workdir / "checkpoints")) == before
 
 
-def test_operational_keys_may_change_on_a_restart(model, tmp_path):
-    _fit(model, _config(num_epochs=1), tmp_path)
-    out = _fit(model, _config(num_epochs=1, log_every=3, eval_batch_size=8), tmp_path)
+def test_operational_keys_may_change_on_a_restart(model, one_epoch_run, tmp_path):
+    workdir = _copy(one_epoch_run, tmp_path)
+    out = _fit(model, _config(num_epochs=1, log_every=3, eval_batch_size=8), workdir)
     assert out["steps"] == 6
 
 
-def test_extending_num_epochs_continues_the_same_trajectory(model, tmp_path):
+def test_extending_num_epochs_continues_the_same_trajectory(model, one_epoch_run, tmp_path):
     full = _fit(model, _config(num_epochs=2), tmp_path / "full")
-    _fit(model, _config(num_epochs=1), tmp_path / "run")
+    workdir = _copy(one_epoch_run, tmp_path)
     with pytest.raises(run_identity.ConfigMismatchError, match="--allow_change=num_epochs"):
-        _fit(model, _config(num_epochs=2), tmp_path / "run")
-    extended = _fit(model, _config(num_epochs=2), tmp_path / "run", allow_change=("num_epochs",))
+        _fit(model, _config(num_epochs=2), workdir)
+    extended = _fit(model, _config(num_epochs=2), workdir, allow_change=("num_epochs",))
     assert extended["steps"] == 12
     _assert_params_equal(extended["state"].params, full["state"].params)
 
@@ -220,9 +235,7 @@ def test_resume_drops_metrics_written_after_the_checkpoint(model, tmp_path):
     """As after a SIGKILL: the run logged steps that no checkpoint holds."""
     config = _config(num_epochs=1, checkpoint_every_steps=2, log_every=1)
     _fit(model, config, tmp_path)
-    for step in ("6", "4"):  # as if killed right after step 3's checkpoint... and step 5
-        import shutil
-
+    for step in ("6", "4"):  # as if killed after logging step 6 with step 2 the last checkpoint
         shutil.rmtree(tmp_path / "checkpoints" / step)
     (tmp_path / trainer.RESULTS).unlink()
     out = _fit(model, config, tmp_path)
