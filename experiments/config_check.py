@@ -147,6 +147,7 @@ def _rules() -> dict[str, Rule]:
         "distributed.num_processes": _integer(0),
         "distributed.process_id": _integer(-1),
         "distributed.auto": _boolean,
+        "distributed.timeout_seconds": _integer(1),
     }
 
 

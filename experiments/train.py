@@ -108,7 +108,11 @@ def main(argv: Sequence[str]) -> None:
     config_check.validate(config)  # before any start-up, data or compilation
     d = config.distributed
     mj.train.distributed.initialize(
-        d.coordinator_address or None, d.num_processes or None, d.process_id, auto=d.auto
+        d.coordinator_address or None,
+        d.num_processes or None,
+        d.process_id,
+        auto=d.auto,
+        timeout_seconds=d.timeout_seconds,
     )
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")

@@ -56,4 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.distributed.num_processes = 0
     config.distributed.process_id = -1
     config.distributed.auto = False
+    # Start-up gives up after this long (one clear line, exit code 1) if not every process
+    # has reached the coordinator.
+    config.distributed.timeout_seconds = 300
     return config

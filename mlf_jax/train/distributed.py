@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import jax
 
 __all__ = ["initialize"]
+
+def _stderr_notice(message: str) -> None:
+    print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
+
 
 _ENV = {
     "coordinator_address": "MLF_JAX_COORDINATOR",
@@ -22,6 +30,8 @@ def initialize(
     *,
     auto: bool = False,
     cpu_collectives: str = "gloo",
+    timeout_seconds: int = 300,
+    notify: Callable[[str], None] = _stderr_notice,
 ) -> bool:
     """Starts JAX's multi-process runtime when asked to; returns whether it did.
 
@@ -30,6 +40,11 @@ def initialize(
     With none of them and ``auto=True``, ``jax.distributed.initialize()`` detects
     the cluster itself (TPU pods, SLURM, ...). On CPU, collectives across
     processes use ``cpu_collectives`` (gloo).
+
+    It says (``notify``, default stderr) which coordinator and how many processes it
+    waits for; if they are not all there within ``timeout_seconds``, it prints one line
+    saying so and ends the process with exit code 1 (JAX itself would abort with a
+    stack trace after five minutes).
 
     Raises:
       ValueError: when only some of the three settings are given.
@@ -55,11 +70,44 @@ def initialize(
         return False
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
     if given:
-        jax.distributed.initialize(
-            coordinator_address=str(values["coordinator_address"]),
-            num_processes=int(values["num_processes"]),
-            process_id=int(values["process_id"]),
+        where = (
+            f"process {values['process_id']} of {values['num_processes']}: waiting for the "
+            f"{values['num_processes']} processes at coordinator {values['coordinator_address']}"
         )
+        kwargs = {
+            "coordinator_address": str(values["coordinator_address"]),
+            "num_processes": int(values["num_processes"]),
+            "process_id": int(values["process_id"]),
+        }
     else:
-        jax.distributed.initialize()
+        where, kwargs = "waiting for the cluster's processes (auto-detected coordinator)", {}
+    notify(f"{where} (timeout {timeout_seconds} s)")
+    with _watchdog(timeout_seconds, where):
+        # JAX aborts the process (SIGABRT, a C++ stack trace) when its own timeout
+        # expires; it gets a margin, so that the watchdog's clear error comes first
+        jax.distributed.initialize(**kwargs, initialization_timeout=timeout_seconds + 30)
     return True
+
+
+@contextmanager
+def _watchdog(seconds: int, where: str) -> Iterator[None]:
+    """Ends the process with one clear line if start-up takes longer than ``seconds``."""
+
+    def expire() -> None:
+        print(
+            f"error: multi-host start-up timed out after {seconds} s ({where}). Check that "
+            "every process was started, with the same coordinator address and number of "
+            "processes and its own process id, and that the coordinator's port is reachable "
+            "from every host.",
+            file=sys.stderr,
+            flush=True,
+        )
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()

@@ -67,3 +67,23 @@ def test_partial_distributed_settings_are_an_error():
 
     with pytest.raises(ValueError, match=r"missing \['num_processes', 'process_id'\]"):
         distributed.initialize("127.0.0.1:1234")
+
+
+def test_a_missing_process_is_reported_in_one_line_after_the_timeout(tmp_path):
+    """Process 1 of 2 starts alone: it says whom it waits for, then gives up clearly."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits.py",
+         f"--workdir={tmp_path}", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+         "--config.distributed.num_processes=2", "--config.distributed.process_id=1",
+         "--config.distributed.timeout_seconds=3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert f"waiting for the 2 processes at coordinator 127.0.0.1:{port} (timeout 3 s)" in (
+        out.stderr
+    )
+    assert "error: multi-host start-up timed out after 3 s" in out.stderr
+    assert "Check failure stack trace" not in out.stderr and "Traceback" not in out.stderr
