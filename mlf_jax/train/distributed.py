@@ -12,6 +12,7 @@ import jax
 
 __all__ = ["initialize"]
 
+
 def _stderr_notice(message: str) -> None:
     print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
 
