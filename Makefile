@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test notebooks depth_study lint format data jemalloc bench clean
+.PHONY: train test test-slow notebooks depth_study lint format data jemalloc bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(VENV)/bin/python -m experiments.train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
-## test: the test suite
+## test: the test suite without the tests marked slow (under 10 minutes on 2 CPU cores)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -m "not slow" $(ARGS)
+
+## test-slow: the long tests (whole shipped models on 8 fake devices, ...); CI runs both
+test-slow: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m slow $(ARGS)
 
 ## notebooks: execute every notebooks/[0-9]*.ipynb with small settings; fails on any error
 ## (ARGS="--full --write" regenerates the committed outputs, see notebooks/README.md)

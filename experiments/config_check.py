@@ -93,6 +93,19 @@ def _thresholds(v: Any) -> str | None:
     return None
 
 
+def _profile_steps(v: Any) -> str | None:
+    if isinstance(v, (tuple, list)) and not v:
+        return None
+    if (
+        isinstance(v, (tuple, list))
+        and len(v) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        and 1 <= v[0] <= v[1]
+    ):
+        return None
+    return f"must be () or (first, last) steps with 1 <= first <= last, e.g. (10, 12); got {v!r}"
+
+
 def _depth(v: Any) -> str | None:
     wrong = _integer(8)(v)
     if wrong is None and (v - 2) % 6:
@@ -143,6 +156,8 @@ def _rules() -> dict[str, Rule]:
         "cross_device_bn": _boolean,
         "keep_checkpoints": _integer(1),
         "checkpoint_every_steps": _integer(0),
+        "compilation_cache_dir": _string,
+        "profile_steps": _profile_steps,
         "distributed.coordinator_address": _string,
         "distributed.num_processes": _integer(0),
         "distributed.process_id": _integer(-1),

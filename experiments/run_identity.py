@@ -50,6 +50,8 @@ OPERATIONAL = (
     "parallel",
     "distributed.",
     "model.conv_impl",
+    "compilation_cache_dir",
+    "profile_steps",
 )
 
 #: Keys that may change on a restart with ``--allow_change``.

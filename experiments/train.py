@@ -39,6 +39,12 @@ flags.DEFINE_list(
     "Config keys that may differ from the run recorded in --workdir: "
     + ", ".join(run_identity.CHANGEABLE),
 )
+flags.DEFINE_bool(
+    "dry_run",
+    False,
+    "Build data, model and the sharded steps, compile one train and one eval step, print the "
+    "per-device batch, parameter and memory figures, and exit (no training; workdir untouched).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 FINAL_VARIABLES = "final_variables.msgpack"
@@ -106,6 +112,7 @@ def main(argv: Sequence[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     config_check.validate(config)  # before any start-up, data or compilation
+    trainer.enable_compilation_cache(config.compilation_cache_dir)
     d = config.distributed
     mj.train.distributed.initialize(
         d.coordinator_address or None,
@@ -116,6 +123,9 @@ def main(argv: Sequence[str]) -> None:
     )
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")
+    if FLAGS.dry_run:
+        trainer.dry_run(config)
+        return
     results = train_and_evaluate(config, FLAGS.workdir, FLAGS.allow_change)
     results.pop("state")
     if jax.process_index() == 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from typing import Any
@@ -40,6 +41,9 @@ __all__ = [
     "RESULTS",
     "DivergenceError",
     "batch_plan",
+    "check_divisible",
+    "dry_run",
+    "enable_compilation_cache",
     "make_optimizer",
     "train_and_evaluate",
 ]
@@ -68,7 +72,18 @@ def batch_plan(batch_size: int, train_size: int) -> tuple[int, int]:
       config_check.ConfigError: the batch does not divide over the devices (naming
         the nearest sizes that do), or exceeds the training set.
     """
-    devices, procs = jax.device_count(), jax.process_count()
+    check_divisible(batch_size)
+    if batch_size > train_size:
+        raise config_check.ConfigError(
+            f"config.batch_size {batch_size} exceeds the training set ({train_size} examples)"
+        )
+    return train_size // batch_size, batch_size // jax.process_count()
+
+
+def check_divisible(batch_size: int) -> None:
+    """Raises ``ConfigError`` (naming the nearest valid sizes) unless ``batch_size``
+    splits evenly over all devices."""
+    devices = jax.device_count()
     if batch_size % devices:
         lower = batch_size // devices * devices
         nearest = " or ".join(str(b) for b in (lower, lower + devices) if b > 0)
@@ -76,11 +91,6 @@ def batch_plan(batch_size: int, train_size: int) -> tuple[int, int]:
             f"config.batch_size {batch_size} is not divisible by the number of devices "
             f"({devices}); nearest valid sizes: {nearest}"
         )
-    if batch_size > train_size:
-        raise config_check.ConfigError(
-            f"config.batch_size {batch_size} exceeds the training set ({train_size} examples)"
-        )
-    return train_size // batch_size, batch_size // procs
 
 
 def make_optimizer(
@@ -136,10 +146,11 @@ class _Meter:
 class _Run:
     """One training run: the pieces, built from the config, and the loop."""
 
-    def __init__(self, config: Any, workdir: epath.Path, data: input_pipeline.Data, model: Any):
-        self.config, self.workdir, self.data = config, workdir, data
+    def __init__(self, config: Any, data: input_pipeline.Data, model: Any):
+        self.config, self.data = config, data
         self.main = jax.process_index() == 0
-        self.steps_per_epoch, local_bs = batch_plan(config.batch_size, len(data.train))
+        self.steps_per_epoch, self.local_batch = batch_plan(config.batch_size, len(data.train))
+        local_bs = self.local_batch
         self.total_steps = self.steps_per_epoch * config.num_epochs
         self.tx, self.schedule = make_optimizer(config, self.steps_per_epoch)
         self.dp = mj.train.DataParallel(config.parallel)
@@ -158,9 +169,35 @@ class _Run:
             drop_remainder=True,
             transform=data.augment,
         )
-        self.ckpt = mj.train.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
-        self.writer = mj.train.MetricsWriter(workdir, enabled=self.main)
         self.progress = Progress()
+
+    def open(self, workdir: epath.Path) -> None:
+        """Opens the run's checkpoints and metrics in ``workdir``."""
+        self.workdir = workdir
+        self.ckpt = mj.train.Checkpointer(workdir / "checkpoints", self.config.keep_checkpoints)
+        self.writer = mj.train.MetricsWriter(workdir, enabled=self.main)
+
+    def compile_steps(self) -> dict[str, Any]:
+        """Compiles the train and eval steps for the real shapes (running nothing);
+        their compile times and per-device memory figures."""
+        dstate = self.dp.put_state(self.state)
+        take = np.arange(self.local_batch) % len(self.data.train)
+        batch = self.data.preprocess(self.data.train[take], True)
+        eval_bs = mj.train.evaluation.local_eval_batch(
+            self.config.eval_batch_size, len(self.dp.local_devices)
+        )
+        test = self.data.preprocess(self.data.test[np.arange(1)], False)
+        eval_batch = mj.train.pad_batch(test, eval_bs)
+        out = {}
+        for name, lower, b in (
+            ("train_step", self.dp.lower_train_step, batch),
+            ("eval_step", self.dp.lower_eval_step, eval_batch),
+        ):
+            start = time.time()
+            compiled = lower(dstate, b).compile()
+            out[name] = {"compile_seconds": time.time() - start, **_memory(compiled)}
+        out["eval_batch_per_process"] = eval_bs
+        return out
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -269,7 +306,9 @@ class _Run:
         with bar, mj.train.StopSignals() as signals:
             while p.step < self.total_steps:
                 batch = self.data.preprocess(next(self.data_iter), True)
+                self.profile(p.step + 1, "start")
                 dstate, metrics = self.dp.train_step(dstate, batch)
+                self.profile(p.step + 1, "stop", metrics)
                 meter.add(metrics)
                 p.step += 1
                 bar.update(1)
@@ -292,6 +331,19 @@ class _Run:
                 "run the same command to resume"
             )
         return dstate, stopped
+
+    def profile(self, step: int, when: str, metrics: Any = None) -> None:
+        """Starts or stops a ``jax.profiler`` trace at the configured steps (into the
+        run's TensorBoard directory, profile tab)."""
+        steps = tuple(self.config.profile_steps)
+        if not steps or step != steps[0 if when == "start" else 1]:
+            return
+        if when == "start":
+            jax.profiler.start_trace(os.fspath(self.workdir / mj.train.metrics.TENSORBOARD))
+        else:
+            jax.block_until_ready(metrics)  # the trace holds the whole step
+            jax.profiler.stop_trace()
+            tqdm.write(f"profiled steps {steps[0]}-{steps[1]} into {self.workdir}/tensorboard")
 
     def results(self, wall: float, stopped: str | None) -> dict[str, Any]:
         p = self.progress
@@ -335,12 +387,14 @@ def train_and_evaluate(
       whose message says what to do.
     """
     config_check.validate(config)
+    check_divisible(config.batch_size)  # before any data is read
     workdir = epath.Path(workdir)
     main = jax.process_index() == 0
     with mj.train.RunLock(workdir) if main else nullcontext():
         run_identity.check_and_record(workdir, config, allow_change, write=main)
         data = data if data is not None else input_pipeline.get_datasets(config)
-        run = _Run(config, workdir, data, model if model is not None else build_model(config))
+        run = _Run(config, data, model if model is not None else build_model(config))
+        run.open(workdir)
         start = time.time()
         try:
             run.restore()
@@ -351,3 +405,77 @@ def train_and_evaluate(
         if main:
             (workdir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     return {"state": run.dp.get_state(dstate), **results}
+
+
+def _memory(compiled: Any) -> dict[str, int | None]:
+    """Per-device byte counts of a compiled step (``None`` where the backend gives none)."""
+    stats = compiled.memory_analysis()
+    names = ("argument", "output", "temp", "generated_code")
+    out = {f"{n}_bytes": getattr(stats, f"{n}_size_in_bytes", None) for n in names}
+    out["peak_bytes"] = getattr(stats, "peak_memory_in_bytes", None) or None
+    return out
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
+
+
+def dry_run(
+    config: Any, *, data: input_pipeline.Data | None = None, model: Any = None
+) -> dict[str, Any]:
+    """Builds data, model and the data-parallel steps of ``config``, compiles one train and
+    one eval step, prints what a launch would use, and trains nothing.
+
+    Touches no work directory. Use it to check a config for a pod on a CPU with as many
+    fake devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
+
+    Returns:
+      The figures printed: devices, batches, parameters, compile times and per-device
+      memory of both steps (``compiled.memory_analysis()``).
+    """
+    config_check.validate(config)
+    check_divisible(config.batch_size)
+    data = data if data is not None else input_pipeline.get_datasets(config)
+    run = _Run(config, data, model if model is not None else build_model(config))
+    params = jax.tree.leaves(run.state.params)
+    figures = {
+        "processes": jax.process_count(),
+        "devices": jax.device_count(),
+        "parallel": config.parallel,
+        "global_batch": config.batch_size,
+        "per_device_batch": config.batch_size // jax.device_count(),
+        "steps_per_epoch": run.steps_per_epoch,
+        "num_params": sum(int(np.prod(p.shape)) for p in params),
+        "param_bytes": sum(int(p.nbytes) for p in params),
+        **run.compile_steps(),
+    }
+    if jax.process_index() == 0:
+        f = figures
+        print(
+            f"dry run of {config.dataset}: {f['devices']} devices in {f['processes']} "
+            f"process(es), {f['parallel']}\n"
+            f"  train batch {f['global_batch']} = {f['per_device_batch']} per device, "
+            f"{f['steps_per_epoch']} steps per epoch; eval batch {config.eval_batch_size} "
+            f"-> {f['eval_batch_per_process'] * f['processes']} "
+            f"({f['eval_batch_per_process'] // len(run.dp.local_devices)} per device)\n"
+            f"  parameters: {f['num_params']:,} ({_mb(f['param_bytes'])})"
+        )
+        for name in ("train_step", "eval_step"):
+            m = f[name]
+            print(
+                f"  {name}: compiled in {m['compile_seconds']:.1f} s; per device: arguments "
+                f"{_mb(m['argument_bytes'])}, outputs {_mb(m['output_bytes'])}, temporaries "
+                f"{_mb(m['temp_bytes'])}, peak {_mb(m['peak_bytes'])}"
+            )
+    return figures
+
+
+def enable_compilation_cache(path: str) -> str | None:
+    """Turns on JAX's persistent compilation cache in ``path`` (``~`` expanded; ``""``
+    leaves it off); returns the directory used."""
+    if not path:
+        return None
+    path = os.path.expanduser(path)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return path

@@ -45,6 +45,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "shard_map"  # shard_map | pmap
     config.cross_device_bn = True  # tdBN statistics over the global batch
 
+    # JAX's persistent compilation cache: a restarted or repeated run skips compiling
+    # ("" turns it off; a gs:// path works too).
+    config.compilation_cache_dir = "~/.cache/mlf_jax/jax_cache"
+    # Record a jax.profiler trace of steps (first, last), e.g. (10, 12), into
+    # <workdir>/tensorboard (TensorBoard's profile tab); () for none.
+    config.profile_steps = ()
+
     # Checkpoints in <workdir>/checkpoints: every epoch, every N steps (0: off), on SIGTERM.
     config.keep_checkpoints = 3
     config.checkpoint_every_steps = 0

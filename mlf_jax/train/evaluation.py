@@ -11,7 +11,7 @@ import numpy as np
 
 from mlf_jax.train.parallel import DataParallel
 
-__all__ = ["Preprocess", "evaluate", "pad_batch"]
+__all__ = ["Preprocess", "evaluate", "local_eval_batch", "pad_batch"]
 
 #: Host-side batch preprocessing: ``(batch, train) -> batch`` on numpy arrays.
 Preprocess = Callable[[Mapping[str, np.ndarray], bool], dict[str, np.ndarray]]
@@ -28,6 +28,13 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     return out
 
 
+def local_eval_batch(batch_size: int, local_devices: int) -> int:
+    """This process's evaluation batch for a global ``batch_size``: its share, rounded up
+    to a multiple of its ``local_devices``."""
+    per_device = max(1, math.ceil(batch_size / jax.process_count() / local_devices))
+    return per_device * local_devices
+
+
 def evaluate(
     dp: DataParallel, state: Any, source: Any, preprocess: Preprocess, batch_size: int
 ) -> dict[str, float]:
@@ -38,8 +45,7 @@ def evaluate(
     padded with masked examples. Every process runs the same number of batches.
     """
     procs, rank = jax.process_count(), jax.process_index()
-    per_device = max(1, math.ceil(batch_size / procs / len(dp.local_devices)))
-    local_bs = per_device * len(dp.local_devices)
+    local_bs = local_eval_batch(batch_size, len(dp.local_devices))
     share = math.ceil(len(source) / procs)
     indices = np.arange(rank * share, min((rank + 1) * share, len(source)))
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0}

@@ -132,6 +132,17 @@ class DataParallel:
         n = len(self.local_devices)
         return {k: np.asarray(v).reshape(n, -1, *np.shape(v)[1:]) for k, v in batch.items()}
 
+    # -- compilation ahead of time ---------------------------------------------
+
+    def lower_train_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> jax.stages.Lowered:
+        """The mapped train step lowered for these (device) state and host batch shapes:
+        ``.compile()`` it to see its memory figures or cost before running anything."""
+        return self._train.lower(state, self.put_batch(batch))
+
+    def lower_eval_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> jax.stages.Lowered:
+        """As :meth:`lower_train_step`, for the eval step."""
+        return self._eval.lower(state, self.put_batch(batch))
+
     # -- steps ----------------------------------------------------------------
 
     def train_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> tuple[Any, dict]:

@@ -68,3 +68,35 @@ def test_a_second_run_resumes_without_training_again(study):
     again = _run(data, work)
     assert "== " not in again  # no cell was trained
     assert (work / "results.json").read_text() == before
+
+
+# Three probes of one tiny model in a fresh process (depth_study's flags clash with train's in
+# this one). probe's gradient runs op by op and compiles each neuron layer's lax.scan anew on
+# every call; JAX's op-by-op cache used to keep every such executable (14 more per call here,
+# several GB per depth-68 cell of the study), so the count must not grow from call to call.
+_PROBE_THRICE = """
+import gc, json
+import jax, jax.extend, numpy as np
+import mlf_jax as mj
+from experiments import depth_study
+model = mj.models.resnet(8, widths=(2, 2, 4), num_classes=3, time_steps=2)
+x = np.random.default_rng(0).standard_normal((4, 8, 8, 1)).astype(np.float32)
+variables = model.init(jax.random.key(0), x, train=False)
+batch = {"image": x, "label": np.arange(4) % 3}
+live, results = [], []
+for _ in range(3):
+    results.append(depth_study.probe(model, variables, batch, (0.6, 1.6, 2.6)))
+    gc.collect()
+    live.append(len(jax.extend.backend.get_backend().live_executables()))
+print(json.dumps({"live": live, "same": results[0] == results[1] == results[2]}))
+"""
+
+
+def test_probe_keeps_no_compiled_executables_from_call_to_call():
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE_THRICE], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["same"]
+    assert out["live"][2] <= out["live"][0], out["live"]

@@ -296,3 +296,10 @@ def test_evaluate_counts_a_padded_last_batch_once(model):
     dp = mj.train.DataParallel("shard_map")
     got = mj.train.evaluate(dp, dp.put_state(state), src, _identity, batch_size=4)  # 4 + 4 + 2
     np.testing.assert_allclose(got["accuracy"], expected)
+
+
+def test_profile_steps_write_a_trace_into_tensorboard(model, tmp_path):
+    out = _fit(model, _config(num_epochs=1, profile_steps=(2, 3)), tmp_path, _data(64, 16))
+    assert out["steps"] == 4
+    traces = list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 1000
