@@ -140,6 +140,7 @@ def _rules() -> dict[str, Rule]:
         "model.input_norm": _boolean,
         "model.dtype": _choice(sorted(DTYPES)),
         "model.conv_impl": _choice(CONV_IMPLS),
+        "model.remat": _boolean,
         "seed": _integer(0, 2**32 - 1),
         "batch_size": _integer(1),
         "eval_batch_size": _integer(1),

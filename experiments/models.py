@@ -39,4 +39,5 @@ def build_model(config: Any) -> mj.models.ResNet:
         axis_name=mj.train.AXIS if config.cross_device_bn else None,
         dtype=DTYPES[m.dtype],
         conv_impl=m.conv_impl,
+        remat=m.get("remat", False),
     )

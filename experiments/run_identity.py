@@ -50,6 +50,7 @@ OPERATIONAL = (
     "parallel",
     "distributed.",
     "model.conv_impl",
+    "model.remat",
     "compilation_cache_dir",
     "profile_steps",
 )

@@ -150,7 +150,6 @@ class _Run:
         self.config, self.data = config, data
         self.main = jax.process_index() == 0
         self.steps_per_epoch, self.local_batch = batch_plan(config.batch_size, len(data.train))
-        local_bs = self.local_batch
         self.total_steps = self.steps_per_epoch * config.num_epochs
         self.tx, self.schedule = make_optimizer(config, self.steps_per_epoch)
         self.dp = mj.train.DataParallel(config.parallel)
@@ -162,7 +161,7 @@ class _Run:
         # endless, so that extending num_epochs keeps the data order of the steps done
         self.data_iter = make_loader(
             data.train,
-            batch_size=local_bs,
+            batch_size=self.local_batch,
             shuffle=True,
             seed=config.seed,
             num_epochs=None,
@@ -240,7 +239,10 @@ class _Run:
                 f"still healthy at step {steps[-1]})."
             )
         else:
-            last = f"No checkpoint was saved: start again with {lr}."
+            last = (
+                f"No checkpoint was saved: run again with {lr} and --allow_change=learning_rate "
+                "(or in a new --workdir)."
+            )
         return DivergenceError(f"training diverged: {what} at {where}; stopped. {last}")
 
     # -- the loop ----------------------------------------------------------------

@@ -60,6 +60,10 @@ def _check_batch(batch: Mapping[str, np.ndarray], divisor: int, what: str) -> No
 class DataParallel:
     """Places state and batches on devices and runs the mapped train/eval steps.
 
+    ``mapped_train_step`` and ``mapped_eval_step`` are the mapped functions themselves
+    (``jax.jit`` of ``shard_map``, or ``jax.pmap``), for ahead-of-time lowering and
+    ``jax.export``; they take device state and device batches.
+
     Args:
       mode: ``'shard_map'`` or ``'pmap'``.
       devices: devices to use (default: all).
@@ -93,14 +97,14 @@ class DataParallel:
                 out_specs=replicated,
                 check_vma=False,
             )
-            self._train = jax.jit(mapped(train), donate_argnums=0)
-            self._eval = jax.jit(mapped(evaluate))
+            self.mapped_train_step = jax.jit(mapped(train), donate_argnums=0)
+            self.mapped_eval_step = jax.jit(mapped(evaluate))
             self._replicated = NamedSharding(self.mesh, replicated)
             self._sharded = NamedSharding(self.mesh, sharded)
         else:
             mapped = functools.partial(jax.pmap, axis_name=AXIS, devices=self.local_devices)
-            self._train = mapped(train, donate_argnums=0)
-            self._eval = mapped(evaluate)
+            self.mapped_train_step = mapped(train, donate_argnums=0)
+            self.mapped_eval_step = mapped(evaluate)
 
     # -- placement ----------------------------------------------------------
 
@@ -137,24 +141,24 @@ class DataParallel:
     def lower_train_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> jax.stages.Lowered:
         """The mapped train step lowered for these (device) state and host batch shapes:
         ``.compile()`` it to see its memory figures or cost before running anything."""
-        return self._train.lower(state, self.put_batch(batch))
+        return self.mapped_train_step.lower(state, self.put_batch(batch))
 
     def lower_eval_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> jax.stages.Lowered:
         """As :meth:`lower_train_step`, for the eval step."""
-        return self._eval.lower(state, self.put_batch(batch))
+        return self.mapped_eval_step.lower(state, self.put_batch(batch))
 
     # -- steps ----------------------------------------------------------------
 
     def train_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> tuple[Any, dict]:
         """One data-parallel SGD step; returns the new (device) state and metrics."""
-        state, metrics = self._train(state, self.put_batch(batch))
+        state, metrics = self.mapped_train_step(state, self.put_batch(batch))
         if self.mode == "pmap":
             metrics = jax.tree.map(lambda x: x[0], metrics)
         return state, metrics
 
     def eval_step(self, state: Any, batch: Mapping[str, np.ndarray]) -> dict:
         """Summed eval metrics over the global batch."""
-        sums = self._eval(state, self.put_batch(batch))
+        sums = self.mapped_eval_step(state, self.put_batch(batch))
         if self.mode == "pmap":
             sums = jax.tree.map(lambda x: x[0], sums)
         return sums
