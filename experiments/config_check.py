@@ -117,6 +117,7 @@ def _rules() -> dict[str, Rule]:
     # imported here so that `python -m experiments.train --help` stays light
     from experiments.input_pipeline import DATASETS
     from experiments.models import DTYPES
+    from mlf_jax.neurons import NEURON_IMPLS
     from mlf_jax.nn.blocks import SHORTCUTS
     from mlf_jax.nn.conv import CONV_IMPLS
     from mlf_jax.surrogate import SURROGATE_FAMILIES
@@ -141,6 +142,7 @@ def _rules() -> dict[str, Rule]:
         "model.dtype": _choice(sorted(DTYPES)),
         "model.conv_impl": _choice(CONV_IMPLS),
         "model.remat": _boolean,
+        "model.neuron_impl": _choice(NEURON_IMPLS),
         "seed": _integer(0, 2**32 - 1),
         "batch_size": _integer(1),
         "eval_batch_size": _integer(1),

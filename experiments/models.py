@@ -40,4 +40,5 @@ def build_model(config: Any) -> mj.models.ResNet:
         dtype=DTYPES[m.dtype],
         conv_impl=m.conv_impl,
         remat=m.get("remat", False),
+        neuron_impl=m.get("neuron_impl", "auto"),
     )

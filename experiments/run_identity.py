@@ -51,6 +51,7 @@ OPERATIONAL = (
     "distributed.",
     "model.conv_impl",
     "model.remat",
+    "model.neuron_impl",
     "compilation_cache_dir",
     "profile_steps",
 )

@@ -43,6 +43,8 @@ __all__ = [
     "mlf",
     "default_thresholds",
     "auto_unroll",
+    "NEURON_IMPLS",
+    "auto_impl",
 ]
 
 Array = jax.Array
@@ -134,6 +136,43 @@ def auto_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool
     return unroll
 
 
+#: How :func:`mlf` and :func:`lif` compute the dynamics (see :func:`auto_impl`).
+NEURON_IMPLS = ("auto", "scan", "fused", "pallas")
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in NEURON_IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; expected one of {NEURON_IMPLS}")
+    return impl
+
+
+def auto_impl(time_steps: int, backend: str | None = None) -> str:
+    """The implementation ``impl='auto'`` picks for an MLF sequence of ``time_steps``.
+
+    * ``'scan'`` up to :data:`MAX_UNROLLED_STEPS` steps (unrolled completely), and
+      ``'fused'`` beyond: on XLA:CPU the fused kernel (hand-written BPTT in a reverse
+      scan) was 2.5x faster and 3x lighter than autodiff through the rolled scan at
+      T = 40 (``experiments/bench/neuron.py``).
+    * GPU and TPU (``backend``, default ``jax.default_backend()`` at trace time): the
+      same rule. This choice is untested there: no GPU or TPU measurements exist, and
+      the Pallas kernel (``'pallas'``) has only been lowered for CUDA and TPU
+      (``jax.export``), never run, so ``'auto'`` does not pick it; the scan and the
+      fused kernel are plain XLA and give the same numbers on every backend.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    longest_scan = _AUTO_LONGEST_SCAN.get(backend, MAX_UNROLLED_STEPS)
+    return "scan" if time_steps <= longest_scan else "fused"
+
+
+#: Per backend, the longest sequence ``impl='auto'`` computes with the scan (the
+#: fused kernel beyond). Only the CPU value is measured (see :func:`auto_impl`).
+_AUTO_LONGEST_SCAN = {
+    "cpu": MAX_UNROLLED_STEPS,
+    "gpu": MAX_UNROLLED_STEPS,
+    "tpu": MAX_UNROLLED_STEPS,
+}
+
+
 def _rest_like(x0: Array) -> LIFState:
     """Resting state shaped like one input step. ``zeros_like`` (not ``zeros``) keeps
     the input's sharding type, so the scan carry matches inside ``shard_map``."""
@@ -165,16 +204,21 @@ def lif(
     detach_reset: bool = False,
     unroll: int | bool | None = None,
     return_potential: bool = False,
+    impl: str = "auto",
 ) -> Array | tuple[Array, Array]:
     """LIF neuron over time (axis 0) with ``lax.scan``.
 
     Args:
       x: input current ``[T, ...]``.
-      threshold, tau: firing threshold and leak factor (may be traced).
+      threshold, tau: firing threshold and leak factor (may be traced, except with
+        ``impl='pallas'``).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
       unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
-      return_potential: also return the membrane potentials ``u`` (``[T, ...]``).
+      return_potential: also return the membrane potentials ``u`` (``[T, ...]``);
+        always computed with the scan.
+      impl: one of :data:`NEURON_IMPLS`: ``'scan'`` (and ``'auto'``: this scan),
+        ``'fused'`` or ``'pallas'`` (the one-level MLF kernels, see :func:`mlf`).
 
     Returns:
       Spikes ``[T, ...]`` in ``{0, 1}`` (and ``u`` if requested).
@@ -182,6 +226,9 @@ def lif(
     x = _check_sequence_input(x, "lif")
     surrogate = get_surrogate(surrogate)
     _check_tau(tau)
+    if _check_impl(impl) in ("fused", "pallas") and not return_potential:
+        th = (threshold,) if impl == "pallas" else jnp.reshape(jnp.asarray(threshold), (1,))
+        return _mlf_kernel(impl, x, th, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
         lif_step, threshold=threshold, tau=tau, surrogate=surrogate, detach_reset=detach_reset
     )
@@ -247,8 +294,9 @@ def mlf(
     detach_reset: bool = False,
     unroll: int | bool | None = None,
     return_potential: bool = False,
+    impl: str = "auto",
 ) -> Array | tuple[Array, Array]:
-    """Multi-level firing neuron over time (axis 0) with ``lax.scan``.
+    """Multi-level firing neuron over time (axis 0).
 
     Args:
       x: input current ``[T, ...]``.
@@ -257,10 +305,23 @@ def mlf(
       tau: leak factor in ``[0, 1]``.
       surrogate: surrogate gradient, shared by all levels.
       detach_reset: stop the gradient through the reset term.
-      unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`),
-        and beyond :data:`MAX_UNROLLED_STEPS` steps uses the fused kernel
-        :func:`mlf_jax.kernels.fused.mlf_fused` (same values, hand-written backward).
-      return_potential: also return the per-level potentials ``u`` (``[T, K, ...]``).
+      unroll: passed to ``lax.scan`` (``'scan'``, ``'fused'``); ``None`` chooses by T
+        (see :func:`auto_unroll`).
+      return_potential: also return the per-level potentials ``u`` (``[T, K, ...]``);
+        always computed with the scan (the kernels keep no potentials to return).
+      impl: how the dynamics are computed, one of :data:`NEURON_IMPLS`; all give the
+        same spikes and input gradients.
+
+        * ``'scan'``: ``lax.scan`` over :func:`mlf_step`, differentiated by autodiff.
+        * ``'fused'``: :func:`mlf_jax.kernels.fused.mlf_fused` (a scan with a
+          hand-written backward pass).
+        * ``'pallas'``: :func:`mlf_jax.kernels.pallas_mlf.mlf_pallas` (Pallas kernels,
+          compiled on GPU/TPU, interpret mode on CPU: slow but exact). Needs
+          ``thresholds`` and ``tau`` as static Python floats and gives them no
+          gradient.
+        * ``'auto'`` (default): ``'scan'`` or ``'fused'`` by T and backend, see
+          :func:`auto_impl`; ``unroll=None`` keeps this choice, an explicit ``unroll``
+          selects the scan (as before ``impl`` existed).
 
     Returns:
       Spike counts ``[T, ...]`` in ``0..K`` (and ``u`` if requested).
@@ -269,13 +330,11 @@ def mlf(
     surrogate = get_surrogate(surrogate)
     _check_tau(tau)
     th = _as_thresholds(thresholds, x.dtype)
-    if unroll is None and x.shape[0] > MAX_UNROLLED_STEPS and not return_potential:
-        # Long sequences: the fused kernel (hand-written BPTT in a reverse scan) was
-        # 2.5x faster and 3x lighter than autodiff through the rolled scan at T = 40
-        # (experiments/bench/neuron.py); the same numbers (tests/kernels/test_fused.py).
-        from mlf_jax.kernels.fused import mlf_fused
-
-        return mlf_fused(x, thresholds=th, tau=tau, surrogate=surrogate, detach_reset=detach_reset)
+    if _check_impl(impl) == "auto":
+        impl = auto_impl(x.shape[0]) if unroll is None else "scan"
+    if impl != "scan" and not return_potential:
+        th_arg = thresholds if impl == "pallas" else th
+        return _mlf_kernel(impl, x, th_arg, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
         mlf_step, thresholds=th, tau=tau, surrogate=surrogate, detach_reset=detach_reset
     )
@@ -287,3 +346,23 @@ def mlf(
     init = tuple(_rest_like(x[0]) for _ in range(th.shape[0]))
     _, out = lax.scan(body, init, x, unroll=auto_unroll(x.shape[0], unroll))
     return out
+
+
+def _mlf_kernel(impl, x, thresholds, tau, surrogate, detach_reset, unroll) -> Array:
+    """Spike counts from the fused (``unroll`` passed on) or the Pallas kernel."""
+    if impl == "fused":
+        from mlf_jax.kernels.fused import mlf_fused
+
+        return mlf_fused(
+            x,
+            thresholds=thresholds,
+            tau=tau,
+            surrogate=surrogate,
+            detach_reset=detach_reset,
+            unroll=unroll,
+        )
+    from mlf_jax.kernels.pallas_mlf import mlf_pallas
+
+    return mlf_pallas(
+        x, thresholds=thresholds, tau=tau, surrogate=surrogate, detach_reset=detach_reset
+    )

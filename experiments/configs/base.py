@@ -30,6 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Recompute each residual block in the backward pass instead of keeping its activations
     # (less memory on GPU/TPU, the same gradients; XLA:CPU undoes it).
     config.model.remat = False
+    # How the neurons compute their dynamics: auto | scan | fused | pallas (the same numbers;
+    # auto: an unrolled scan up to T = 10, the fused kernel beyond; pallas is lowered for
+    # GPU/TPU but has not run on one yet, and is interpreted, slowly, on CPU).
+    config.model.neuron_impl = "auto"
 
     config.seed = 0
     config.batch_size = 64

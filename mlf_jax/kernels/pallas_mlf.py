@@ -15,18 +15,34 @@ derivative at ``u_k[t] - th_k`` and ``delta[t] = dL/du_k[t]``::
                + tau * (1 - o[t]) * delta[t+1],                 delta[T] = 0
     dL/dx[t] = sum_k delta_k[t]
 
-Layout: x is flattened to ``[T, N]`` and N padded with zeros to a multiple of
-the block size. The grid runs over blocks of N (independent programs); each
-program loops over T inside the kernel (``lax.fori_loop``) with the K membrane
-potentials and spikes as loop-carried values. The forward kernel writes the
-spike counts and the K potentials ``u_k[T, N]`` (the only residuals); the
-backward kernel runs the reverse loop over T, recomputing spikes and surrogate
-derivatives from the potentials, and writes ``dx[T, N]``.
+Layout: x is flattened to ``[T, N]``, N padded with zeros to a multiple of 1024
+and viewed as ``[T, N / 128, 128]``. The grid is ``(row blocks, time blocks)``:
+blocks of ``rows x 128`` units are independent programs; the time axis is
+sequential (``dimension_semantics``), each program looping over its time steps
+(``lax.fori_loop``) and handing the K potentials (forward) or the K
+``delta[t+1]`` (backward, time blocks in reverse) to the next time block in
+scratch memory. The forward kernel writes the spike counts and the K potentials
+``u_k`` (the only residuals); the backward kernel recomputes spikes and surrogate
+derivatives from them and writes ``dx``.
 
-Status: tested on CPU in Pallas interpret mode only. The compiled paths (GPU via
-Triton / Mosaic GPU, TPU via Mosaic) have not been run. Triton needs power-of-two
-block sizes (the default block is a power of two; a block is never larger than
-the next power of two of N).
+Blocks per platform (see :func:`_plan`), chosen when lowering through
+``lax.platform_dependent``:
+
+* CUDA: Mosaic GPU (the default Pallas GPU backend of jax 0.10.2, and the one whose
+  custom call ``jax.export`` accepts; Triton's is not covered by its compatibility
+  guarantees). ``pl.pallas_call`` stages each block once in shared memory, which is
+  checked when lowering: 2 rows (256 units) per program and as many time steps as
+  fit in 160 KiB. Holding all of T for 1024 units (the previous layout) needed
+  819,208 bytes at T = 40, over the 232,448 of an H100/H200.
+* TPU: Mosaic TPU, blocks ``(steps, 8k, 128)`` (the last two dims multiples of
+  (8, 128) for float32), at most 32 rows, double-buffered within 8 MiB of VMEM.
+* CPU: interpret mode with the TPU blocks.
+
+Status: run and checked against autodiff through :func:`mlf_jax.neurons.mlf` in
+interpret mode on CPU only. The compiled kernels lower (``jax.export`` for
+``cuda`` and ``tpu``, forward and backward; ``tests/kernels/test_export_kernels.py``)
+but have never been compiled on or run on a GPU or TPU; Mosaic TPU checks its
+tiling rules and Mosaic GPU its layouts in full only there.
 """
 
 from __future__ import annotations
@@ -35,141 +51,243 @@ import functools
 import math
 import operator
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+from jax.experimental.pallas import tpu as pltpu
 
 from mlf_jax.neurons import _as_thresholds, _check_sequence_input, _check_tau
 from mlf_jax.surrogate import Surrogate, get_surrogate, heaviside, rectangular
 
-__all__ = ["mlf_pallas", "DEFAULT_BLOCK"]
+__all__ = ["mlf_pallas", "LANES", "PLATFORMS"]
 
 Array = jax.Array
 
-#: Default number of units (columns of ``[T, N]``) per program.
-DEFAULT_BLOCK = 1024
+#: Units per row of the ``[T, M, LANES]`` layout the kernels work on (TPU lane width).
+LANES = 128
+#: N is padded to a multiple of this (8 rows of 128 lanes: one float32 TPU tile).
+_PAD_UNITS = 8 * LANES
+#: Kernel variants, one per platform: ``'gpu'`` (Mosaic GPU), ``'tpu'`` (Mosaic TPU),
+#: ``'cpu'`` (Pallas interpret mode, same blocks as ``'tpu'``).
+PLATFORMS = ("gpu", "tpu", "cpu")
+
+#: Shared memory one Mosaic GPU program may use for its blocks (H100/H200 allow
+#: 227 KiB = 232,448 bytes per block; kept below that for Mosaic's own reservations).
+_GPU_SMEM_BUDGET = 160 * 1024
+#: VMEM for the double-buffered blocks of one TPU program (the scoped VMEM default
+#: is 16 MiB on v5e and 32 MiB on v4/v6e; this leaves room for the rest).
+_TPU_VMEM_BUDGET = 8 * 1024 * 1024
+#: Rows of ``LANES`` units per program: GPU 2 rows (256 units: two values per thread
+#: of the 128-thread warpgroup, and many programs for small layers), TPU at most 32
+#: rows (four vregs per value: the loop-carried state of K = 3 levels fits in the
+#: 64 vector registers).
+_GPU_ROWS = 2
+_TPU_MAX_ROWS = 32
 
 
-def _row(t):
-    """Index of row ``t`` of a ``[T, bn]`` block, kept 2-D (``[1, bn]``)."""
-    return (pl.ds(t, 1), slice(None))
+class _Plan(NamedTuple):
+    """Block arrangement of one kernel call: ``rows`` x ``LANES`` units and ``steps``
+    time steps per program; grid ``(M // rows, T // steps)``, time axis sequential."""
+
+    rows: int
+    steps: int
+    scratch: object  # memory space of the carried state
+    compiler_params: object
 
 
-def _forward_kernel(x_ref, o_ref, *u_refs, thresholds, tau, time_steps):
+def _largest_divisor(n: int, at_most: int, multiple_of: int = 1) -> int:
+    """Largest ``d`` dividing ``n`` with ``d <= at_most`` and ``d % multiple_of == 0``
+    (``multiple_of`` itself when none is smaller, ``n`` a multiple of it)."""
+    best = multiple_of
+    for d in range(multiple_of, min(n, at_most) + 1, multiple_of):
+        if n % d == 0:
+            best = d
+    return best
+
+
+def _plan(platform, m, time_steps, arrays, itemsize, rows=None, steps=None) -> _Plan:
+    """Blocks for ``arrays`` arrays ``[T, M, LANES]`` (inputs and outputs together).
+
+    GPU (Mosaic GPU, ``pl.pallas_call`` stages every block in shared memory, one
+    buffer each): ``_GPU_ROWS`` rows and as many time steps (a divisor of T) as fit
+    in ``_GPU_SMEM_BUDGET``. TPU and interpret mode (Mosaic TPU double-buffers each
+    block in VMEM): up to ``_TPU_MAX_ROWS`` rows (a multiple of 8 dividing M, so the
+    last two block dims are multiples of (8, 128)) and as many time steps as fit in
+    ``_TPU_VMEM_BUDGET``. ``rows`` / ``steps`` override the choice (tests).
+    """
+    if platform == "gpu":
+        rows = rows or _largest_divisor(m, _GPU_ROWS)
+        per_step = arrays * rows * LANES * itemsize
+        budget, scratch = _GPU_SMEM_BUDGET, plgpu.SMEM
+        params = plgpu.CompilerParams(dimension_semantics=("parallel", "sequential"))
+    else:
+        rows = rows or _largest_divisor(m, _TPU_MAX_ROWS, 8)
+        per_step = 2 * arrays * rows * LANES * itemsize
+        budget, scratch = _TPU_VMEM_BUDGET, pltpu.VMEM
+        params = None
+        if platform == "tpu":
+            params = pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+    if m % rows:
+        raise ValueError(f"rows per block ({rows}) must divide the {m} rows of {LANES} units")
+    steps = steps or _largest_divisor(time_steps, max(1, budget // per_step))
+    if time_steps % steps:
+        raise ValueError(f"time_block ({steps}) must divide T = {time_steps}")
+    return _Plan(rows, steps, scratch, params)
+
+
+def _forward_kernel(x_ref, o_ref, *refs, thresholds, tau, steps):
+    """One block of ``steps`` time steps; the K potentials carried in scratch."""
     levels = len(thresholds)
+    u_refs, carry_refs = refs[:levels], refs[levels:]
+
+    @pl.when(pl.program_id(1) == 0)
+    def _():
+        for ref in carry_refs:
+            ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
     def body(t, carry):
         us, os = carry
-        xt = x_ref[_row(t)]
+        xt = x_ref[t]
         # Same expression (and order of operations) as neurons.lif_step.
         new_u = tuple(tau * us[k] * (1.0 - os[k]) + xt for k in range(levels))
         new_o = tuple(heaviside(new_u[k] - thresholds[k]) for k in range(levels))
-        o_ref[_row(t)] = functools.reduce(operator.add, new_o).astype(o_ref.dtype)
+        o_ref[t] = functools.reduce(operator.add, new_o).astype(o_ref.dtype)
         for k in range(levels):
-            u_refs[k][_row(t)] = new_u[k].astype(u_refs[k].dtype)
+            u_refs[k][t] = new_u[k].astype(u_refs[k].dtype)
         return new_u, new_o
 
-    zero = jnp.zeros((1, x_ref.shape[1]), x_ref.dtype)
-    rest = (zero,) * levels
-    lax.fori_loop(0, time_steps, body, (rest, rest))
+    us = tuple(ref[...] for ref in carry_refs)
+    # The spikes of the previous step, recomputed from its potentials (o = H(u - th)).
+    os = tuple(heaviside(us[k] - thresholds[k]) for k in range(levels))
+    us, _ = lax.fori_loop(0, steps, body, (us, os))
+    for k in range(levels):
+        carry_refs[k][...] = us[k]
 
 
-def _backward_kernel(g_ref, *refs, thresholds, tau, surrogate, detach_reset, time_steps):
+def _backward_kernel(g_ref, *refs, thresholds, tau, surrogate, detach_reset, steps):
+    """One block of ``steps`` time steps in reverse; the K ``delta[t+1]`` in scratch."""
     levels = len(thresholds)
-    u_refs, dx_ref = refs[:levels], refs[levels]
+    u_refs, dx_ref, carry_refs = refs[:levels], refs[levels], refs[levels + 1 :]
+
+    @pl.when(pl.program_id(1) == 0)
+    def _():
+        for ref in carry_refs:
+            ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
     def body(i, deltas):
-        t = time_steps - 1 - i
-        gt = g_ref[_row(t)]
+        t = steps - 1 - i
+        gt = g_ref[t]
         new_deltas = []
         for k in range(levels):
-            ut = u_refs[k][_row(t)]
+            ut = u_refs[k][t]
             z = ut - thresholds[k]
             s = surrogate.grad(z).astype(ut.dtype)
             o = heaviside(z)
             do = gt if detach_reset else gt - tau * ut * deltas[k]
             new_deltas.append(s * do + tau * (1.0 - o) * deltas[k])
-        dx_ref[_row(t)] = functools.reduce(operator.add, new_deltas).astype(dx_ref.dtype)
+        dx_ref[t] = functools.reduce(operator.add, new_deltas).astype(dx_ref.dtype)
         return tuple(new_deltas)
 
-    zero = jnp.zeros((1, g_ref.shape[1]), g_ref.dtype)
-    lax.fori_loop(0, time_steps, body, (zero,) * levels)
+    deltas = lax.fori_loop(0, steps, body, tuple(ref[...] for ref in carry_refs))
+    for k in range(levels):
+        carry_refs[k][...] = deltas[k]
 
 
-def _block_size(n: int, block: int) -> int:
-    """Columns per program: ``block``, or less for small N (next power of two of N)."""
-    return min(block, pl.next_power_of_2(n))
-
-
-def _pad(a: Array, n_pad: int) -> Array:
-    n = a.shape[1]
-    return a if n == n_pad else jnp.pad(a, ((0, 0), (0, n_pad - n)))
-
-
-def _forward(x, thresholds, tau, block, interpret):
-    """``x[T, N]`` -> spike counts ``[T, N]`` and the K potentials (each ``[T, N]``)."""
-    time_steps, n = x.shape
-    bn = _block_size(n, block)
-    n_pad = pl.cdiv(n, bn) * bn
-    spec = pl.BlockSpec((time_steps, bn), lambda i: (0, i))
-    shape = jax.ShapeDtypeStruct((time_steps, n_pad), x.dtype)
-    levels = len(thresholds)
-    kernel = functools.partial(
-        _forward_kernel, thresholds=thresholds, tau=tau, time_steps=time_steps
+def _call(kernel, inputs, n_out, levels, platform, interpret, reverse, rows, steps, name):
+    """``pallas_call`` of ``kernel`` over ``[T, M, LANES]`` arrays, blocks per ``_plan``."""
+    time_steps, m, _ = inputs[0].shape
+    dtype = inputs[0].dtype
+    plan = _plan(
+        platform, m, time_steps, len(inputs) + n_out, dtype.itemsize, rows=rows, steps=steps
     )
-    out = pl.pallas_call(
-        kernel,
-        out_shape=(shape,) * (1 + levels),
-        grid=(n_pad // bn,),
-        in_specs=[spec],
-        out_specs=(spec,) * (1 + levels),
+    time_blocks = time_steps // plan.steps
+    if reverse:
+
+        def index(i, j):
+            return (time_blocks - 1 - j, i, 0)
+    else:
+
+        def index(i, j):
+            return (j, i, 0)
+
+    spec = pl.BlockSpec((plan.steps, plan.rows, LANES), index)
+    shape = jax.ShapeDtypeStruct(inputs[0].shape, dtype)
+    return pl.pallas_call(
+        functools.partial(kernel, steps=plan.steps),
+        out_shape=(shape,) * n_out,
+        grid=(m // plan.rows, time_blocks),
+        in_specs=[spec] * len(inputs),
+        out_specs=(spec,) * n_out,
+        scratch_shapes=[plan.scratch((plan.rows, LANES), dtype)] * levels,
+        compiler_params=None if interpret else plan.compiler_params,
         interpret=interpret,
-        name="mlf_forward",
-    )(_pad(x, n_pad))
-    return out[0][:, :n], tuple(u[:, :n] for u in out[1:])
+        name=name,
+    )(*inputs)
 
 
-def _backward(g, us, thresholds, tau, surrogate, detach_reset, block, interpret):
-    """Cotangent of the spike counts ``g[T, N]`` and the potentials -> ``dx[T, N]``."""
-    time_steps, n = g.shape
-    bn = _block_size(n, block)
-    n_pad = pl.cdiv(n, bn) * bn
-    spec = pl.BlockSpec((time_steps, bn), lambda i: (0, i))
+def _per_platform(fn, args, platform, interpret):
+    """``fn(*args, platform=...)`` for ``platform``, or, when it is None, chosen when
+    lowering (``lax.platform_dependent``): the GPU kernel for CUDA, the TPU kernel for
+    TPU, interpret mode with the TPU blocks elsewhere (CPU)."""
+    if platform is not None:
+        return fn(*args, platform=platform, interpret=interpret)
+    return lax.platform_dependent(
+        *args,
+        cuda=functools.partial(fn, platform="gpu", interpret=interpret),
+        tpu=functools.partial(fn, platform="tpu", interpret=interpret),
+        default=functools.partial(fn, platform="cpu", interpret=True),
+    )
+
+
+def _forward(x, thresholds, tau, platform, interpret, rows, steps):
+    """``x[T, M, LANES]`` -> spike counts and the K potentials (all ``[T, M, LANES]``)."""
+    kernel = functools.partial(_forward_kernel, thresholds=thresholds, tau=tau)
+    levels = len(thresholds)
+
+    def run(x, *, platform, interpret):
+        return _call(
+            kernel, (x,), 1 + levels, levels, platform, interpret, False, rows, steps, "mlf_forward"
+        )
+
+    out = _per_platform(run, (x,), platform, interpret)
+    return out[0], tuple(out[1:])
+
+
+def _backward(g, us, thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps):
+    """Cotangent ``g`` of the spike counts and the potentials -> ``dx`` (``[T, M, LANES]``)."""
     kernel = functools.partial(
         _backward_kernel,
         thresholds=thresholds,
         tau=tau,
         surrogate=surrogate,
         detach_reset=detach_reset,
-        time_steps=time_steps,
     )
-    dx = pl.pallas_call(
-        kernel,
-        out_shape=jax.ShapeDtypeStruct((time_steps, n_pad), g.dtype),
-        grid=(n_pad // bn,),
-        in_specs=[spec] * (1 + len(us)),
-        out_specs=spec,
-        interpret=interpret,
-        name="mlf_backward",
-    )(_pad(g, n_pad), *(_pad(u, n_pad) for u in us))
-    return dx[:, :n]
+    levels = len(thresholds)
+
+    def run(g, *us, platform, interpret):
+        return _call(
+            kernel, (g, *us), 1, levels, platform, interpret, True, rows, steps, "mlf_backward"
+        )[0]
+
+    return _per_platform(run, (g, *us), platform, interpret)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6))
-def _mlf(x, thresholds, tau, surrogate, detach_reset, block, interpret):
-    return _forward(x, thresholds, tau, block, interpret)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6, 7, 8))
+def _mlf(x, thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps):
+    return _forward(x, thresholds, tau, platform, interpret, rows, steps)[0]
 
 
-def _mlf_fwd(x, thresholds, tau, surrogate, detach_reset, block, interpret):
-    out, us = _forward(x, thresholds, tau, block, interpret)
-    return out, us
+def _mlf_fwd(x, thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps):
+    return _forward(x, thresholds, tau, platform, interpret, rows, steps)
 
 
-def _mlf_bwd(thresholds, tau, surrogate, detach_reset, block, interpret, us, g):
-    dx = _backward(g, us, thresholds, tau, surrogate, detach_reset, block, interpret)
-    return (dx,)
+def _mlf_bwd(thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps, us, g):
+    args = (thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps)
+    return (_backward(g, us, *args),)
 
 
 _mlf.defvjp(_mlf_fwd, _mlf_bwd)
@@ -193,14 +311,17 @@ def mlf_pallas(
     width: float = 1.0,
     detach_reset: bool = False,
     surrogate: Surrogate | str | None = None,
-    block: int = DEFAULT_BLOCK,
+    block: int | None = None,
+    time_block: int | None = None,
+    platform: str | None = None,
     interpret: bool | None = None,
 ) -> Array:
     """:func:`mlf_jax.neurons.mlf` as two Pallas kernels (forward and hand-written backward).
 
     Args:
       x: input current ``[T, ...]`` (time-major, any trailing shape, floating; tested
-        with float32). Flattened to ``[T, N]`` for the kernels and reshaped back.
+        with float32, lowering also checked for bfloat16). Flattened to ``[T, N]``,
+        N padded to a multiple of 1024 and viewed as ``[T, N / 128, 128]``.
       thresholds: K strictly increasing thresholds, static Python floats.
       tau: leak factor in ``[0, 1]``, a static Python float.
       width: width ``a`` of the paper's rectangular surrogate ``(1/a) 1[|z| < a/2]``;
@@ -208,18 +329,27 @@ def mlf_pallas(
       detach_reset: stop the gradient through the reset term.
       surrogate: any :mod:`mlf_jax.surrogate` family (instance or name), overriding
         ``width``; its ``grad`` is evaluated inside the backward kernel.
-      block: units (columns of ``[T, N]``) per program; N is padded to a multiple.
-        Use a power of two (Triton needs it). For ``N < block`` the block shrinks to
-        the next power of two of N.
+      block: units per program, a multiple of 128 (N is then padded to a multiple
+        of it and of 1024). ``None``: per platform (see the module docstring).
+      time_block: time steps per program, a divisor of T. ``None``: per platform,
+        as many as fit in shared memory (GPU) or VMEM (TPU).
+      platform: kernel variant, one of :data:`PLATFORMS` (``'gpu'``: blocks for
+        Mosaic GPU; ``'tpu'``: Mosaic TPU; ``'cpu'``: the TPU blocks, for interpret
+        mode). ``None``: chosen when lowering with ``lax.platform_dependent`` (CUDA ->
+        ``'gpu'``, TPU -> ``'tpu'``, anything else -> ``'cpu'`` in interpret mode), so
+        that ``jax.export`` for ``platforms=['cuda']`` gets the GPU kernel even on a
+        CPU host.
       interpret: run the kernels in Pallas interpret mode. ``None``: interpret mode
-        when the default backend is CPU, compiled otherwise. Only interpret mode on
-        CPU has been run; the compiled GPU (Triton / Mosaic GPU) and TPU paths are
-        untested.
+        when the default backend is CPU, compiled otherwise (with ``platform=None``
+        the CPU branch always interprets). Only interpret mode has been run; the
+        compiled kernels have been lowered (``jax.export``) but never executed.
 
     Returns:
       Spike counts ``[T, ...]`` in ``0..K``, dtype of ``x``. Differentiable with
-      respect to ``x`` only (``thresholds``, ``tau`` and ``width`` are static and get
-      no gradient).
+      respect to ``x`` only: ``thresholds``, ``tau`` and ``width`` are static
+      constants baked into the kernels and get no gradient (use
+      :func:`mlf_jax.neurons.mlf` or :func:`mlf_jax.kernels.fused.mlf_fused` to
+      learn them).
     """
     x = _check_sequence_input(x, "mlf_pallas")
     if isinstance(thresholds, (int, float)):
@@ -235,15 +365,30 @@ def mlf_pallas(
     th = tuple(_static_float("thresholds", v) for v in thresholds)
     tau = _static_float("tau", tau)
     surrogate = rectangular(float(width)) if surrogate is None else get_surrogate(surrogate)
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be a positive integer, got {block!r}")
+    if block is not None and (
+        isinstance(block, bool) or not isinstance(block, int) or block < 1 or block % LANES
+    ):
+        raise ValueError(f"block must be a positive multiple of {LANES}, got {block!r}")
+    if time_block is not None and (
+        isinstance(time_block, bool) or not isinstance(time_block, int) or time_block < 1
+    ):
+        raise ValueError(f"time_block must be a positive integer, got {time_block!r}")
+    if platform is not None and platform not in PLATFORMS:
+        raise ValueError(f"unknown platform {platform!r}; expected one of {PLATFORMS} or None")
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
     shape = x.shape
     n = math.prod(shape[1:])
     if shape[0] == 0 or n == 0:
         return jnp.zeros_like(x)
-    out = _mlf(
-        x.reshape(shape[0], n), th, tau, surrogate, bool(detach_reset), block, bool(interpret)
-    )
-    return out.reshape(shape)
+    if time_block is not None and shape[0] % time_block:
+        raise ValueError(f"time_block ({time_block}) must divide T = {shape[0]}")
+    unit = math.lcm(_PAD_UNITS, block or _PAD_UNITS)
+    n_pad = -(-n // unit) * unit
+    x2 = x.reshape(shape[0], n)
+    if n_pad != n:
+        x2 = jnp.pad(x2, ((0, 0), (0, n_pad - n)))
+    rows = None if block is None else block // LANES
+    args = (th, tau, surrogate, bool(detach_reset), platform, bool(interpret), rows, time_block)
+    out = _mlf(x2.reshape(shape[0], n_pad // LANES, LANES), *args)
+    return out.reshape(shape[0], n_pad)[:, :n].reshape(shape)

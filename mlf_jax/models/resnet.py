@@ -74,6 +74,9 @@ class ResNet(nn.Module):
         it keeps nine times the input of each 3x3 convolution for the backward pass) or
         ``'auto'`` (im2col on CPU from 32 input channels, XLA otherwise); see
         :mod:`mlf_jax.nn.conv`.
+      neuron_impl: how the MLF neurons compute their dynamics: ``'auto'`` (default),
+        ``'scan'``, ``'fused'`` or ``'pallas'`` (see :func:`mlf_jax.neurons.mlf`);
+        passed to every :class:`mlf_jax.nn.MLF` (unused with a custom ``neuron``).
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -95,6 +98,7 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     conv_impl: str = "xla"
+    neuron_impl: str = "auto"
     neuron: Callable[..., nn.Module] | None = None
 
     def _validate(self) -> None:
@@ -159,6 +163,7 @@ class ResNet(nn.Module):
                 surrogate=self.surrogate,
                 detach_reset=self.detach_reset,
                 unroll=self.unroll,
+                impl=self.neuron_impl,
             )
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)

@@ -27,6 +27,10 @@ class MLF(nn.Module):
     (``model.apply(..., mutable=['intermediates'])``), the layer sows
     ``'membrane'`` (per-level potentials ``[T, K, B, ...]``) and ``'spikes'``.
     When it is not mutable nothing extra is computed or stored.
+
+    ``impl`` selects how the dynamics are computed (``'auto'``, ``'scan'``,
+    ``'fused'``, ``'pallas'``; see :func:`mlf_jax.neurons.mlf`); recording always
+    uses the scan.
     """
 
     thresholds: Sequence[float] = (0.6, 1.6, 2.6)
@@ -34,6 +38,7 @@ class MLF(nn.Module):
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
     unroll: int | bool | None = None
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -48,6 +53,7 @@ class MLF(nn.Module):
             detach_reset=self.detach_reset,
             unroll=self.unroll,
             return_potential=record,
+            impl=self.impl,
         )
         if record:
             out, u = out

@@ -56,6 +56,7 @@ def test_every_shipped_config_is_valid(path):
         ("model_dtype", "float16", "config.model.dtype must be one of bfloat16, float32"),
         ("model_surrogate", "relu", "config.model.surrogate must be one of arctan"),
         ("model_conv_impl", "fft", "config.model.conv_impl must be one of auto, xla, im2col"),
+        ("model_neuron_impl", "cuda", "config.model.neuron_impl must be one of auto, scan, fused"),
     ],
 )
 def test_a_bad_value_is_named(key, value, message):

@@ -45,11 +45,11 @@ def _check(pallas_fn, ref_fn, x, g):
 @pytest.mark.parametrize("levels", [1, 3])
 def test_matches_mlf_and_autodiff(levels, time_steps, detach_reset):
     th = THRESHOLDS[levels]
-    # N = 37 with block 16: three programs, the last one padded.
+    # N = 37: one program of 1024 units, mostly padding; T in one time block.
     x, g = _inputs((time_steps, 37), seed=100 * levels + 10 * time_steps + detach_reset)
     kw = dict(thresholds=th, tau=0.25, detach_reset=detach_reset)
     out, ref_dx = _check(
-        lambda x: mlf_pallas(x, width=1.0, block=16, interpret=True, **kw),
+        lambda x: mlf_pallas(x, width=1.0, interpret=True, **kw),
         lambda x: mlf(x, surrogate=rectangular(1.0), **kw),
         x,
         g,
@@ -59,10 +59,40 @@ def test_matches_mlf_and_autodiff(levels, time_steps, detach_reset):
     assert float(jnp.abs(ref_dx).max()) > 0
 
 
+@pytest.mark.parametrize("platform", ["gpu", "tpu", "cpu"])
+@pytest.mark.parametrize("time_block", [None, 1, 2, 5])
+def test_block_arrangements(platform, time_block):
+    # N = 2100 -> padded to 3072 = 24 rows of 128: 12 programs of 2 rows ('gpu') or 1 of
+    # 24 rows ('tpu', 'cpu'); T = 10 in 10 / time_block sequential time blocks, the
+    # potentials (forward) and deltas (backward) carried between them in scratch.
+    x, g = _inputs((10, 2100), seed=5)
+    kw = dict(platform=platform, time_block=time_block, interpret=True)
+    _check(lambda x: mlf_pallas(x, **kw), mlf, x, g)
+
+
+def test_explicit_block():
+    # block=256 -> 2 rows per program, N = 3000 padded to 3072: 12 programs x 2 time blocks.
+    x, g = _inputs((4, 3000), seed=6)
+    _check(lambda x: mlf_pallas(x, block=256, time_block=2, interpret=True), mlf, x, g)
+
+
 def test_trailing_shape_default_block_and_interpret():
-    # [T, 3, 5, 7] -> N = 105; default block (1024) shrinks to 128; interpret=None -> CPU.
+    # [T, 3, 5, 7] -> N = 105 (padded to 1024); platform chosen at lowering (CPU:
+    # interpret mode); interpret=None -> interpret on CPU.
     x, g = _inputs((4, 3, 5, 7), seed=1)
     _check(mlf_pallas, mlf, x, g)
+
+
+def test_bfloat16_matches_mlf():
+    x, g = _inputs((4, 37), seed=7)
+    x, g = x.astype(jnp.bfloat16), g.astype(jnp.bfloat16)
+    out, dx = _out_and_dx(lambda x: mlf_pallas(x, interpret=True), x, g)
+    ref_out, ref_dx = _out_and_dx(mlf, x, g)
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(ref_out, np.float32))
+    np.testing.assert_allclose(
+        np.asarray(dx, np.float32), np.asarray(ref_dx, np.float32), rtol=2e-2, atol=2e-2
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +101,7 @@ def test_trailing_shape_default_block_and_interpret():
 def test_other_surrogates(surrogate):
     x, g = _inputs((4, 37), seed=2)
     _check(
-        lambda x: mlf_pallas(x, surrogate=surrogate, block=16, interpret=True),
+        lambda x: mlf_pallas(x, surrogate=surrogate, interpret=True),
         lambda x: mlf(x, surrogate=surrogate),
         x,
         g,
@@ -82,7 +112,7 @@ def test_width_and_tau():
     th, kw = (0.5, 1.0), dict(tau=0.5, detach_reset=False)
     x, g = _inputs((4, 37), seed=3)
     _check(
-        lambda x: mlf_pallas(x, thresholds=th, width=0.5, block=16, interpret=True, **kw),
+        lambda x: mlf_pallas(x, thresholds=th, width=0.5, interpret=True, **kw),
         lambda x: mlf(x, thresholds=th, surrogate=rectangular(0.5), **kw),
         x,
         g,
@@ -117,5 +147,88 @@ def test_rejects_traced_or_invalid_parameters():
         mlf_pallas(x, tau=1.5, interpret=True)
     with pytest.raises(ValueError, match="block"):
         mlf_pallas(x, block=0, interpret=True)
+    with pytest.raises(ValueError, match="multiple of 128"):
+        mlf_pallas(x, block=16, interpret=True)
+    with pytest.raises(ValueError, match="divide"):
+        mlf_pallas(x, time_block=2, interpret=True)
+    with pytest.raises(ValueError, match="platform"):
+        mlf_pallas(x, platform="rocm", interpret=True)
     with pytest.raises(TypeError, match="floating"):
         mlf_pallas(jnp.ones((3, 4), jnp.int32), interpret=True)
+
+
+# ---------------------------------------------------------------------------
+# impl selection: mlf / lif (impl=...), MLF(impl=...), ResNet(neuron_impl=...)
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", ["auto", "fused", "pallas"])
+@pytest.mark.parametrize("time_steps", [4, 12])
+def test_mlf_impls_match_scan(impl, time_steps):
+    # T = 12 > MAX_UNROLLED_STEPS: 'auto' takes the fused kernel there, the scan at T = 4.
+    x, g = _inputs((time_steps, 2, 37), seed=time_steps)
+    kw = dict(thresholds=(0.6, 1.6, 2.6), tau=0.25, surrogate=triangle(1.0))
+    _check(lambda x: mlf(x, impl=impl, **kw), lambda x: mlf(x, impl="scan", **kw), x, g)
+
+
+@pytest.mark.parametrize("impl", ["auto", "fused", "pallas"])
+def test_lif_impls_match_scan(impl):
+    from mlf_jax.neurons import lif
+
+    x, g = _inputs((6, 37), seed=11)
+    kw = dict(threshold=0.8, tau=0.5, detach_reset=True)
+    _check(lambda x: lif(x, impl=impl, **kw), lambda x: lif(x, impl="scan", **kw), x, g)
+
+
+def test_auto_impl_choice():
+    from mlf_jax.neurons import MAX_UNROLLED_STEPS, auto_impl
+
+    for backend in ("cpu", "gpu", "tpu"):
+        assert auto_impl(MAX_UNROLLED_STEPS, backend) == "scan"
+        assert auto_impl(MAX_UNROLLED_STEPS + 1, backend) == "fused"
+
+
+def test_unknown_impl_names_the_valid_ones():
+    from mlf_jax.neurons import lif
+    from mlf_jax.nn import MLF
+
+    x = jnp.ones((3, 4), jnp.float32)
+    match = r"unknown impl 'triton'.*'auto', 'scan', 'fused', 'pallas'"
+    with pytest.raises(ValueError, match=match):
+        mlf(x, impl="triton")
+    with pytest.raises(ValueError, match=match):
+        lif(x, impl="triton")
+    with pytest.raises(ValueError, match=match):
+        MLF(impl="triton").init(jax.random.key(0), x)
+
+
+def test_pallas_impl_rejects_traced_thresholds():
+    x = jnp.ones((3, 4), jnp.float32)
+    with pytest.raises(TypeError, match="static"):
+        jax.jit(lambda th: mlf(x, thresholds=th, impl="pallas"))(jnp.array([0.6, 1.6]))
+
+
+def test_mlf_module_impls_agree():
+    from mlf_jax.nn import MLF
+
+    x, g = _inputs((4, 2, 37), seed=12)
+    ref = MLF(impl="scan")
+    for impl in ("fused", "pallas"):
+        module = MLF(impl=impl)
+        _check(lambda x, m=module: m.apply({}, x), lambda x: ref.apply({}, x), x, g)
+
+
+def test_resnet_neuron_impl_is_passed_down():
+    from mlf_jax.models.resnet import ResNet
+
+    kw = dict(stage_sizes=(1, 1), widths=(4, 8), num_classes=3, time_steps=2)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)), jnp.float32)
+    variables = ResNet(**kw).init(jax.random.key(0), x, train=False)
+    outs = {
+        impl: ResNet(neuron_impl=impl, **kw).apply(variables, x, train=False)
+        for impl in ("scan", "fused", "pallas")
+    }
+    np.testing.assert_allclose(np.asarray(outs["fused"]), np.asarray(outs["scan"]), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(outs["pallas"]), np.asarray(outs["scan"]), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown impl"):
+        ResNet(neuron_impl="bogus", **kw).apply(variables, x, train=False)
