@@ -34,18 +34,20 @@ def _integer(minimum: int, maximum: int | None = None) -> Rule:
     return check
 
 
-def _number(low: float, high: float = math.inf, *, low_open: bool = False) -> Rule:
-    """A finite real number in ``[low, high)`` (``(low, high)`` with ``low_open``)."""
+def _number(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True
+) -> Rule:
+    """A finite real number between ``low`` and ``high`` (``[low, high)`` by default)."""
 
     def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return f"must be a number, got {v!r} ({type(v).__name__})"
         if not math.isfinite(v):
             return f"must be finite, got {v}"
-        if v < low or (low_open and v == low) or v >= high:
+        if v < low or (low_open and v == low) or v > high or (high_open and v == high):
             lo = "(" if low_open else "["
-            hi = f"{high})" if math.isfinite(high) else "inf)"
-            return f"must be in {lo}{low}, {hi}, got {v}"
+            hi = ")" if high_open else "]"
+            return f"must be in {lo}{low}, {high}{hi}, got {v}"
         return None
 
     return check
@@ -134,7 +136,7 @@ def _rules() -> dict[str, Rule]:
         "model.shortcut": _choice(SHORTCUTS),
         "model.time_steps": _integer(1),
         "model.thresholds": _thresholds,
-        "model.tau": _number(0.0, 1.0 + 1e-12, low_open=True),
+        "model.tau": _number(0.0, 1.0, low_open=True, high_open=False),
         "model.surrogate": _choice(SURROGATE_FAMILIES),
         "model.surrogate_param": _number(0.0, low_open=True),
         "model.detach_reset": _boolean,
@@ -152,7 +154,7 @@ def _rules() -> dict[str, Rule]:
         "weight_decay": _number(0.0),
         "schedule": _choice(SCHEDULES),
         "lr_decay_epochs": _integer(1),
-        "lr_decay_factor": _number(0.0, 1.0 + 1e-12, low_open=True),
+        "lr_decay_factor": _number(0.0, 1.0, low_open=True, high_open=False),
         "warmup_epochs": _number(0.0),
         "log_every": _integer(1),
         "parallel": _choice(PARALLEL_MODES),

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments.config_check import ConfigError
 from mlf_jax.data import ArraySource, cifar10, digits, fashion_mnist, neuromorphic
 
 __all__ = [
@@ -107,7 +108,7 @@ def _digits(config: Any) -> Data:
 
 def _cifar10(config: Any) -> Data:
     if not config.data_dir:
-        raise ValueError(
+        raise ConfigError(
             "set config.data_dir to a TFDS data_dir with cifar10, the folder of "
             "cifar-10-python.tar.gz, or its extracted cifar-10-batches-py folder"
         )
@@ -131,7 +132,7 @@ def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessin
     DVS128 Gesture (1.2 s window): ``time_steps=40`` -> 40 bins of 30 ms; ``20`` -> 20 of 60 ms.
 
     Raises:
-      ValueError: naming ``model.time_steps`` when it is not a positive integer or does not
+      ConfigError: naming ``model.time_steps`` when it is not a positive integer or does not
         divide the window into bins of a whole number of microseconds.
     """
     default = neuromorphic.DATASETS[neuromorphic.canonical_name(name)].default
@@ -141,9 +142,9 @@ def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessin
         or isinstance(time_steps, bool)
         or time_steps < 1
     ):
-        raise ValueError(f"model.time_steps must be a positive integer, got {time_steps!r}")
+        raise ConfigError(f"model.time_steps must be a positive integer, got {time_steps!r}")
     if window % time_steps:
-        raise ValueError(
+        raise ConfigError(
             f"model.time_steps={time_steps} does not divide the {name} window of {window} us "
             f"into whole microseconds ({window / time_steps:g} us per frame); pick a divisor "
             f"of {window}, e.g. {default.n_bins} (the default, {default.bin_us} us per frame)"
@@ -160,7 +161,7 @@ def _event_frames(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.
 def _events(name: str) -> Callable[[Any], Data]:
     def make(config: Any) -> Data:
         if not config.data_dir:
-            raise ValueError(
+            raise ConfigError(
                 f"set config.data_dir to the folder holding tonic's layout of {name!r} "
                 "(e.g. --config.data_dir=/data/tonic)"
             )
@@ -235,17 +236,17 @@ def get_datasets(config: Any) -> Data:
     """Sources, preprocessing and augmentation for ``config.dataset``.
 
     Raises:
-      ValueError: for an unknown data set, or when the first training example's image does
+      ConfigError: for an unknown data set, or when the first training example's image does
         not have the shape of :data:`SPECS` (see :func:`example_shape`).
     """
     if config.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {config.dataset!r}; expected one of {sorted(DATASETS)}")
+        raise ConfigError(f"unknown dataset {config.dataset!r}; expected one of {sorted(DATASETS)}")
     data = DATASETS[config.dataset](config)
     want = example_shape(SPECS[config.dataset], config.model.time_steps)
     if len(data.train):
         got = np.shape(data.train[0]["image"])
         if got != want:
-            raise ValueError(
+            raise ConfigError(
                 f"{config.dataset}: examples have images of shape {got}, expected {want} "
                 "(SPECS and model.time_steps)"
             )

@@ -13,7 +13,9 @@ with it before any work is done:
   trajectories in one run and is refused, with the differing keys listed.
 
 So checkpoints of one configuration are never resumed, or deleted by keep-N, under
-another.
+another. A work directory without checkpoints holds no work yet: any config may take it
+over (the recorded one is replaced). The config is recorded only once the data set and
+the batch plan were accepted, so a start that fails on them leaves the record as it was.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ __all__ = [
     "CONFIG_FILE",
     "OPERATIONAL",
     "ConfigMismatchError",
-    "check_and_record",
+    "check",
+    "record",
     "diff",
     "flatten",
 ]
@@ -99,27 +102,49 @@ def _describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
 
 
-def check_and_record(
+def _read(path: epath.Path) -> dict[str, Any] | None:
+    """The record in ``path``, or ``None`` if there is none.
+
+    Raises:
+      ConfigMismatchError: the file exists but is not a record (say what to do).
+    """
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record.get("config"), dict) or not isinstance(record["history"], list):
+            raise ValueError("no 'config' and 'history'")
+    except (ValueError, AttributeError, KeyError) as e:
+        raise ConfigMismatchError(
+            f"{path} is unreadable ({e}); restore it, or move it away to record this "
+            "command's config as the run's"
+        ) from None
+    return record
+
+
+def check(
     workdir: str | os.PathLike,
     config: Mapping[str, Any],
     allow_change: Iterable[str] = (),
     *,
-    write: bool = True,
+    started: bool = True,
 ) -> dict[str, tuple[Any, Any]]:
-    """Compares ``config`` with the run recorded in ``workdir`` and records it.
+    """Compares ``config`` with the run recorded in ``workdir``; writes nothing.
 
     Args:
       workdir: the run's work directory (local or remote).
       config: the resolved config (a ``ConfigDict`` or nested mapping).
       allow_change: keys of :data:`CHANGEABLE` the user accepts to change.
-      write: whether to write the record (only process 0 does).
+      started: whether the run has checkpoints. Without any, there is no work to
+        mix: any config may replace the recorded one.
 
     Returns:
-      The accepted changes of trajectory keys (empty for a new run or the same one).
+      The differing keys that change the trajectory and were accepted.
 
     Raises:
       ConfigMismatchError: the configs differ in a key that is not operational and
-        not allowed; or ``allow_change`` names a key that cannot change.
+        not allowed; ``allow_change`` names a key that cannot change; or the record
+        is unreadable.
     """
     allow = set(allow_change)
     if bad := sorted(allow - set(CHANGEABLE)):
@@ -127,34 +152,42 @@ def check_and_record(
             f"--allow_change accepts only {', '.join(CHANGEABLE)}; not {', '.join(bad)}"
         )
     path = epath.Path(workdir) / CONFIG_FILE
-    new = flatten(config)
-    if not path.exists():
-        if write:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"config": new, "history": []}, indent=1) + "\n")
+    record = _read(path)
+    if record is None:
         return {}
-    record = json.loads(path.read_text())
-    changes = {k: v for k, v in diff(record["config"], new).items() if not _operational(k)}
+    changes = {k: v for k, v in diff(record["config"], flatten(config)).items()}
+    changes = {k: v for k, v in changes.items() if not _operational(k)}
     refused = {k: v for k, v in changes.items() if k not in allow}
-    if refused:
+    if refused and started:
         fixable = [k for k in refused if k in CHANGEABLE]
-        fixed = [k for k in refused if k not in CHANGEABLE]
         ways = [f"use a new --workdir for a new run (this one is kept in {path.parent})"]
-        if fixable and not fixed:
-            ways.append(
-                f"or go on with this run under the new values: --allow_change={','.join(fixable)}"
-            )
+        if len(fixable) == len(refused):
+            keys = ",".join(fixable)
+            ways.append(f"or go on with this run under the new values: --allow_change={keys}")
         raise ConfigMismatchError(
             f"{path.parent} holds a run with another config; differing keys: "
             f"{_describe(refused)}. " + "; ".join(ways)
         )
-    if write:
-        if changes or diff(record["config"], new):
-            record["history"].append(
-                {"time": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "changed": {
-                    k: list(v) for k, v in diff(record["config"], new).items()
-                }}
-            )  # fmt: skip
-            record["config"] = new
-            path.write_text(json.dumps(record, indent=1) + "\n")
     return changes
+
+
+def record(workdir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Records ``config`` as the run's in ``<workdir>/config.json``, appending what
+    changed to its history."""
+    path = epath.Path(workdir) / CONFIG_FILE
+    new = flatten(config)
+    old = _read(path)
+    if old is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        old = {"config": new, "history": []}
+    elif changed := diff(old["config"], new):
+        old["history"].append(
+            {
+                "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "changed": {k: list(v) for k, v in changed.items()},
+            }
+        )
+        old["config"] = new
+    else:
+        return
+    path.write_text(json.dumps(old, indent=1) + "\n")

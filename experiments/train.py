@@ -87,6 +87,34 @@ def _config_path(argv: Sequence[str]) -> str | None:
     return None
 
 
+def load_config_file(path: str) -> Any:
+    """The config of ``--config=PATH`` (``get_config()`` of that file).
+
+    Raises:
+      config_check.ConfigError: the file is missing, is not a Python file that runs, or
+        has no working ``get_config()``.
+    """
+    file = path.split(":", 1)[0]
+    if not file or not epath.Path(file).exists():
+        raise config_check.ConfigError(f"config file {path!r} does not exist")
+    if not epath.Path(file).is_file():
+        raise config_check.ConfigError(f"config file {path!r} is not a file")
+    try:
+        module = runpy.run_path(file)
+    except Exception as e:  # noqa: BLE001 - any error in the user's file, reported in one line
+        raise config_check.ConfigError(
+            f"config file {file} fails to run: {type(e).__name__}: {e}"
+        ) from None
+    if not callable(module.get("get_config")):
+        raise config_check.ConfigError(f"config file {file} defines no get_config()")
+    try:
+        return module["get_config"]()
+    except Exception as e:  # noqa: BLE001
+        raise config_check.ConfigError(
+            f"get_config() of {file} fails: {type(e).__name__}: {e}"
+        ) from None
+
+
 def check_overrides(argv: Sequence[str]) -> None:
     """Rejects ``--config.<key>=...`` overrides of keys the config does not have.
 
@@ -96,7 +124,7 @@ def check_overrides(argv: Sequence[str]) -> None:
     path = _config_path(argv)
     if path is None:
         return
-    config = runpy.run_path(path.split(":", 1)[0])["get_config"]()
+    config = load_config_file(path)
     keys = [
         a.split("=", 1)[0].split("config.", 1)[1]
         for a in argv
@@ -135,13 +163,13 @@ def main(argv: Sequence[str]) -> None:
 def run(argv: Sequence[str] | None = None) -> None:
     """The command line: ``main`` under absl, user errors as one line and exit code 1."""
     argv = list(sys.argv if argv is None else argv)
+    mj.train.preemption.catch_early_signals()  # a Ctrl-C during start-up is not lost
     try:
-        path = _config_path(argv[1:])
-        if path is not None and not epath.Path(path.split(":", 1)[0]).exists():
-            raise config_check.ConfigError(f"config file {path!r} does not exist")
         check_overrides(argv[1:])
         app.run(main, argv=argv)
     except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    except OSError as e:  # a workdir that is a file, a full or read-only disk, ...
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C in it
         print("interrupted: stopped without saving; the last checkpoint is kept", file=sys.stderr)

@@ -44,6 +44,7 @@ __all__ = [
     "check_divisible",
     "dry_run",
     "enable_compilation_cache",
+    "resolve_workdir",
     "make_optimizer",
     "train_and_evaluate",
 ]
@@ -205,6 +206,7 @@ class _Run:
         like = mj.train.state_to_tree(self.state, self.rng)
         restored = self.ckpt.restore_latest(like)
         if restored is None:
+            self.writer.resume_at(0)  # records of a start that died before its first save
             return
         step, tree, meta = restored
         self.state, self.rng = mj.train.tree_to_state(tree, self.state)
@@ -390,16 +392,22 @@ def train_and_evaluate(
     """
     config_check.validate(config)
     check_divisible(config.batch_size)  # before any data is read
-    workdir = epath.Path(workdir)
+    workdir = resolve_workdir(workdir)
     main = jax.process_index() == 0
     with mj.train.RunLock(workdir) if main else nullcontext():
-        run_identity.check_and_record(workdir, config, allow_change, write=main)
+        started = _has_checkpoints(workdir)
+        run_identity.check(workdir, config, allow_change, started=started)  # before any work
         data = data if data is not None else input_pipeline.get_datasets(config)
         run = _Run(config, data, model if model is not None else build_model(config))
+        if main:  # data and batch plan accepted: this config is the run's now
+            run_identity.record(workdir, config)
         run.open(workdir)
         start = time.time()
         try:
             run.restore()
+            previous = _finished_results(workdir, run)
+            if previous is not None:
+                return {"state": run.state, **previous}
             dstate, stopped = run.loop()
         finally:
             run.ckpt.close()
@@ -407,6 +415,46 @@ def train_and_evaluate(
         if main:
             (workdir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     return {"state": run.dp.get_state(dstate), **results}
+
+
+def resolve_workdir(workdir: str | epath.PathLike) -> epath.Path:
+    """The work directory as an absolute local path or a remote URI.
+
+    Raises:
+      config_check.ConfigError: for an empty one.
+    """
+    if not os.fspath(workdir).strip():
+        raise config_check.ConfigError("--workdir must name a directory (or a gs:// URI)")
+    if mj.train.is_remote(workdir):
+        return epath.Path(workdir)
+    return epath.Path(os.path.abspath(os.fspath(workdir)))
+
+
+def _has_checkpoints(workdir: epath.Path) -> bool:
+    """Whether ``<workdir>/checkpoints`` holds any (complete or unreadable) step."""
+    directory = workdir / "checkpoints"
+    return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
+
+
+def _finished_results(workdir: epath.Path, run: _Run) -> dict[str, Any] | None:
+    """The recorded results when the restored run is already complete (nothing to
+    train; its results stay as they were), else ``None``.
+
+    Raises:
+      config_check.ConfigError: the run has trained past this config's last step.
+    """
+    step, total = run.progress.step, run.total_steps
+    if step > total:
+        raise config_check.ConfigError(
+            f"config.num_epochs {run.config.num_epochs} ends at step {total}, but the run in "
+            f"{workdir} has trained {step} steps; use num_epochs >= "
+            f"{-(-step // run.steps_per_epoch)} (or a new --workdir)"
+        )
+    path = workdir / RESULTS
+    if step < total or not path.exists():
+        return None
+    tqdm.write(f"the run in {workdir} is complete (step {step}); its results are unchanged")
+    return json.loads(path.read_text())
 
 
 def _memory(compiled: Any) -> dict[str, int | None]:

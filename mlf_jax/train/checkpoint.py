@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mlf_jax.train._paths import is_remote
 from mlf_jax.train.state import TrainState
 
 __all__ = [
@@ -148,7 +149,10 @@ class Checkpointer:
     ):
         if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
             raise ValueError(f"max_to_keep must be an integer >= 1, got {max_to_keep!r}")
-        self.directory = epath.Path(directory)
+        # Orbax wants absolute paths; a relative one is taken from the working directory
+        self.directory = epath.Path(
+            directory if is_remote(directory) else os.path.abspath(os.fspath(directory))
+        )
         self.notify = notify
         if jax.process_index() == 0:
             self.directory.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,36 @@ class RunLock:
             return {}
         return owner if isinstance(owner, dict) else {}
 
+    def _remove_stale(self, owner: dict[str, Any]) -> bool:
+        """Removes the lock if it still holds ``owner``; whether this process removed it.
+
+        Locally the lock is first renamed (atomic: of several processes taking over
+        the same stale lock, one wins); if what was renamed is not the stale lock (a
+        newer run took it over meanwhile), it is put back.
+        """
+        if is_remote(self.path):
+            self.path.unlink(missing_ok=True)
+            return True
+        aside = os.fspath(self.path) + f".stale-{os.getpid()}"
+        try:
+            os.rename(os.fspath(self.path), aside)
+        except FileNotFoundError:
+            return False
+        try:
+            with open(aside) as f:
+                taken = json.loads(f.read() or "{}")
+        except ValueError:
+            taken = {}
+        if taken != owner:  # a live lock: put it back unless yet another run holds one
+            try:
+                os.link(aside, os.fspath(self.path))
+            except FileExistsError:
+                pass
+            os.unlink(aside)
+            return False
+        os.unlink(aside)
+        return True
+
     def acquire(self) -> None:
         """Takes the lock, taking over a stale one.
 
@@ -141,11 +171,11 @@ class RunLock:
                 return
             owner = self._read()
             if owner.get("host") == socket.gethostname() and not _alive(owner):
-                self.notify(
-                    f"taking over the stale lock {self.path} of process {owner.get('pid')} "
-                    f"(started {owner.get('since', '?')}), which no longer runs"
-                )
-                self.path.unlink(missing_ok=True)
+                if self._remove_stale(owner):
+                    self.notify(
+                        f"taking over the stale lock {self.path} of process {owner.get('pid')} "
+                        f"(started {owner.get('since', '?')}), which no longer runs"
+                    )
                 continue
             if not owner:  # being written right now, or unreadable: look again
                 time.sleep(0.2)

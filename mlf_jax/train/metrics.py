@@ -19,6 +19,7 @@ import json
 import os
 import socket
 import struct
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +55,19 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _valid_lines(path: epath.Path) -> list[str]:
+    """The JSON records of ``path``; a torn or garbled line (a kill mid-write on a file
+    system without atomic renames, a hand edit) is dropped with a one-line notice."""
+    lines = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            if line.strip() and isinstance(json.loads(line).get("step"), int):
+                lines.append(line)
+        except (ValueError, AttributeError):
+            print(f"mlf_jax: dropping unreadable line {i} of {path}", file=sys.stderr)
+    return lines
 
 
 def _record(data: bytes) -> bytes:
@@ -102,7 +116,7 @@ class MetricsWriter:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self._lines = [x for x in self.path.read_text().splitlines() if x.strip()]
+            self._lines = _valid_lines(self.path)
         if tensorboard:
             host, pid, n = socket.gethostname(), os.getpid(), next(_WRITERS)
             name = f"events.out.tfevents.{time.time():.0f}.{host}.{pid}.{n}"

@@ -15,7 +15,29 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["StopSignals", "agree_to_stop"]
+__all__ = ["StopSignals", "agree_to_stop", "catch_early_signals"]
+
+#: Signals received between :func:`catch_early_signals` and the first ``StopSignals``.
+_EARLY: list[str] = []
+
+
+def catch_early_signals() -> None:
+    """Records SIGTERM and SIGINT from now on (start-up: imports, data, compilation)
+    instead of dying; the training loop's :class:`StopSignals` then stops at its first
+    step and saves. (A ``KeyboardInterrupt`` raised during start-up can land in a
+    garbage-collection callback, where Python ignores it, and be lost.) A second
+    SIGINT still aborts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def record(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if name == "SIGINT" and "SIGINT" in _EARLY:
+            raise KeyboardInterrupt
+        _EARLY.append(name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, record)
 
 
 class StopSignals:
@@ -31,6 +53,9 @@ class StopSignals:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopSignals:
+        if _EARLY:  # arrived during start-up (see catch_early_signals)
+            self.received = _EARLY[0]
+            _EARLY.clear()
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -108,3 +108,29 @@ def test_a_missing_config_file_is_named(tmp_path):
     assert out.returncode == 1 and "config file 'experiments/configs/nope.py' does not exist" in (
         out.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "is not a file"),  # a directory
+        ("def get_config(:\n", "fails to run: SyntaxError"),
+        ("x = 1\n", "defines no get_config()"),
+    ],
+)
+def test_a_broken_config_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "cfg.py"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    out = _train(f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    assert out.returncode == 1 and message in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "w").write_text("")
+    out = _train("--config=experiments/configs/digits.py", f"--workdir={tmp_path / 'w'}")
+    assert out.returncode == 1 and out.stderr.startswith("error: "), out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and str(tmp_path / "w") in out.stderr

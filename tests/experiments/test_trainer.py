@@ -303,3 +303,72 @@ def test_profile_steps_write_a_trace_into_tensorboard(model, tmp_path):
     assert out["steps"] == 4
     traces = list((tmp_path / "tensorboard" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 1000
+
+
+def test_a_relative_workdir_saves_its_checkpoints(model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = _fit(model, _config(num_epochs=1), "runs/rel", _data(64, 16))
+    assert out["steps"] == 4
+    assert Checkpointer(tmp_path / "runs" / "rel" / "checkpoints").all_steps() == [4]
+    with pytest.raises(config_check.ConfigError, match="--workdir must name a directory"):
+        _fit(model, _config(num_epochs=1), "", _data(64, 16))
+
+
+def test_a_start_that_fails_on_its_data_leaves_the_workdir_free(model, tmp_path):
+    with pytest.raises(config_check.ConfigError, match="exceeds the training set"):
+        _fit(model, _config(num_epochs=1, batch_size=128), tmp_path, _data(64, 16))
+    assert not (tmp_path / run_identity.CONFIG_FILE).exists()
+    out = _fit(model, _config(num_epochs=1), tmp_path, _data(64, 16))  # the corrected command
+    assert out["steps"] == 4
+
+
+def test_without_checkpoints_a_new_config_takes_the_workdir_over(model, tmp_path):
+    """A run killed before its first checkpoint: no work to mix, nothing logged twice."""
+    run_identity.record(tmp_path, _config(num_epochs=1, seed=5))
+    mj.train.MetricsWriter(tmp_path).write(2, "train", {"loss": 9.0})
+    out = _fit(model, _config(num_epochs=1, log_every=1), tmp_path, _data(64, 16))
+    assert out["steps"] == 4
+    assert [r["step"] for r in _records(tmp_path, "train")] == [1, 2, 3, 4]
+    recorded = json.loads((tmp_path / run_identity.CONFIG_FILE).read_text())
+    assert recorded["config"]["seed"] == 0
+
+
+def test_unreadable_records_are_named_or_skipped(model, one_epoch_run, tmp_path, capfd):
+    workdir = _copy(one_epoch_run, tmp_path)
+    (workdir / run_identity.CONFIG_FILE).write_text("{not json")
+    with pytest.raises(run_identity.ConfigMismatchError, match="config.json is unreadable"):
+        _fit(model, _config(num_epochs=1), workdir)
+    shutil.rmtree(workdir)
+    workdir = _copy(one_epoch_run, tmp_path)
+    with (workdir / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 7, "kind": "tr')  # torn by a kill mid-write
+    capfd.readouterr()
+    _fit(model, _config(num_epochs=2), workdir, allow_change=["num_epochs"])
+    assert "dropping unreadable line 5" in capfd.readouterr().err  # after 3 train, 1 eval
+    assert max(r["step"] for r in _records(workdir)) == 12
+
+
+def test_a_finished_run_restarted_keeps_its_results(model, one_epoch_run, tmp_path):
+    workdir = _copy(one_epoch_run, tmp_path)
+    before = (workdir / trainer.RESULTS).read_text()
+    out = _fit(model, _config(num_epochs=1), workdir)
+    assert out["steps"] == 6 and (workdir / trainer.RESULTS).read_text() == before
+
+
+def test_num_epochs_cannot_shrink_below_what_was_trained(model, one_epoch_run, tmp_path):
+    workdir = _copy(one_epoch_run, tmp_path)
+    _fit(model, _config(num_epochs=2), workdir, allow_change=["num_epochs"])
+    with pytest.raises(config_check.ConfigError, match="has trained 12 steps; use num_epochs >= 2"):
+        _fit(model, _config(num_epochs=1), workdir, allow_change=["num_epochs"])
+
+
+def test_a_signal_during_start_up_stops_at_the_first_step(model, tmp_path):
+    mj.train.preemption.catch_early_signals()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # as during imports or compilation
+        out = _fit(model, _config(num_epochs=1), tmp_path, _data(64, 16))
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert out["preempted"] and out["stopped_by"] == "SIGINT" and out["steps"] == 1
+    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [1]

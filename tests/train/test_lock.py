@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,44 @@ def test_a_lock_of_another_host_is_refused_with_the_way_out(tmp_path):
     (tmp_path / LOCK_NAME).write_text(json.dumps(owner))
     with pytest.raises(LockedError, match=f"host other-host since yesterday.*delete {tmp_path}"):
         RunLock(tmp_path).acquire()
+
+
+_RACE = """
+import json, multiprocessing as mp, os, socket, sys, time
+from mlf_jax.train.lock import RunLock
+
+def worker(workdir, barrier, queue):
+    lock = RunLock(workdir, notify=lambda m: None)
+    barrier.wait()
+    try:
+        lock.acquire()
+        queue.put("got")
+        time.sleep(1)
+    except Exception as e:
+        queue.put(type(e).__name__)
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    holders = []
+    for trial in range(8):
+        workdir = os.path.join(sys.argv[1], str(trial))
+        os.makedirs(workdir)
+        with open(os.path.join(workdir, "run.lock"), "w") as f:  # of a dead process
+            json.dump({"host": socket.gethostname(), "pid": 2**22 + 7, "start_time": "1"}, f)
+        barrier, queue = mp.Barrier(6), mp.Queue()
+        procs = [mp.Process(target=worker, args=(workdir, barrier, queue)) for _ in range(6)]
+        [p.start() for p in procs]
+        [p.join() for p in procs]
+        holders.append(sorted(queue.get() for _ in procs))
+    print(json.dumps(holders))
+"""
+
+
+def test_of_six_processes_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", _RACE, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    for holders in json.loads(out.stdout.strip().splitlines()[-1]):
+        assert holders == ["LockedError"] * 5 + ["got"], holders
