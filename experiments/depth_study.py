@@ -2,7 +2,7 @@
 
 The grid is {spiking ResNet, DS-ResNet} x {LIF, MLF K=3} x depths, every cell trained with the
 same budget (data, epochs, batch, optimiser, seed). For each cell it records train and test
-accuracy, the proportion of dormant units (DESIGN 1.4) and the gradient norm at the first layer,
+accuracy, the proportion of dormant units and the gradient norm at the first layer,
 at initialisation and after training::
 
     python -m experiments.depth_study --workdir=workdir/depth_study   # train + measure + plot
@@ -25,11 +25,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl import app, flags, logging
 from flax import serialization
 
 import mlf_jax as mj
-from experiments import input_pipeline
+from experiments import config_check, input_pipeline, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
 from experiments.models import build_model
@@ -52,6 +53,14 @@ flags.DEFINE_integer("seed", 0, "Seed of the subset, the initialisation and the 
 flags.DEFINE_bool("measure", True, "Measure finished cells (needs mlf_jax.analysis).")
 flags.DEFINE_string("results_out", "", "Also write the aggregated results JSON here.")
 flags.DEFINE_string("plot_out", "", "Also write the plot here.")
+
+#: Errors that a user causes and can fix: one line, no traceback.
+USER_ERRORS = (
+    config_check.ConfigError,
+    run_identity.ConfigMismatchError,
+    mj.train.LockedError,
+    mj.train.CheckpointError,
+)
 
 NEURONS = {"lif": (0.6,), "mlf": (0.6, 1.6, 2.6)}
 SHORTCUT_NAMES = {"standard": "spiking ResNet", "ds": "DS-ResNet"}
@@ -97,11 +106,19 @@ def probe(model: Any, variables: dict, batch: dict, thresholds: Sequence[float])
     """Dormant proportion per layer and first-layer gradient norm on one batch.
 
     Both use batch statistics in tdBN (``train=True``), as during training.
+
+    The gradient runs op by op (not jitted: jit gives other numbers, e.g. 0.04786 against
+    0.04792 for a DS-ResNet-20). Every call then compiles each neuron layer's ``lax.scan`` and
+    its transpose afresh (a new body closure each time), and JAX's op-by-op cache keeps every
+    such executable (up to 4096), with memory growing with the batch: about 8 MB each at 64
+    examples, 30 MB at 256, so the process grew by GBs per depth-68 cell. ``jax.clear_caches()``
+    drops them; whatever else was compiled is compiled again when next called.
     """
     surrogate = mj.rectangular(1.0)
     x = jnp.asarray(batch["image"])
     _, records = mj.analysis.record(model, variables, x, train=True)
     dormant = mj.analysis.dormant_fractions(records, thresholds, surrogate)
+    del records  # every layer's potentials for the whole batch: not kept during the gradient
 
     def loss_fn(params):
         logits, _ = model.apply(
@@ -109,42 +126,48 @@ def probe(model: Any, variables: dict, batch: dict, thresholds: Sequence[float])
         )
         return mj.train.cross_entropy(logits, jnp.asarray(batch["label"]))
 
-    grads = jax.grad(loss_fn)(variables["params"])
+    grad_norm = float(mj.analysis.first_layer_grad_norm(jax.grad(loss_fn)(variables["params"])))
+    jax.clear_caches()
     return {
         "dormant_per_layer": {k: float(v) for k, v in dormant.items()},
         "dormant": float(np.mean(list(dormant.values()))),
-        "first_layer_grad_norm": float(mj.analysis.first_layer_grad_norm(grads)),
+        "first_layer_grad_norm": grad_norm,
     }
 
 
 def accuracy(model: Any, variables: dict, source: Any, preprocess: Any, batch: int = 500) -> float:
-    """Accuracy in evaluation mode (running tdBN statistics)."""
-    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
-    correct = 0
-    for i in range(0, len(source), batch):
-        b = preprocess(source[np.arange(i, min(i + batch, len(source)))], False)
-        correct += int(np.sum(np.argmax(apply(variables, b["image"]), -1) == b["label"]))
-    return correct / len(source)
+    """Accuracy in evaluation mode (running tdBN statistics), with the trainer's evaluation
+    (:func:`mlf_jax.train.evaluate`) on one device."""
+    dp = mj.train.DataParallel("shard_map", devices=jax.devices()[:1])
+    state = mj.train.TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=optax.identity(),
+        batch_stats=variables["batch_stats"],
+    )
+    return mj.train.evaluate(dp, dp.put_state(state), source, preprocess, batch)["accuracy"]
 
 
 def run_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> dict:
-    """Trains one cell (resuming if interrupted) and saves its final variables."""
+    """Trains one cell with the experiments' trainer (resuming if interrupted) and saves
+    its final variables."""
     name = cell_name(shortcut, neuron, depth)
     cdir = Path(FLAGS.workdir) / name
     done = cdir / "train.json"
-    if done.exists():
-        return json.loads(done.read_text())
     config = cell_config(shortcut, neuron, depth)
-    model = build_model(config)
+    if done.exists():  # trained before: only if with these settings
+        run_identity.check(cdir, config)
+        return json.loads(done.read_text())
     print(f"== {name}: {SHORTCUT_NAMES[shortcut]}-{depth}, {neuron.upper()}", flush=True)
+    cell_data = input_pipeline.Data(train, data.test, data.preprocess)
     try:
-        out = mj.train.fit(model, train, data.test, data.preprocess, config, cdir)
-    except FloatingPointError as e:  # a diverged cell is a result, not a crash
+        out = trainer.train_and_evaluate(config, cdir, data=cell_data)
+    except trainer.DivergenceError as e:  # a diverged cell is a result, not a crash
         out = {"state": None, "diverged": str(e)}
     state = out.pop("state")
     if state is not None:
         if out.get("preempted"):
-            raise SystemExit("SIGTERM: stopped; run the same command again to resume")
+            raise SystemExit(f"{out['stopped_by']}: stopped; run the same command to resume")
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         (cdir / "final_variables.msgpack").write_bytes(serialization.to_bytes(variables))
     out.update(shortcut=shortcut, neuron=neuron, depth=depth)
@@ -157,8 +180,11 @@ def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) 
     name = cell_name(shortcut, neuron, depth)
     cdir = Path(FLAGS.workdir) / name
     path = cdir / "measure.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    settings = {"probe_size": FLAGS.probe_size, "train_eval_size": FLAGS.train_eval_size}
+    if path.exists():  # measured before: only if with these settings
+        result = json.loads(path.read_text())
+        if result.get("settings") == settings:
+            return result
     config = cell_config(shortcut, neuron, depth)
     config.cross_device_bn = False  # the probes run on one device, outside shard_map
     model = build_model(config)
@@ -166,7 +192,10 @@ def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) 
     probe_batch = pre(data.test[np.arange(FLAGS.probe_size)], False)
     sample = probe_batch["image"][:2]
     init = jax.jit(lambda r, x: model.init(r, x, train=False))(jax.random.key(config.seed), sample)
-    result: dict[str, Any] = {"init": probe(model, init, probe_batch, NEURONS[neuron])}
+    result: dict[str, Any] = {
+        "settings": settings,
+        "init": probe(model, init, probe_batch, NEURONS[neuron]),
+    }
     final_path = cdir / "final_variables.msgpack"
     if final_path.exists():
         variables = serialization.from_bytes(init, final_path.read_bytes())
@@ -253,11 +282,18 @@ def main(argv: Sequence[str]) -> None:
     depths = [int(d) for d in FLAGS.depths]
     for d in depths:
         mj.models.stage_sizes_for_depth(d)
+    cells = list(itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths))
+    for c in cells:  # every cell's config, before any data is read
+        config_check.validate(cell_config(*c))
     workdir = Path(FLAGS.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    with mj.train.RunLock(workdir):  # one study per workdir (each cell also locks its own)
+        study(cells, workdir)
+
+
+def study(cells: list[tuple[str, str, int]], workdir: Path) -> None:
+    """Trains, measures, tabulates and plots ``cells``."""
     data = input_pipeline.get_datasets(data_config())
     train = subset(data.train, FLAGS.train_size, FLAGS.seed)
-    cells = list(itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths))
     start = time.time()
     trained = {c: run_cell(*c, data, train) for c in cells}
     print(f"training done ({time.time() - start:.0f} s this run)", flush=True)
@@ -300,6 +336,8 @@ def main(argv: Sequence[str]) -> None:
             "seed",
         )
     }
+    settings["depths"] = [int(d) for d in settings["depths"]]
+    settings["widths"] = [int(w) for w in settings["widths"]]
     results = {"settings": settings, "devices": str(jax.devices()), "cells": rows}
     text = json.dumps(results, indent=2) + "\n"
     (workdir / "results.json").write_text(text)
@@ -313,4 +351,7 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     reexec_with_jemalloc()
-    app.run(main)
+    try:
+        app.run(main)
+    except USER_ERRORS as e:
+        raise SystemExit(f"error: {e}") from None

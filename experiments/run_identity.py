@@ -28,6 +28,8 @@ from typing import Any
 
 from etils import epath
 
+from mlf_jax.train import write_atomically
+
 __all__ = [
     "CHANGEABLE",
     "CONFIG_FILE",
@@ -190,4 +192,4 @@ def record(workdir: str | os.PathLike, config: Mapping[str, Any]) -> None:
         old["config"] = new
     else:
         return
-    path.write_text(json.dumps(old, indent=1) + "\n")
+    write_atomically(path, json.dumps(old, indent=1) + "\n")

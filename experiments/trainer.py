@@ -413,7 +413,7 @@ def train_and_evaluate(
             run.ckpt.close()
         results = run.results(time.time() - start, stopped)
         if main:
-            (workdir / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
+            mj.train.write_atomically(workdir / RESULTS, json.dumps(results, indent=2) + "\n")
     return {"state": run.dp.get_state(dstate), **results}
 
 

@@ -6,7 +6,7 @@ reads an experiment config.
 """
 
 from mlf_jax.train import distributed
-from mlf_jax.train._paths import is_remote
+from mlf_jax.train._paths import is_remote, write_atomically
 from mlf_jax.train.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -27,6 +27,7 @@ from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
 __all__ = [
     "distributed",
     "is_remote",
+    "write_atomically",
     "TrainState",
     "create_train_state",
     "train_step",

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["is_remote"]
+from etils import epath
+
+__all__ = ["is_remote", "write_atomically"]
 
 
 def is_remote(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a URI of a remote store (``gs://``, ``s3://``, ...)."""
     return "://" in os.fspath(path)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Replaces ``path`` by ``data``: on a local disk through a temporary file and a rename,
+    so that a kill leaves the old or the new file, never a torn one; remotely in one upload
+    (an object store replaces an object whole)."""
+    path = epath.Path(path)
+    data = data.encode() if isinstance(data, str) else data
+    if is_remote(path):
+        path.write_bytes(data)
+        return
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_bytes(data)
+    os.replace(os.fspath(tmp), os.fspath(path))

@@ -26,7 +26,7 @@ from typing import Any
 
 from etils import epath
 
-from mlf_jax.train._paths import is_remote
+from mlf_jax.train._paths import write_atomically
 
 __all__ = ["MetricsWriter", "read_metrics"]
 
@@ -37,16 +37,6 @@ TENSORBOARD = "tensorboard"
 
 def _scalar(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
-
-
-def _write_whole(path: epath.Path, data: bytes) -> None:
-    """Replaces ``path`` by ``data``: atomically on a local disk, one upload remotely."""
-    if is_remote(path):
-        path.write_bytes(data)
-        return
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(data)
-    os.replace(os.fspath(tmp), os.fspath(path))
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -136,7 +126,7 @@ class MetricsWriter:
         kept = [x for x in self._lines if json.loads(x)["step"] <= step]
         if len(kept) != len(self._lines):
             self._lines = kept
-            _write_whole(self.path, "".join(x + "\n" for x in kept).encode())
+            write_atomically(self.path, "".join(x + "\n" for x in kept).encode())
 
     def write(self, step: int, kind: str, scalars: Mapping[str, Any]) -> None:
         """Appends one record and rewrites the files."""
@@ -144,13 +134,13 @@ class MetricsWriter:
             return
         record = {"step": int(step), "kind": kind, **{k: _scalar(v) for k, v in scalars.items()}}
         self._lines.append(json.dumps(record))
-        _write_whole(self.path, "".join(x + "\n" for x in self._lines).encode())
+        write_atomically(self.path, "".join(x + "\n" for x in self._lines).encode())
         if self._events is not None:
             for k, v in record.items():
                 if k not in ("step", "kind") and isinstance(v, (int, float)):
                     self._events += _scalar_event(f"{kind}/{k}", float(v), int(step))
             self._events_path.parent.mkdir(parents=True, exist_ok=True)
-            _write_whole(self._events_path, bytes(self._events))
+            write_atomically(self._events_path, bytes(self._events))
 
     def close(self) -> None:
         """Nothing is buffered; kept for symmetry with other writers."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import train
 from experiments.configs import digits as digits_config
@@ -58,6 +59,7 @@ def _latest(workdir):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_equals_uninterrupted(tmp_path):
     done = subprocess.run(
         _command(tmp_path / "full"),

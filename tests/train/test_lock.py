@@ -86,6 +86,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_of_six_processes_taking_over_one_stale_lock_exactly_one_wins(tmp_path):
     out = subprocess.run(
         [sys.executable, "-c", _RACE, str(tmp_path)],
