@@ -54,13 +54,6 @@ flags.DEFINE_bool("measure", True, "Measure finished cells (needs mlf_jax.analys
 flags.DEFINE_string("results_out", "", "Also write the aggregated results JSON here.")
 flags.DEFINE_string("plot_out", "", "Also write the plot here.")
 
-#: Errors that a user causes and can fix: one line, no traceback.
-USER_ERRORS = (
-    config_check.ConfigError,
-    run_identity.ConfigMismatchError,
-    mj.train.LockedError,
-    mj.train.CheckpointError,
-)
 
 NEURONS = {"lif": (0.6,), "mlf": (0.6, 1.6, 2.6)}
 SHORTCUT_NAMES = {"standard": "spiking ResNet", "ds": "DS-ResNet"}
@@ -83,6 +76,7 @@ def cell_config(shortcut: str, neuron: str, depth: int) -> Any:
     config.learning_rate = FLAGS.learning_rate
     config.seed = FLAGS.seed
     config.log_every = 20
+    config.study_train_size = FLAGS.train_size  # the subset is part of the cell's identity
     return config
 
 
@@ -156,7 +150,13 @@ def run_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> d
     done = cdir / "train.json"
     config = cell_config(shortcut, neuron, depth)
     if done.exists():  # trained before: only if with these settings
-        run_identity.check(cdir, config)
+        try:
+            run_identity.check(cdir, config)
+        except run_identity.ConfigMismatchError as e:
+            raise run_identity.ConfigMismatchError(
+                f"{str(e).split('. ')[0]}. The study in {FLAGS.workdir} was run with other "
+                "settings: use a new --workdir for these"
+            ) from None
         return json.loads(done.read_text())
     print(f"== {name}: {SHORTCUT_NAMES[shortcut]}-{depth}, {neuron.upper()}", flush=True)
     cell_data = input_pipeline.Data(train, data.test, data.preprocess)
@@ -353,5 +353,5 @@ if __name__ == "__main__":
     reexec_with_jemalloc()
     try:
         app.run(main)
-    except USER_ERRORS as e:
+    except (*trainer.USER_ERRORS, OSError) as e:
         raise SystemExit(f"error: {e}") from None

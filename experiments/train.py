@@ -27,8 +27,6 @@ import mlf_jax as mj
 from experiments import config_check, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model  # noqa: F401 - re-exported for the tests
-from mlf_jax.data import DataFileError
-from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")
@@ -49,16 +47,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 FINAL_VARIABLES = "final_variables.msgpack"
 
-#: Errors that a user causes and can fix: one line, no traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    config_check.ConfigError,
-    run_identity.ConfigMismatchError,
-    mj.train.LockedError,
-    mj.train.CheckpointError,
-    trainer.DivergenceError,
-    DatasetNotFoundError,
-    DataFileError,
-)
+USER_ERRORS = trainer.USER_ERRORS
 
 
 def train_and_evaluate(
@@ -174,6 +163,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:  # before the loop, or a second Ctrl-C in it
         print("interrupted: stopped without saving; the last checkpoint is kept", file=sys.stderr)
         sys.exit(130)
+    finally:
+        mj.train.preemption.restore_default_signals()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from typing import Any
 
 import jax
@@ -35,10 +34,13 @@ from tqdm.auto import tqdm
 import mlf_jax as mj
 from experiments import config_check, input_pipeline, run_identity
 from experiments.models import build_model
+from mlf_jax.data import DataFileError
+from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.loader import make_loader
 
 __all__ = [
     "RESULTS",
+    "USER_ERRORS",
     "DivergenceError",
     "batch_plan",
     "check_divisible",
@@ -55,6 +57,18 @@ RESULTS = "results.json"
 class DivergenceError(FloatingPointError):
     """The loss or the state became NaN or infinite; the message names the last finite
     checkpoint and how to go on."""
+
+
+#: Errors that a user causes and can fix: the entry points print them in one line.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    config_check.ConfigError,
+    run_identity.ConfigMismatchError,
+    mj.train.LockedError,
+    mj.train.CheckpointError,
+    DivergenceError,
+    DatasetNotFoundError,
+    DataFileError,
+)
 
 
 @dataclasses.dataclass
@@ -170,6 +184,7 @@ class _Run:
             transform=data.augment,
         )
         self.progress = Progress()
+        self.tracing = False
 
     def open(self, workdir: epath.Path) -> None:
         """Opens the run's checkpoints and metrics in ``workdir``."""
@@ -210,14 +225,16 @@ class _Run:
             return
         step, tree, meta = restored
         self.state, self.rng = mj.train.tree_to_state(tree, self.state)
-        self.data_iter.set_state(meta["data"].encode())
+        self.data_iter.set_state(_data_position(meta, step).encode())
         self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
         self.writer.resume_at(step)
         tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
 
     def save(self, dstate: Any) -> None:
-        meta = {
-            "data": self.data_iter.get_state().decode(),
+        positions = _gather_strings(self.data_iter.get_state().decode())
+        meta = {  # every process's position in its shard of the data
+            "data": {str(rank): position for rank, position in enumerate(positions)},
+            "processes": len(positions),
             "best_test_accuracy": self.progress.best,
             "last_eval": self.progress.last_eval,
         }
@@ -329,6 +346,9 @@ class _Run:
                 if stop:
                     stopped = signals.received or "SIGTERM"
                     break
+            self.profile(p.step, "end", dstate)
+        if stopped and p.step >= self.total_steps:
+            stopped = None  # the last step was done and saved: the run is complete
         if stopped:
             tqdm.write(
                 f"{stopped}: saved a checkpoint at step {p.step} in {self.ckpt.directory}; "
@@ -337,17 +357,22 @@ class _Run:
         return dstate, stopped
 
     def profile(self, step: int, when: str, metrics: Any = None) -> None:
-        """Starts or stops a ``jax.profiler`` trace at the configured steps (into the
-        run's TensorBoard directory, profile tab)."""
+        """Starts (before step ``first``, or the first step of a resumed run inside the
+        range) or stops (after step ``last``, or when the loop ends early) a
+        ``jax.profiler`` trace of the configured steps, into the run's TensorBoard
+        directory (profile tab)."""
         steps = tuple(self.config.profile_steps)
-        if not steps or step != steps[0 if when == "start" else 1]:
+        if not steps:
             return
-        if when == "start":
+        first, last = steps
+        if when == "start" and not self.tracing and first <= step <= last:
             jax.profiler.start_trace(os.fspath(self.workdir / mj.train.metrics.TENSORBOARD))
-        else:
+            self.tracing = True
+        elif when in ("stop", "end") and self.tracing and (step >= last or when == "end"):
             jax.block_until_ready(metrics)  # the trace holds the whole step
             jax.profiler.stop_trace()
-            tqdm.write(f"profiled steps {steps[0]}-{steps[1]} into {self.workdir}/tensorboard")
+            self.tracing = False
+            tqdm.write(f"profiled steps {first}-{min(step, last)} into {self.workdir}/tensorboard")
 
     def results(self, wall: float, stopped: str | None) -> dict[str, Any]:
         p = self.progress
@@ -394,18 +419,20 @@ def train_and_evaluate(
     check_divisible(config.batch_size)  # before any data is read
     workdir = resolve_workdir(workdir)
     main = jax.process_index() == 0
-    with mj.train.RunLock(workdir) if main else nullcontext():
-        started = _has_checkpoints(workdir)
-        run_identity.check(workdir, config, allow_change, started=started)  # before any work
+    lock = mj.train.RunLock(workdir)
+    # process 0 takes the lock and checks the run's identity; the others follow its verdict
+    # (an error on one process alone would leave the others waiting in a collective)
+    _on_process_0(lambda: _start(lock, workdir, config, allow_change))
+    try:
         data = data if data is not None else input_pipeline.get_datasets(config)
         run = _Run(config, data, model if model is not None else build_model(config))
-        if main:  # data and batch plan accepted: this config is the run's now
-            run_identity.record(workdir, config)
         run.open(workdir)
         start = time.time()
         try:
             run.restore()
             previous = _finished_results(workdir, run)
+            if main:  # data, batch plan and checkpoint accepted: this config is the run's now
+                run_identity.record(workdir, config)
             if previous is not None:
                 return {"state": run.state, **previous}
             dstate, stopped = run.loop()
@@ -414,7 +441,73 @@ def train_and_evaluate(
         results = run.results(time.time() - start, stopped)
         if main:
             mj.train.write_atomically(workdir / RESULTS, json.dumps(results, indent=2) + "\n")
+    finally:
+        lock.release()
     return {"state": run.dp.get_state(dstate), **results}
+
+
+def _gather_strings(text: str) -> list[str]:
+    """``text`` of every process, in process order (an all-gather)."""
+    if jax.process_count() == 1:
+        return [text]
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer(text.encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(data.size))).reshape(-1)
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [bytes(row[:n]).decode() for row, n in zip(rows, sizes, strict=True)]
+
+
+def _data_position(meta: dict[str, Any], step: int) -> str:
+    """This process's data position in a checkpoint's ``meta``.
+
+    Raises:
+      config_check.ConfigError: the checkpoint was written by another number of processes
+        (each reads its own shard of the data, so the data order depends on it).
+    """
+    data = meta["data"]
+    if isinstance(data, str):  # one process
+        data = {"0": data}
+    if len(data) != jax.process_count():
+        raise config_check.ConfigError(
+            f"the checkpoint at step {step} was written by {len(data)} process(es), this run "
+            f"has {jax.process_count()}: each reads its own shard of the data, so resume with "
+            f"{len(data)} process(es) (or start a new run in a new --workdir)"
+        )
+    return data[str(jax.process_index())]
+
+
+def _start(lock: mj.train.RunLock, workdir: epath.Path, config: Any, allow_change: Any) -> None:
+    """Takes the workdir's lock and checks the run's identity (releasing it if refused)."""
+    lock.acquire()
+    try:
+        run_identity.check(workdir, config, allow_change, started=_has_checkpoints(workdir))
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _on_process_0(fn: Any) -> None:
+    """Runs ``fn`` on process 0; every process then raises its user error, if any, or
+    goes on. (With one process: just ``fn()``.)"""
+    if jax.process_count() == 1:
+        fn()
+        return
+    from jax.experimental import multihost_utils
+
+    error = None
+    if jax.process_index() == 0:
+        try:
+            fn()
+        except USER_ERRORS as e:
+            error = e
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if error is not None:
+        raise error
+    if int(failed):
+        raise config_check.ConfigError("process 0 refused to start the run (see its message)")
 
 
 def resolve_workdir(workdir: str | epath.PathLike) -> epath.Path:

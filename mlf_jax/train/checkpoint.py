@@ -69,7 +69,9 @@ def state_to_tree(state: TrainState, rng: jax.Array) -> dict[str, Any]:
         "params": state.params,
         "batch_stats": state.batch_stats,
         "opt_state": state.opt_state,
-        "rng": jax.random.key_data(rng),
+        # a host-side copy: the key is the same on every process, and Orbax refuses a
+        # process-local jax.Array in a multi-process checkpoint
+        "rng": np.asarray(jax.random.key_data(rng)),
     }
 
 
@@ -264,8 +266,17 @@ class Checkpointer:
     def _set_aside(self, steps: list[int]) -> None:
         """Moves unreadable checkpoints newer than the restored one out of the way (the
         run will save those steps again), keeping them for inspection."""
-        if not steps or jax.process_index() != 0:
+        if not steps:
             return
+        if jax.process_index() == 0:
+            self._move_aside(steps)
+        if jax.process_count() > 1:  # every process must see the moved steps gone
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("mlf_jax: unreadable checkpoints set aside")
+        self.manager.reload()
+
+    def _move_aside(self, steps: list[int]) -> None:
         for step in steps:
             target = self.unreadable_directory / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +286,6 @@ class Checkpointer:
             except OSError as e:
                 (self.directory / str(step)).rmtree(missing_ok=True)
                 self.notify(f"deleted the unreadable checkpoint {step} (could not move it: {e})")
-        self.manager.reload()
 
     def close(self) -> None:
         self.manager.close()

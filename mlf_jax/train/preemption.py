@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["StopSignals", "agree_to_stop", "catch_early_signals"]
+__all__ = ["StopSignals", "agree_to_stop", "catch_early_signals", "restore_default_signals"]
 
 #: Signals received between :func:`catch_early_signals` and the first ``StopSignals``.
 _EARLY: list[str] = []
@@ -36,8 +36,16 @@ def catch_early_signals() -> None:
             raise KeyboardInterrupt
         _EARLY.append(name)
 
+    record._start_up = True  # type: ignore[attr-defined]
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, record)
+
+
+def restore_default_signals() -> None:
+    """Undoes :func:`catch_early_signals` (SIGINT raises ``KeyboardInterrupt`` again)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class StopSignals:
@@ -69,6 +77,8 @@ class StopSignals:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, previous in self._previous.items():
+            if getattr(previous, "_start_up", False):  # start-up is over: the defaults again
+                previous = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
             signal.signal(sig, previous)
         self._previous = {}
 

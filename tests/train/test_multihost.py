@@ -87,3 +87,55 @@ def test_a_missing_process_is_reported_in_one_line_after_the_timeout(tmp_path):
     )
     assert "error: multi-host start-up timed out after 3 s" in out.stderr
     assert "Check failure stack trace" not in out.stderr and "Traceback" not in out.stderr
+
+
+def _train_two_processes(workdir, *extra):
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "experiments.train",
+                "--config=experiments/configs/digits.py",
+                f"--workdir={workdir}",
+                "--config.model.widths=(4,4,4)",
+                "--config.model.time_steps=1",
+                "--config.compilation_cache_dir=",
+                f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                "--config.distributed.num_processes=2",
+                f"--config.distributed.process_id={i}",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_processes_resume_each_from_its_own_data_position(tmp_path):
+    """Every process reads its own shard: each one's position is saved and restored."""
+    _train_two_processes(tmp_path / "run", "--config.num_epochs=1")
+    outputs = _train_two_processes(
+        tmp_path / "run", "--config.num_epochs=2", "--allow_change=num_epochs"
+    )
+    steps = 2 * (1437 // 32)
+    for out in outputs:
+        assert f"resumed from checkpoint at step {steps // 2}" in out
+    results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == steps and not results["preempted"]
