@@ -9,8 +9,10 @@ or, worse, a run that trains to chance with exit code 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from experiments.run_identity import flatten
 
 __all__ = ["ConfigError", "RULES", "validate", "check_override_keys"]
 
@@ -175,16 +177,6 @@ def _rules() -> dict[str, Rule]:
 RULES: dict[str, Rule] = {}
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if hasattr(v, "items"):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def validate(config: Any) -> None:
     """Checks every known key of ``config`` and the relations between them.
 
@@ -193,7 +185,7 @@ def validate(config: Any) -> None:
     """
     if not RULES:
         RULES.update(_rules())
-    flat = _flatten(config)
+    flat = flatten(config)
     problems = [
         f"config.{key} {wrong}"
         for key, rule in RULES.items()

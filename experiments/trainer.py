@@ -122,11 +122,7 @@ def make_optimizer(
         decay_factor=config.lr_decay_factor,
         warmup_epochs=config.warmup_epochs,
     )
-    tx = optax.chain(
-        optax.add_decayed_weights(config.weight_decay),
-        optax.sgd(schedule, momentum=config.momentum),
-    )
-    return tx, schedule
+    return mj.train.sgd(schedule, config.momentum, config.weight_decay), schedule
 
 
 class _Meter:

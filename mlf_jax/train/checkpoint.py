@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from mlf_jax.train._notice import notice
 from mlf_jax.train._paths import is_remote
 from mlf_jax.train.state import TrainState
 
@@ -108,11 +108,6 @@ def all_finite(tree: Any) -> bool:
     return bool(_finite(leaves)) if leaves else True
 
 
-def _notice(message: str) -> None:
-    """One line on stderr, for a recoverable event."""
-    print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
-
-
 @contextmanager
 def _quiet_orbax() -> Iterator[None]:
     """Silences the loggers that print whole tracebacks (Orbax's, asyncio's) for an
@@ -147,7 +142,7 @@ class Checkpointer:
         directory: str | os.PathLike,
         max_to_keep: int = 3,
         *,
-        notify: Callable[[str], None] = _notice,
+        notify: Callable[[str], None] = notice,
     ):
         if isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1:
             raise ValueError(f"max_to_keep must be an integer >= 1, got {max_to_keep!r}")

@@ -10,11 +10,9 @@ from contextlib import contextmanager
 
 import jax
 
+from mlf_jax.train._notice import notice
+
 __all__ = ["initialize"]
-
-
-def _stderr_notice(message: str) -> None:
-    print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
 
 
 _ENV = {
@@ -32,7 +30,7 @@ def initialize(
     auto: bool = False,
     cpu_collectives: str = "gloo",
     timeout_seconds: int = 300,
-    notify: Callable[[str], None] = _stderr_notice,
+    notify: Callable[[str], None] = notice,
 ) -> bool:
     """Starts JAX's multi-process runtime when asked to; returns whether it did.
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 from etils import epath
 
+from mlf_jax.train._notice import notice
 from mlf_jax.train._paths import is_remote
 
 __all__ = ["LOCK_NAME", "LockedError", "RunLock"]
@@ -83,10 +83,6 @@ def _create_remote(path: epath.Path, text: str) -> bool:
         return True
 
 
-def _notice(message: str) -> None:
-    print(f"mlf_jax: {message}", file=sys.stderr, flush=True)
-
-
 class RunLock:
     """Exclusive use of a work directory by one run (a context manager).
 
@@ -95,7 +91,7 @@ class RunLock:
       notify: where the one-line notice of a stale-lock takeover goes.
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, notify: Callable[[str], None] = _notice):
+    def __init__(self, workdir: str | os.PathLike, *, notify: Callable[[str], None] = notice):
         self.path = epath.Path(workdir) / LOCK_NAME
         self.notify = notify
         self.held = False

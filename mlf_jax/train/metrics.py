@@ -19,13 +19,13 @@ import json
 import os
 import socket
 import struct
-import sys
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from etils import epath
 
+from mlf_jax.train._notice import notice
 from mlf_jax.train._paths import write_atomically
 
 __all__ = ["MetricsWriter", "read_metrics"]
@@ -56,7 +56,7 @@ def _valid_lines(path: epath.Path) -> list[str]:
             if line.strip() and isinstance(json.loads(line).get("step"), int):
                 lines.append(line)
         except (ValueError, AttributeError):
-            print(f"mlf_jax: dropping unreadable line {i} of {path}", file=sys.stderr)
+            notice(f"dropping unreadable line {i} of {path}")
     return lines
 
 
