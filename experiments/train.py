@@ -24,7 +24,7 @@ from flax import serialization
 from ml_collections import config_flags
 
 import mlf_jax as mj
-from experiments import config_check, run_identity, trainer
+from experiments import config_check, cpu_devices, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model  # noqa: F401 - re-exported for the tests
 
@@ -129,8 +129,13 @@ def main(argv: Sequence[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     config_check.validate(config)  # before any start-up, data or compilation
-    trainer.enable_compilation_cache(config.compilation_cache_dir)
     d = config.distributed
+    if not (d.coordinator_address or d.num_processes or d.auto):
+        try:  # before JAX's backend starts: one CPU device per core
+            cpu_devices.use_every_core([config.batch_size])
+        except ValueError as e:
+            raise config_check.ConfigError(str(e)) from None
+    trainer.enable_compilation_cache(config.compilation_cache_dir)
     mj.train.distributed.initialize(
         d.coordinator_address or None,
         d.num_processes or None,

@@ -217,8 +217,9 @@ def lif(
       unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
       return_potential: also return the membrane potentials ``u`` (``[T, ...]``);
         always computed with the scan.
-      impl: one of :data:`NEURON_IMPLS`: ``'scan'`` (and ``'auto'``: this scan),
-        ``'fused'`` or ``'pallas'`` (the one-level MLF kernels, see :func:`mlf`).
+      impl: one of :data:`NEURON_IMPLS`: ``'scan'``, ``'fused'`` or ``'pallas'`` (the
+        one-level MLF kernels, see :func:`mlf`); ``'auto'`` picks as :func:`mlf` does
+        (:func:`auto_impl`; an explicit ``unroll`` selects the scan).
 
     Returns:
       Spikes ``[T, ...]`` in ``{0, 1}`` (and ``u`` if requested).
@@ -226,7 +227,9 @@ def lif(
     x = _check_sequence_input(x, "lif")
     surrogate = get_surrogate(surrogate)
     _check_tau(tau)
-    if _check_impl(impl) in ("fused", "pallas") and not return_potential:
+    if _check_impl(impl) == "auto":
+        impl = auto_impl(x.shape[0]) if unroll is None else "scan"
+    if impl in ("fused", "pallas") and not return_potential:
         th = (threshold,) if impl == "pallas" else jnp.reshape(jnp.asarray(threshold), (1,))
         return _mlf_kernel(impl, x, th, tau, surrogate, detach_reset, unroll)
     step = functools.partial(

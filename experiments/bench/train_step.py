@@ -41,8 +41,14 @@ def preset_config(preset: str):
     return config, shape
 
 
-def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
-    """Times the data-parallel train step of ``preset`` on all visible devices."""
+def prepare(preset: str, conv_impl: str | None = None):
+    """The data-parallel train step of ``preset`` on all visible devices, ready to time.
+
+    Returns ``(step, info)``: ``step()`` runs one SGD step at the paper's global batch
+    (random inputs) and returns its wall seconds after ``block_until_ready``; the first
+    call includes compilation. ``info`` holds the preset's settings, the model and the
+    single-program state for a FLOP count.
+    """
     import jax
     import numpy as np
 
@@ -62,18 +68,31 @@ def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
         model, tx, jax.random.key(0), mj.train.step.model_input(image[:2])
     )
     dp = mj.train.DataParallel(config.parallel)
-    dstate = dp.put_state(state)
-    t0 = time.perf_counter()
-    dstate, metrics = dp.train_step(dstate, batch)
-    jax.block_until_ready((dstate, metrics))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
+    box = [dp.put_state(state)]
+
+    def step() -> float:
         t0 = time.perf_counter()
-        dstate, metrics = dp.train_step(dstate, batch)
-        jax.block_until_ready((dstate, metrics))
-        times.append(time.perf_counter() - t0)
-    step = float(np.median(times))
+        box[0], metrics = dp.train_step(box[0], batch)
+        jax.block_until_ready((box[0], metrics))
+        return time.perf_counter() - t0
+
+    info = {"config": config, "model": model, "state": state, "batch": batch}
+    return step, info
+
+
+def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
+    """Times the data-parallel train step of ``preset`` on all visible devices."""
+    import jax
+    import numpy as np
+
+    import mlf_jax as mj
+
+    step, info = prepare(preset, conv_impl)
+    config, model, state, batch = info["config"], info["model"], info["state"], info["batch"]
+    batch_size = config.batch_size
+    first = step()
+    times = [step() for _ in range(repeats)]
+    seconds = float(np.median(times))
     # FLOPs of the same step as one program (XLA's count: convolutions, dense and
     # elementwise work, forward and backward) and this machine's matmul rate.
     local = state.replace(apply_fn=model.clone(axis_name=None).apply)
@@ -88,13 +107,13 @@ def measure(preset: str, repeats: int, conv_impl: str | None = None) -> dict:
         "batch_size": batch_size,
         "time_steps": config.model.time_steps,
         "first_step_seconds": first,
-        "step_seconds": step,
-        "images_per_second": batch_size / step,
+        "step_seconds": seconds,
+        "images_per_second": batch_size / seconds,
         "step_times": times,
         "flops": flops,
         "matmul_flops_per_second": rate,
         "flop_floor_seconds": flops / rate,
-        "step_over_flop_floor": step / (flops / rate),
+        "step_over_flop_floor": seconds / (flops / rate),
     }
 
 
