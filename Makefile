@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test test-slow notebooks depth_study lint format data jemalloc bench clean
+.PHONY: train test test-slow notebooks depth_study lint format data jemalloc bench bench-official bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.profile
 	$(VENV)/bin/python -m experiments.bench.conv
 
+## bench-official: our train step against the authors' PyTorch nets (../shared/official), side by
+## side; creates .bench-venvs/official with CPU torch on first use; skips without their code
+bench-official: $(STAMP)
+	$(VENV)/bin/python -m experiments.bench.vs_official --readme README.md $(ARGS)
+
+## bench-peers: mj.lif / mj.mlf against spyx, SpikingJelly, snnTorch and norse (each in its own
+## virtualenv under .bench-venvs, created on first use)
+bench-peers: $(STAMP)
+	$(VENV)/bin/python -m experiments.bench.peers $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -77,4 +87,4 @@ data:
 	fi
 
 clean:
-	rm -rf $(VENV) .jax_cache .pytest_cache
+	rm -rf $(VENV) .jax_cache .pytest_cache .bench-venvs

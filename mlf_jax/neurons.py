@@ -230,7 +230,10 @@ def lif(
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     if impl in ("fused", "pallas") and not return_potential:
-        th = (threshold,) if impl == "pallas" else jnp.reshape(jnp.asarray(threshold), (1,))
+        # a static threshold stays a Python tuple: the fused kernel then skips the
+        # threshold and tau gradients (jnp.reshape would make it a tracer under jit)
+        static = impl == "pallas" or (_is_concrete(threshold) and np.ndim(threshold) == 0)
+        th = (threshold,) if static else jnp.reshape(jnp.asarray(threshold), (1,))
         return _mlf_kernel(impl, x, th, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
         lif_step, threshold=threshold, tau=tau, surrogate=surrogate, detach_reset=detach_reset
@@ -336,7 +339,7 @@ def mlf(
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     if impl != "scan" and not return_potential:
-        th_arg = thresholds if impl == "pallas" else th
+        th_arg = thresholds if impl == "pallas" or _is_concrete(thresholds) else th
         return _mlf_kernel(impl, x, th_arg, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
         mlf_step, thresholds=th, tau=tau, surrogate=surrogate, detach_reset=detach_reset

@@ -21,6 +21,7 @@ import time
 
 from experiments.allocator import allocator, reexec_with_jemalloc
 from experiments.bench.common import matmul_rate, positive_int, write_json
+from mlf_jax.nn.conv import CONV_IMPLS
 
 PRESETS = {
     # name: (config module, input shape of one example, batch-major)
@@ -128,7 +129,7 @@ def main(argv=None) -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", default="experiments/bench/results/train_step.json")
-    parser.add_argument("--conv_impl", choices=["xla", "im2col", "auto"], default=None)
+    parser.add_argument("--conv_impl", choices=CONV_IMPLS, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

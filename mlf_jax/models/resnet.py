@@ -69,11 +69,11 @@ class ResNet(nn.Module):
         drops the optimisation barriers and merges the recomputation back into
         the forward pass, so on CPU this saves nothing (measured:
         ``experiments/bench/memory.py``); it is meant for GPU/TPU.
-      conv_impl: how convolutions are computed: ``'xla'`` (default), ``'im2col'`` (one
-        matmul over image patches: faster on CPU, where XLA's convolutions are slow, but
-        it keeps nine times the input of each 3x3 convolution for the backward pass) or
-        ``'auto'`` (im2col on CPU from 32 input channels, XLA otherwise); see
-        :mod:`mlf_jax.nn.conv`.
+      conv_impl: how convolutions are computed: ``'auto'`` (default: on CPU XLA's
+        convolution with its kernel gradient as one matmul over patches, XLA's
+        convolution elsewhere), ``'xla'``, ``'patch_grad'`` or ``'im2col'`` (one matmul
+        over image patches, which keeps nine times the input of each 3x3 convolution for
+        the backward pass); see :mod:`mlf_jax.nn.conv`.
       neuron_impl: how the MLF neurons compute their dynamics: ``'auto'`` (default),
         ``'scan'``, ``'fused'`` or ``'pallas'`` (see :func:`mlf_jax.neurons.mlf`);
         passed to every :class:`mlf_jax.nn.MLF` (unused with a custom ``neuron``).
@@ -97,7 +97,7 @@ class ResNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     remat: bool = False
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
     neuron_impl: str = "auto"
     neuron: Callable[..., nn.Module] | None = None
 

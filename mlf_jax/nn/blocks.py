@@ -51,13 +51,14 @@ def conv3x3(
     strides: int = 1,
     *,
     dtype: Any = None,
-    impl: str = "xla",
+    impl: str = "auto",
     name: str | None = None,
 ) -> nn.Conv:
     """3x3 convolution, padding 1 on each side (as PyTorch), no bias, Kaiming normal.
 
-    ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`): ``'xla'``,
-    ``'im2col'`` (one matmul over image patches) or ``'auto'``."""
+    ``impl``: how it is computed (:data:`mlf_jax.nn.conv.CONV_IMPLS`): ``'auto'``
+    (default: on CPU XLA's convolution with the kernel gradient as a patch matmul, XLA's
+    elsewhere), ``'xla'``, ``'patch_grad'`` or ``'im2col'`` (one matmul over patches)."""
     return _conv(features, 3, strides, ((1, 1), (1, 1)), dtype, impl, name)
 
 
@@ -66,7 +67,7 @@ def conv1x1(
     strides: int = 1,
     *,
     dtype: Any = None,
-    impl: str = "xla",
+    impl: str = "auto",
     name: str | None = None,
 ) -> nn.Conv:
     """1x1 convolution (projection shortcut), no padding, no bias, Kaiming normal
@@ -107,7 +108,7 @@ class BasicBlock(nn.Module):
     neuron: ModuleFactory = MLF
     norm: ModuleFactory = TdBatchNorm
     dtype: Any = None
-    conv_impl: str = "xla"
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:

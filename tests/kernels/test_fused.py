@@ -82,3 +82,38 @@ def test_bad_input_is_rejected_like_mlf():
         mlf_fused(jnp.ones((2, 3)), thresholds=(1.0, 0.5))
     with pytest.raises(TypeError, match="floating"):
         mlf_fused(jnp.ones((2, 3), jnp.int32))
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+@pytest.mark.parametrize("T", [1, 5, 40])
+@pytest.mark.parametrize("detach", [False, True])
+@pytest.mark.parametrize("name", ["rectangular", "sigmoid"])
+def test_static_thresholds_take_the_input_gradient_only_path(levels, T, detach, name):
+    # Python-float thresholds and tau: the backward pass carries no parameter
+    # gradients; dL/dx must still equal autodiff through the plain scan.
+    key = jax.random.key(7 * levels + T)
+    x = jax.random.uniform(key, (T, 3, 32), minval=-0.5, maxval=3.5)
+    w = jax.random.normal(jax.random.fold_in(key, 1), x.shape)
+    kw = dict(thresholds=THRESHOLDS[levels], tau=0.3, surrogate=name, detach_reset=detach)
+
+    def grad(fn):
+        return jax.grad(lambda x: (fn(x, **kw) * w).sum())(x)
+
+    np.testing.assert_array_equal(mlf_fused(x, **kw), plain(x, **kw))
+    np.testing.assert_allclose(grad(mlf_fused), grad(plain), rtol=1e-6, atol=1e-6)
+    # the reverse scan carries the K deltas only (with parameter gradients: 2 K + 1)
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: mlf_fused(x, **kw).sum()))(x))
+    assert "reverse=True" in jaxpr and f"num_carry={levels}\n" in jaxpr
+
+
+def test_lif_auto_uses_the_fused_kernel_beyond_ten_steps_with_equal_results():
+    x = jax.random.uniform(jax.random.key(3), (24, 2, 50), minval=-0.5, maxval=2.0)
+    w = jax.random.normal(jax.random.key(4), x.shape)
+
+    def grad(**kw):
+        return jax.grad(lambda x: (mj.lif(x, threshold=0.7, tau=0.5, **kw) * w).sum())(x)
+
+    np.testing.assert_array_equal(mj.lif(x, threshold=0.7), mj.lif(x, threshold=0.7, impl="scan"))
+    np.testing.assert_allclose(grad(), grad(impl="scan"), rtol=1e-6, atol=1e-6)
+    assert "name=_mlf_static" in str(jax.make_jaxpr(lambda x: mj.lif(x))(x))
+    assert "name=_mlf_static" not in str(jax.make_jaxpr(lambda x: mj.lif(x))(x[:10]))  # scan

@@ -7,7 +7,7 @@ import pytest
 from jax import lax
 
 import mlf_jax as mj
-from mlf_jax.nn.conv import IM2COL_MIN_CHANNELS, auto_conv, conv_general_dilated, im2col_conv
+from mlf_jax.nn.conv import auto_conv, conv_general_dilated, im2col_conv, patch_grad_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -59,22 +59,52 @@ def _primitives(fn, *args):
     return {str(e.primitive) for e in jax.make_jaxpr(fn)(*args).eqns}
 
 
-def test_auto_is_im2col_on_cpu_from_32_channels_and_flax_conv_uses_it():
+def test_auto_is_patch_grad_on_cpu_and_flax_conv_uses_it():
     conv = mj.nn.conv3x3(5, impl="auto")
-    few = jnp.ones((2, 3, 6, 6, IM2COL_MIN_CHANNELS - 1))  # [T, B, H, W, C]: Flax folds T, B
-    prims = _primitives(lambda x: conv.init_with_output(jax.random.key(0), x)[0], few)
-    assert "conv_general_dilated" in prims and "dot_general" not in prims
-    x = jnp.ones((2, 3, 6, 6, IM2COL_MIN_CHANNELS))
-    params = conv.init(jax.random.key(0), x)
-    prims = _primitives(lambda p: conv.apply(p, x), params)
-    if jax.default_backend() == "cpu":
-        assert "dot_general" in prims and "conv_general_dilated" not in prims
-    else:
-        assert "conv_general_dilated" in prims
+    x = jax.random.normal(jax.random.key(0), (2, 3, 6, 6, 4))  # [T, B, H, W, C]: Flax folds T, B
+    params = conv.init(jax.random.key(1), x)
+
+    def grad_prims(p):
+        return _primitives(jax.grad(lambda p: (conv.apply(p, x) ** 2).sum()), p)
+
+    if jax.default_backend() == "cpu":  # the kernel gradient is a matmul
+        assert "custom_vjp_call" in _primitives(lambda p: conv.apply(p, x), params)
+        assert "dot_general" in grad_prims(params)
     xla = mj.nn.conv3x3(5, impl="xla")
-    np.testing.assert_allclose(conv.apply(params, x), xla.apply(params, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(conv.apply(params, x), xla.apply(params, x))
     assert conv_general_dilated("im2col") is im2col_conv
+    assert conv_general_dilated("patch_grad") is patch_grad_conv
     assert conv_general_dilated("auto") is auto_conv
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, strides, padding",
+    [
+        ((3, 9, 9, 5), (3, 3, 5, 7), (1, 1), "SAME"),
+        ((3, 9, 9, 5), (3, 3, 5, 7), (2, 2), ((1, 1), (1, 1))),
+        ((2, 8, 8, 4), (1, 1, 4, 6), (2, 2), "VALID"),
+        ((2, 7, 9, 3), (3, 3, 3, 2), (1, 2), ((0, 2), (1, 0))),
+    ],
+)
+def test_patch_grad_equals_xla_forward_and_both_gradients(shape, kernel, strides, padding):
+    x = jax.random.normal(jax.random.key(2), shape)
+    w = jax.random.normal(jax.random.key(3), kernel)
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def run(conv):
+        def loss(x, w):
+            y = conv(x, w, strides, padding, dimension_numbers=dn)
+            return (y * jnp.cos(y)).sum(), y
+
+        (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(x, w)
+        return y, grads
+
+    y, (dx, dw) = run(patch_grad_conv)
+    y_ref, (dx_ref, dw_ref) = run(lax.conv_general_dilated)
+    np.testing.assert_array_equal(y, y_ref)  # the same XLA convolution
+    np.testing.assert_array_equal(dx, dx_ref)  # and its own input gradient
+    # summation order only: float32 rounding relative to the gradient's scale
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-6 * float(jnp.abs(dw_ref).max()))
 
 
 def test_unknown_impl_is_an_error():
@@ -90,6 +120,7 @@ def test_resnet_conv_impls_agree():
         impl: model.clone(conv_impl=impl).apply(variables, x, train=True, mutable=["batch_stats"])[
             0
         ]
-        for impl in ("xla", "im2col")
+        for impl in ("xla", "im2col", "patch_grad")
     }
     np.testing.assert_allclose(outs["im2col"], outs["xla"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(outs["patch_grad"], outs["xla"])
