@@ -1,7 +1,11 @@
-"""XLA's convolutions against im2col (``conv_impl``) in each preset's train step.
+"""The convolution implementations (``conv_impl``) in each preset's train step.
 
     python -m experiments.bench.conv [--presets cifar10 cifar10dvs fashion_mnist]
-        [--impls xla auto] [--rounds 4] [--out experiments/bench/results/conv.json]
+        [--impls xla patch_grad] [--rounds 4] [--out experiments/bench/results/conv.json]
+
+``xla``: XLA's convolutions and their autodiff; ``patch_grad`` (``'auto'`` on CPU): the
+same with the kernel gradient as one matmul over patches; ``im2col``: everything as
+matmuls over patches (``mlf_jax.nn.conv``).
 
 One process, one device, the paper's batch size. Both train steps (``jax.jit`` of
 ``mlf_jax.train.train_step``, same parameters and batch) are compiled first, then timed
@@ -25,6 +29,7 @@ from experiments.allocator import allocator, reexec_with_jemalloc
 from experiments.bench.common import positive_int, write_json
 from experiments.bench.train_step import PRESETS, preset_config
 from experiments.models import build_model
+from mlf_jax.nn.conv import CONV_IMPLS
 
 
 def measure(preset: str, impls: list[str], rounds: int) -> dict:
@@ -73,7 +78,7 @@ def main(argv=None) -> None:
         "--presets", nargs="+", default=["cifar10", "cifar10dvs", "fashion_mnist"],
         choices=list(PRESETS),
     )  # fmt: skip
-    parser.add_argument("--impls", nargs="+", default=["xla", "auto"])
+    parser.add_argument("--impls", nargs="+", default=["xla", "patch_grad"], choices=CONV_IMPLS)
     parser.add_argument("--rounds", type=positive_int, default=4)
     parser.add_argument("--out", default="experiments/bench/results/conv.json")
     args = parser.parse_args(argv)

@@ -1,19 +1,21 @@
 """Our train step against the authors' PyTorch code, side by side on this machine.
 
     python -m experiments.bench.vs_official [--official ../shared/official]
-        [--presets cifar10 gesture cifar10dvs] [--rounds 5]
+        [--presets cifar10 gesture cifar10dvs] [--rounds 4] [--steps 2]
         [--out experiments/bench/results/vs_official.json] [--readme README.md]
 
-For each paper preset, two long-lived processes hold a ready train step each: the
-authors' DS-ResNet (their ``parallel_nets`` code, run in a separate virtualenv with
-the CPU build of PyTorch, which is created on first use and is never a dependency of
-this project) and ours (``experiments.bench.train_step.prepare``: the data-parallel
-step of ``experiments.train``). The parent asks them for one step at a time,
-alternating which goes first, so both see the same machine load; neither computes
-while the other is timed. Same global batch, T, optimiser (SGD, momentum 0.9, weight
-decay 1e-4) and thread count (PyTorch's intra-op threads = the cores; ours: one CPU
-device per core, see ``experiments.cpu_devices``). Reported: the median step of each
-and their ratio, per round too. Without the authors' code it says so and exits 0.
+For each paper preset and round, the authors' DS-ResNet (their ``parallel_nets`` code,
+run in a separate virtualenv with the CPU build of PyTorch, which is created on first use
+and is never a dependency of this project) and ours (``experiments.bench.train_step.prepare``:
+the data-parallel step of ``experiments.train``) each run in a fresh process, one after the
+other, the order alternating from round to round: their warm-up step (our compilation,
+from the persistent cache after the first round), then ``--steps`` timed steps. Only one
+side is alive at a time, so neither competes with the other for cores or memory (the two
+CIFAR10 steps held 23 GB together on the 24 GB development machine). Same global batch, T,
+optimiser (SGD, momentum 0.9, weight decay 1e-4) and thread count (PyTorch's intra-op
+threads = the cores; ours: one CPU device per core, see ``experiments.cpu_devices``).
+Reported: the median of the rounds for each side, their ratio, and every round's ratio.
+Without the authors' code it says so and exits 0.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def _ours_worker() -> None:
     cpu_devices.use_every_core([64, 28, 32])
     import jax
 
+    from experiments import trainer
+    from experiments.configs import base
+
+    # compiled once, then read from the cache by the next rounds' fresh processes
+    trainer.enable_compilation_cache(base.get_config().compilation_cache_dir)
+
     from experiments.bench.train_step import prepare
 
     step = None
@@ -77,28 +85,36 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def compare(
-    preset: str, official: Worker, ours: Worker, rounds: int, threads: int, device: str = "cpu"
-) -> dict:
-    """Sets both sides up for ``preset`` and times ``rounds`` alternating steps."""
-    theirs_setup = official.ask(cmd="setup", preset=preset, threads=threads, device=device)
-    ours_setup = ours.ask(cmd="setup", preset=preset)
-    if (theirs_setup["batch"], theirs_setup["time_steps"]) != (
-        ours_setup["batch"],
-        ours_setup["time_steps"],
-    ):
-        sys.exit(f"error: {preset}: the two sides disagree on batch/T: {theirs_setup} {ours_setup}")
-    theirs, mine = [], []
+def compare(preset: str, start: dict, rounds: int, steps: int, threads: int, device: str) -> dict:
+    """Times ``preset`` on both sides: per round, each side in a fresh process (the order
+    alternating), its compilation or warm-up step, then ``steps`` timed steps."""
+    times = {"official": [], "ours": []}
+    setups = {}
     for r in range(rounds):
-        order = ((official, theirs), (ours, mine))
-        for worker, times in order if r % 2 == 0 else order[::-1]:
-            times.append(worker.ask(cmd="step")["seconds"])
+        for side in ("official", "ours") if r % 2 == 0 else ("ours", "official"):
+            worker = start[side]()
+            try:
+                setups[side] = worker.ask(
+                    cmd="setup", preset=preset, threads=threads, device=device
+                )
+                times[side].append(
+                    _median([worker.ask(cmd="step")["seconds"] for _ in range(steps)])
+                )
+            finally:
+                worker.close()
+        theirs, mine = times["official"], times["ours"]
         print(
             f"  {preset} round {r + 1}/{rounds}: official {theirs[-1]:.3f} s, "
             f"ours {mine[-1]:.3f} s ({theirs[-1] / mine[-1]:.2f}x)",
             flush=True,
         )
-    ratios = [a / b for a, b in zip(theirs, mine, strict=True)]
+    theirs_setup, ours_setup = setups["official"], setups["ours"]
+    if (theirs_setup["batch"], theirs_setup["time_steps"]) != (
+        ours_setup["batch"],
+        ours_setup["time_steps"],
+    ):
+        sys.exit(f"error: {preset}: the two sides disagree on batch/T: {theirs_setup} {ours_setup}")
+    theirs, mine = times["official"], times["ours"]
     return {
         "preset": preset,
         "batch_size": ours_setup["batch"],
@@ -106,7 +122,7 @@ def compare(
         "official_step_seconds": _median(theirs),
         "ours_step_seconds": _median(mine),
         "official_over_ours": _median(theirs) / _median(mine),
-        "round_ratios": ratios,
+        "round_ratios": [a / b for a, b in zip(theirs, mine, strict=True)],
         "official_times": theirs,
         "ours_times": mine,
         "official_first_step_seconds": theirs_setup["first"],
@@ -159,7 +175,9 @@ def main(argv=None) -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where the authors' net runs (ours: JAX's default)")  # fmt: skip
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
-    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--rounds", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=2,
+                        help="timed steps per process (after its first)")  # fmt: skip
     parser.add_argument("--out", default="experiments/bench/results/vs_official.json")
     parser.add_argument("--readme", type=Path, default=None,
                         help="also write the table into this file's vs_official block")  # fmt: skip
@@ -179,21 +197,21 @@ def main(argv=None) -> None:
     # PyTorch under the system allocator, as its users run it (jemalloc with our
     # settings made the authors' step slower here); ours under experiments.allocator's.
     torch_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    official = Worker(
-        "official",
-        # -P: not this folder on sys.path (its profile.py would shadow the standard one)
-        [str(python), "-P", str(HERE / "_official_worker.py"), str(args.official)],
-        env=torch_env,
-    )
-    ours = Worker("ours", [sys.executable, "-m", "experiments.bench.vs_official", "--worker"])
+    start = {
+        "official": lambda: Worker(
+            "official",
+            # -P: not this folder on sys.path (its profile.py would shadow the standard one)
+            [str(python), "-P", str(HERE / "_official_worker.py"), str(args.official)],
+            env=torch_env,
+        ),
+        "ours": lambda: Worker(
+            "ours", [sys.executable, "-m", "experiments.bench.vs_official", "--worker"]
+        ),
+    }
     rows = []
-    try:
-        for preset in args.presets:
-            print(f"{preset}: compiling ours, warming up theirs ...", flush=True)
-            rows.append(compare(preset, official, ours, args.rounds, threads, args.device))
-    finally:
-        official.close()
-        ours.close()
+    for preset in args.presets:
+        print(f"{preset}:", flush=True)
+        rows.append(compare(preset, start, args.rounds, args.steps, threads, args.device))
     text = table(rows)
     print(text)
     write_json(

@@ -2,8 +2,8 @@
 
 XLA:CPU's own convolutions run well below its matrix-multiply rate for the shapes of the
 spiking ResNets (3x3 and 1x1 kernels, 16 to 256 channels), and the slowest part is the
-kernel gradient of the backward pass: at the CIFAR10 shapes (batch 256 = 64 x T 4) it
-took 2.5-10x as long as the forward convolution. Two remedies, both exact up to the
+kernel gradient of the backward pass, several times the forward convolution at the CIFAR10
+shapes (``experiments/bench/README.md``). Two remedies, both exact up to the
 order of summation:
 
 * :func:`patch_grad_conv`: XLA's convolution forward and for the input gradient; the
@@ -181,8 +181,8 @@ def patch_grad_conv(
     the kernel gradient ``dL/dw = patches(x)^T dL/dy`` is one ``[kh kw C, N H' W'] x
     [N H' W', O]`` matrix product, the patches gathered from the saved input during the
     backward pass (so, unlike :func:`im2col_conv`, nothing larger than the input is kept
-    between the passes). On XLA:CPU the kernel gradient is the slow part of a convolution
-    (2.5-4x the patch matmul at the CIFAR10 shapes, ``experiments/bench/README.md``).
+    between the passes). On XLA:CPU the kernel gradient is the slow part of a convolution,
+    and the patch matmul is faster than it (``experiments/bench/README.md``).
     Other convolutions (dilated, grouped, not NHWC) go to ``lax.conv_general_dilated``.
     """
     if preferred_element_type is not None or not _simple(
