@@ -10,8 +10,8 @@ and is never a dependency of this project) and ours (``experiments.bench.train_s
 the data-parallel step of ``experiments.train``) each run in a fresh process, one after the
 other, the order alternating from round to round: their warm-up step (our compilation,
 from the persistent cache after the first round), then ``--steps`` timed steps. Only one
-side is alive at a time, so neither competes with the other for cores or memory (the two
-CIFAR10 steps held 23 GB together on the 24 GB development machine). Same global batch, T,
+side is alive at a time, so neither competes with the other for cores or memory (two
+CIFAR10 steps side by side filled the 24 GB development machine). Same global batch, T,
 optimiser (SGD, momentum 0.9, weight decay 1e-4) and thread count (PyTorch's intra-op
 threads = the cores; ours: one CPU device per core, see ``experiments.cpu_devices``).
 Reported: the median of the rounds for each side, their ratio, and every round's ratio.
@@ -46,19 +46,6 @@ LABELS = {
 
 def _ours_worker() -> None:
     """The project side of the protocol of ``_official_worker`` (see its docstring)."""
-    from experiments import cpu_devices
-
-    cpu_devices.use_every_core([64, 28, 32])
-    import jax
-
-    from experiments import trainer
-    from experiments.configs import base
-
-    # compiled once, then read from the cache by the next rounds' fresh processes
-    trainer.enable_compilation_cache(base.get_config().compilation_cache_dir)
-
-    from experiments.bench.train_step import prepare
-
     step = None
     for line in sys.stdin:
         command = json.loads(line)
@@ -66,17 +53,35 @@ def _ours_worker() -> None:
             break
         if command["cmd"] == "setup":
             step = None
-            step, info = prepare(command["preset"])
+            step, info = _prepare_ours(command["preset"])
             answer = {
                 "first": step(),
-                "jax": jax.__version__,
-                "devices": str(jax.devices()),
+                "jax": info["jax"],
+                "devices": info["devices"],
                 "time_steps": info["config"].model.time_steps,
                 "batch": info["config"].batch_size,
             }
         else:
             answer = {"seconds": step()}
         print(json.dumps(answer), flush=True)
+
+
+def _prepare_ours(preset: str):
+    """``train_step.prepare(preset)`` on one CPU device per core (as many as divide the
+    preset's batch; set before JAX's backend starts), with the persistent compilation
+    cache, so that the fresh processes of later rounds load the compiled step."""
+    from experiments import cpu_devices
+    from experiments.bench.train_step import prepare, preset_config
+    from experiments.configs import base
+
+    cpu_devices.use_every_core([preset_config(preset)[0].batch_size])
+    import jax
+
+    from experiments import trainer
+
+    trainer.enable_compilation_cache(base.get_config().compilation_cache_dir)
+    step, info = prepare(preset)
+    return step, {**info, "jax": jax.__version__, "devices": str(jax.devices())}
 
 
 def _median(xs: list[float]) -> float:
