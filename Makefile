@@ -47,8 +47,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.profile
 	$(VENV)/bin/python -m experiments.bench.conv
 
-## bench-official: our train step against the authors' PyTorch nets (../shared/official), side by
-## side; creates .bench-venvs/official with CPU torch on first use; skips without their code
+## bench-official: our train step against the authors' PyTorch nets, side by side (their code's
+## folder: ARGS=--official=PATH); creates .bench-venvs/official with CPU torch on first use;
+## skips, saying so, without their code
 bench-official: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.vs_official --readme README.md $(ARGS)
 
