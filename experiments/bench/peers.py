@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -65,12 +66,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return n, t
 
 
-def _median(xs):
-    xs = sorted(xs)
-    k = len(xs)
-    return xs[k // 2] if k % 2 else (xs[k // 2 - 1] + xs[k // 2]) / 2
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -113,9 +108,8 @@ def main(argv=None) -> None:
             order = list(workers)
             for r in range(args.rounds):
                 for c in order[r % len(order) :] + order[: r % len(order)]:
-                    times[c].append(
-                        _median(workers[c].ask(cmd="time", repeats=args.repeats)["seconds"])
-                    )
+                    seconds = workers[c].ask(cmd="time", repeats=args.repeats)["seconds"]
+                    times[c].append(statistics.median(seconds))
                 print(
                     f"{n}x{t} round {r + 1}/{args.rounds}: "
                     + ", ".join(f"{c} {1e3 * times[c][-1]:.1f} ms" for c in order),
@@ -128,7 +122,7 @@ def main(argv=None) -> None:
                         "n": n,
                         "t": t,
                         "batch": args.batch,
-                        "median_seconds": _median(times[c]),
+                        "median_seconds": statistics.median(times[c]),
                         "round_seconds": times[c],
                         "first_call_seconds": setup[c]["first"],
                         "versions": {k: v for k, v in setup[c].items() if k != "first"},

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -84,12 +85,6 @@ def _prepare_ours(preset: str):
     return step, {**info, "jax": jax.__version__, "devices": str(jax.devices())}
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 def compare(preset: str, start: dict, rounds: int, steps: int, threads: int, device: str) -> dict:
     """Times ``preset`` on both sides: per round, each side in a fresh process (the order
     alternating), its compilation or warm-up step, then ``steps`` timed steps."""
@@ -103,7 +98,7 @@ def compare(preset: str, start: dict, rounds: int, steps: int, threads: int, dev
                     cmd="setup", preset=preset, threads=threads, device=device
                 )
                 times[side].append(
-                    _median([worker.ask(cmd="step")["seconds"] for _ in range(steps)])
+                    statistics.median([worker.ask(cmd="step")["seconds"] for _ in range(steps)])
                 )
             finally:
                 worker.close()
@@ -124,9 +119,9 @@ def compare(preset: str, start: dict, rounds: int, steps: int, threads: int, dev
         "preset": preset,
         "batch_size": ours_setup["batch"],
         "time_steps": ours_setup["time_steps"],
-        "official_step_seconds": _median(theirs),
-        "ours_step_seconds": _median(mine),
-        "official_over_ours": _median(theirs) / _median(mine),
+        "official_step_seconds": statistics.median(theirs),
+        "ours_step_seconds": statistics.median(mine),
+        "official_over_ours": statistics.median(theirs) / statistics.median(mine),
         "round_ratios": [a / b for a, b in zip(theirs, mine, strict=True)],
         "official_times": theirs,
         "ours_times": mine,
