@@ -119,7 +119,7 @@ def _depth(v: Any) -> str | None:
 
 def _rules() -> dict[str, Rule]:
     # imported here so that `python -m experiments.train --help` stays light
-    from experiments.input_pipeline import DATASETS
+    from experiments.input_pipeline import AUGMENTS, DATASETS
     from experiments.models import DTYPES
     from mlf_jax.neurons import NEURON_IMPLS
     from mlf_jax.nn.blocks import SHORTCUTS
@@ -133,6 +133,7 @@ def _rules() -> dict[str, Rule]:
         "data_dir": _string,
         "cache_dir": _string,
         "install_data": _boolean,
+        "augment": _choice(AUGMENTS),
         "model.depth": _depth,
         "model.widths": _positive_ints(3),
         "model.shortcut": _choice(SHORTCUTS),

@@ -1,16 +1,20 @@
 """Depth study on Fashion-MNIST: do spiking nets degrade with depth; do MLF and DS-ResNet help?
 
 The grid is {spiking ResNet, DS-ResNet} x {LIF, MLF K=3} x depths, every cell trained with the
-same budget (data, epochs, batch, optimiser, seed). For each cell it records train and test
+same budget (data, epochs, batch, optimiser) once per seed (``--seeds``; a seed draws the
+training subset, the initialisation and the data order). For each run it records train and test
 accuracy, the proportion of dormant units and the gradient norm at the first layer,
-at initialisation and after training::
+at initialisation and after training; per cell, the mean, standard deviation and range over
+the seeds::
 
     python -m experiments.depth_study --workdir=workdir/depth_study   # train + measure + plot
 
-Resumable: a finished cell is skipped; an interrupted one resumes from its last checkpoint
-(``<workdir>/<cell>/checkpoints``). The aggregated results go to ``<workdir>/results.json`` and
-the plot to ``<workdir>/depth_study.png`` (``--results_out`` / ``--plot_out`` copy them elsewhere,
-e.g. into ``experiments/results/`` for the README).
+Resumable: a finished run is skipped; an interrupted one resumes from its last checkpoint
+(``<workdir>/<cell>_s<seed>/checkpoints``). The aggregated results go to
+``<workdir>/results.json`` and the plot to ``<workdir>/depth_study.png`` (``--results_out`` /
+``--plot_out`` copy them elsewhere, e.g. into ``experiments/results/`` for the README).
+``--previous_results`` takes the runs of an earlier results file with the same settings
+instead of training them again (e.g. to add seeds to a committed study).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from absl import app, flags, logging
 from flax import serialization
 
 import mlf_jax as mj
-from experiments import config_check, input_pipeline, run_identity, trainer
+from experiments import config_check, cpu_devices, input_pipeline, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
 from experiments.models import build_model
@@ -49,22 +53,43 @@ flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (cosine decay, 0.1-epoch warm-up).")
 flags.DEFINE_integer("probe_size", 256, "Examples used for the dormant and gradient probes.")
 flags.DEFINE_integer("train_eval_size", 5000, "Training examples used for train accuracy.")
-flags.DEFINE_integer("seed", 0, "Seed of the subset, the initialisation and the data order.")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "One run per cell and seed (subset, init, order).")
 flags.DEFINE_bool("measure", True, "Measure finished cells (needs mlf_jax.analysis).")
 flags.DEFINE_string("results_out", "", "Also write the aggregated results JSON here.")
 flags.DEFINE_string("plot_out", "", "Also write the plot here.")
+flags.DEFINE_string(
+    "previous_results",
+    "",
+    "A results JSON of an earlier study with the same settings: its runs are used instead of "
+    "training those (cell, seed) pairs again.",
+)
 
 
 NEURONS = {"lif": (0.6,), "mlf": (0.6, 1.6, 2.6)}
 SHORTCUT_NAMES = {"standard": "spiking ResNet", "ds": "DS-ResNet"}
 
 
-def cell_name(shortcut: str, neuron: str, depth: int) -> str:
-    return f"{shortcut}_{neuron}_d{depth}"
+#: What varies between runs: (shortcut, neuron, depth, seed).
+Run = tuple[str, str, int, int]
+
+#: Per-run results summarised over seeds (mean, std, min, max) for each cell.
+SUMMARISED = (
+    "train_accuracy",
+    "test_accuracy",
+    "dormant_init",
+    "dormant_final",
+    "grad_norm_init",
+    "grad_norm_final",
+    "train_seconds",
+)
 
 
-def cell_config(shortcut: str, neuron: str, depth: int) -> Any:
-    """The Fashion-MNIST config with this cell's model and the study's common budget."""
+def cell_name(shortcut: str, neuron: str, depth: int, seed: int) -> str:
+    return f"{shortcut}_{neuron}_d{depth}_s{seed}"
+
+
+def cell_config(shortcut: str, neuron: str, depth: int, seed: int) -> Any:
+    """The Fashion-MNIST config with this cell's model, the study's common budget and ``seed``."""
     config = data_config()
     config.model.depth = depth
     config.model.widths = tuple(int(w) for w in FLAGS.widths)
@@ -74,7 +99,7 @@ def cell_config(shortcut: str, neuron: str, depth: int) -> Any:
     config.batch_size = FLAGS.batch_size
     config.num_epochs = FLAGS.epochs
     config.learning_rate = FLAGS.learning_rate
-    config.seed = FLAGS.seed
+    config.seed = seed
     config.log_every = 20
     config.study_train_size = FLAGS.train_size  # the subset is part of the cell's identity
     return config
@@ -142,13 +167,13 @@ def accuracy(model: Any, variables: dict, source: Any, preprocess: Any, batch: i
     return mj.train.evaluate(dp, dp.put_state(state), source, preprocess, batch)["accuracy"]
 
 
-def run_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> dict:
-    """Trains one cell with the experiments' trainer (resuming if interrupted) and saves
-    its final variables."""
-    name = cell_name(shortcut, neuron, depth)
+def run_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, train: Any) -> dict:
+    """Trains one cell with one seed with the experiments' trainer (resuming if interrupted)
+    and saves its final variables."""
+    name = cell_name(shortcut, neuron, depth, seed)
     cdir = Path(FLAGS.workdir) / name
     done = cdir / "train.json"
-    config = cell_config(shortcut, neuron, depth)
+    config = cell_config(shortcut, neuron, depth, seed)
     if done.exists():  # trained before: only if with these settings
         try:
             run_identity.check(cdir, config)
@@ -158,7 +183,9 @@ def run_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> d
                 "settings: use a new --workdir for these"
             ) from None
         return json.loads(done.read_text())
-    print(f"== {name}: {SHORTCUT_NAMES[shortcut]}-{depth}, {neuron.upper()}", flush=True)
+    print(
+        f"== {name}: {SHORTCUT_NAMES[shortcut]}-{depth}, {neuron.upper()}, seed {seed}", flush=True
+    )
     cell_data = input_pipeline.Data(train, data.test, data.preprocess)
     try:
         out = trainer.train_and_evaluate(config, cdir, data=cell_data)
@@ -170,14 +197,14 @@ def run_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> d
             raise SystemExit(f"{out['stopped_by']}: stopped; run the same command to resume")
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         (cdir / "final_variables.msgpack").write_bytes(serialization.to_bytes(variables))
-    out.update(shortcut=shortcut, neuron=neuron, depth=depth)
+    out.update(shortcut=shortcut, neuron=neuron, depth=depth, seed=seed)
     done.write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 
-def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) -> dict:
+def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, train: Any) -> dict:
     """Train/test accuracy, dormant proportion and gradient norm at init and after training."""
-    name = cell_name(shortcut, neuron, depth)
+    name = cell_name(shortcut, neuron, depth, seed)
     cdir = Path(FLAGS.workdir) / name
     path = cdir / "measure.json"
     settings = {"probe_size": FLAGS.probe_size, "train_eval_size": FLAGS.train_eval_size}
@@ -185,7 +212,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) 
         result = json.loads(path.read_text())
         if result.get("settings") == settings:
             return result
-    config = cell_config(shortcut, neuron, depth)
+    config = cell_config(shortcut, neuron, depth, seed)
     config.cross_device_bn = False  # the probes run on one device, outside shard_map
     model = build_model(config)
     pre = data.preprocess
@@ -206,8 +233,41 @@ def measure_cell(shortcut: str, neuron: str, depth: int, data: Any, train: Any) 
     return result
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Test accuracy, train accuracy, dormant proportion and first-layer gradient vs depth."""
+def summarise(rows: list[dict]) -> list[dict]:
+    """One row per cell: for each of :data:`SUMMARISED`, mean, std (``ddof=1``; 0 for one
+    seed), min and max over the seeds that did not diverge, and the seeds in ``seeds``."""
+    cells: dict[tuple[str, str, int], list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["shortcut"], r["neuron"], r["depth"]), []).append(r)
+    out = []
+    for (shortcut, neuron, depth), runs in cells.items():
+        row: dict[str, Any] = {
+            "shortcut": shortcut,
+            "neuron": neuron,
+            "depth": depth,
+            "seeds": sorted(r["seed"] for r in runs),
+            "diverged_seeds": sorted(r["seed"] for r in runs if r.get("diverged")),
+        }
+        for key in SUMMARISED:
+            v = np.asarray([r[key] for r in runs if r.get(key) is not None], np.float64)
+            row[key] = (
+                {
+                    "mean": float(v.mean()),
+                    "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                    "min": float(v.min()),
+                    "max": float(v.max()),
+                    "n": len(v),
+                }
+                if len(v)
+                else None
+            )
+        out.append(row)
+    return out
+
+
+def plot(summary: list[dict], path: Path) -> None:
+    """Test accuracy, train accuracy, dormant proportion and first-layer gradient vs depth:
+    the mean over seeds, bars from the smallest to the largest seed's value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,51 +282,126 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     styles = {"standard": "--", "ds": "-"}
     markers = {"lif": "o", "mlf": "s"}
+    offsets = {("standard", "lif"): -1.5, ("standard", "mlf"): -0.5, ("ds", "lif"): 0.5}
+    seeds = sorted({s for r in summary for s in r["seeds"]})
     for ax, (key, title) in zip(axes, panels, strict=True):
         for shortcut, neuron in itertools.product(FLAGS.shortcuts, FLAGS.neurons):
             pts = sorted(
                 (r["depth"], r[key])
-                for r in rows
-                if r["shortcut"] == shortcut and r["neuron"] == neuron and r.get(key) is not None
+                for r in summary
+                if r["shortcut"] == shortcut and r["neuron"] == neuron and r.get(key)
             )
             if pts:
-                d, v = zip(*pts, strict=True)
+                # a small horizontal offset per network, so that the bars do not overlap
+                d = np.asarray([p[0] for p in pts], float) + offsets.get((shortcut, neuron), 1.5)
+                mean = np.asarray([p[1]["mean"] for p in pts])
+                err = np.asarray(
+                    [[p[1]["mean"] - p[1]["min"], p[1]["max"] - p[1]["mean"]] for p in pts]
+                )
                 label = f"{SHORTCUT_NAMES[shortcut]}, {neuron.upper()}"
-                ax.plot(d, v, styles[shortcut], marker=markers[neuron], label=label)
+                ax.errorbar(
+                    d,
+                    mean,
+                    yerr=err.T,
+                    fmt=styles[shortcut],
+                    marker=markers[neuron],
+                    capsize=3,
+                    label=label,
+                )
         ax.set_xlabel("depth")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if key == "grad_norm_init":
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
+    fig.suptitle(f"mean over seeds {', '.join(map(str, seeds))}; bars: min to max", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def table(rows: list[dict]) -> str:
-    """The results as a markdown table."""
+def table(summary: list[dict]) -> str:
+    """The summary as a markdown table: mean ± std (min-max) over the seeds."""
     head = (
-        "| model | neuron | depth | train acc. | test acc. | dormant (init -> trained) "
-        "| grad norm at layer 1 (init -> trained) | train time |\n|---|---|---|---|---|---|---|---|"
+        "| model | neuron | depth | seeds | train acc. | test acc. | dormant (init -> trained) "
+        "| grad norm at layer 1 (init -> trained) | train time |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
 
-    def pct(v):
-        return "diverged" if v is None else f"{100 * v:.1f} %"
+    def acc(s):
+        if s is None:
+            return "diverged"
+        return (
+            f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f} "
+            f"({100 * s['min']:.1f}-{100 * s['max']:.1f})"
+        )
 
     def pair(a, b, fmt):
-        return f"{fmt(a)} -> {fmt(b)}" if b is not None else fmt(a)
+        return f"{fmt(a['mean'])} -> {fmt(b['mean'])}" if b else fmt(a["mean"])
 
     lines = [head]
-    for r in rows:
+    for r in summary:
+        seeds = f"{len(r['seeds'])}" + (
+            f" ({len(r['diverged_seeds'])} diverged)" if r["diverged_seeds"] else ""
+        )
         lines.append(
-            f"| {SHORTCUT_NAMES[r['shortcut']]} | {r['neuron'].upper()} | {r['depth']} "
-            f"| {pct(r.get('train_accuracy'))} | {pct(r.get('test_accuracy'))} "
-            f"| {pair(r['dormant_init'], r.get('dormant_final'), lambda v: f'{100 * v:.1f} %')} "
-            f"| {pair(r['grad_norm_init'], r.get('grad_norm_final'), lambda v: f'{v:.3g}')} "
-            f"| {r['train_seconds']:.0f} s |"
+            f"| {SHORTCUT_NAMES[r['shortcut']]} | {r['neuron'].upper()} | {r['depth']} | {seeds} "
+            f"| {acc(r['train_accuracy'])} | {acc(r['test_accuracy'])} "
+            f"| {pair(r['dormant_init'], r['dormant_final'], lambda v: f'{100 * v:.1f} %')} "
+            f"| {pair(r['grad_norm_init'], r['grad_norm_final'], lambda v: f'{v:.3g}')} "
+            f"| {r['train_seconds']['mean']:.0f} s |"
         )
     return "\n".join(lines)
+
+
+def settings() -> dict[str, Any]:
+    """The study's settings, as recorded in its results (seeds apart: they add runs)."""
+    out = {
+        k: FLAGS[k].value
+        for k in (
+            "depths",
+            "widths",
+            "time_steps",
+            "train_size",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "probe_size",
+            "train_eval_size",
+        )
+    }
+    out["depths"] = [int(d) for d in out["depths"]]
+    out["widths"] = [int(w) for w in out["widths"]]
+    return out
+
+
+def previous_rows(path: str) -> dict[Run, dict]:
+    """The runs of an earlier results file, by (shortcut, neuron, depth, seed); refused (a
+    ``ConfigError`` naming the keys) when its settings differ from this study's."""
+    try:
+        previous = json.loads(Path(path).read_text())
+        old = {k: v for k, v in previous["settings"].items() if k not in ("seed", "seeds")}
+        rows = previous["cells"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise config_check.ConfigError(
+            f"--previous_results {path}: not a depth study results file ({e})"
+        ) from None
+    ours = settings()
+    differ = sorted(k for k in set(old) | set(ours) if old.get(k) != ours.get(k))
+    if differ:
+        raise config_check.ConfigError(
+            f"--previous_results {path} was run with other settings: "
+            + ", ".join(f"{k}: {old.get(k)} there, {ours.get(k)} here" for k in differ)
+        )
+    default_seed = previous["settings"].get("seed", 0)  # files from before --seeds
+    return {
+        (r["shortcut"], r["neuron"], r["depth"], r.get("seed", default_seed)): {
+            **r,
+            "seed": r.get("seed", default_seed),
+            "source": r.get("source", path),
+        }
+        for r in rows
+    }
 
 
 def main(argv: Sequence[str]) -> None:
@@ -282,32 +417,53 @@ def main(argv: Sequence[str]) -> None:
     depths = [int(d) for d in FLAGS.depths]
     for d in depths:
         mj.models.stage_sizes_for_depth(d)
-    cells = list(itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths))
-    for c in cells:  # every cell's config, before any data is read
-        config_check.validate(cell_config(*c))
+    try:
+        seeds = sorted({int(s) for s in FLAGS.seeds})
+    except ValueError:
+        raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from None
+    if not seeds:
+        raise app.UsageError("--seeds is empty")
+    runs = [
+        (*c, seed)
+        for c in itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths)
+        for seed in seeds
+    ]
+    for r in runs:  # every run's config, before any data is read
+        config_check.validate(cell_config(*r))
+    previous = previous_rows(FLAGS.previous_results) if FLAGS.previous_results else {}
+    try:  # before JAX's backend starts: one CPU device per core (splitting each batch)
+        cpu_devices.use_every_core([FLAGS.batch_size])
+    except ValueError as e:
+        raise config_check.ConfigError(str(e)) from None
     workdir = Path(FLAGS.workdir)
     with mj.train.RunLock(workdir):  # one study per workdir (each cell also locks its own)
-        study(cells, workdir)
+        study(runs, previous, workdir)
 
 
-def study(cells: list[tuple[str, str, int]], workdir: Path) -> None:
-    """Trains, measures, tabulates and plots ``cells``."""
+def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
+    """Trains, measures, tabulates and plots ``runs`` (those in ``previous`` are taken from
+    there)."""
     data = input_pipeline.get_datasets(data_config())
-    train = subset(data.train, FLAGS.train_size, FLAGS.seed)
+    subsets = {s: subset(data.train, FLAGS.train_size, s) for s in {r[3] for r in runs}}
     start = time.time()
-    trained = {c: run_cell(*c, data, train) for c in cells}
+    todo = [r for r in runs if r not in previous]
+    trained = {r: run_cell(*r, data, subsets[r[3]]) for r in todo}
     print(f"training done ({time.time() - start:.0f} s this run)", flush=True)
     if not FLAGS.measure:
         return
     rows = []
-    for c in cells:
-        t, m = trained[c], measure_cell(*c, data, train)
+    for r in runs:
+        if r in previous:
+            rows.append(previous[r])
+            continue
+        t, m = trained[r], measure_cell(*r, data, subsets[r[3]])
         final = m.get("final")
         rows.append(
             {
-                "shortcut": c[0],
-                "neuron": c[1],
-                "depth": c[2],
+                "shortcut": r[0],
+                "neuron": r[1],
+                "depth": r[2],
+                "seed": r[3],
                 "num_params": t.get("num_params"),
                 "train_seconds": t.get("wall_seconds", 0.0),
                 "diverged": t.get("diverged"),
@@ -321,32 +477,21 @@ def study(cells: list[tuple[str, str, int]], workdir: Path) -> None:
                 "grad_norm_final": final and final["first_layer_grad_norm"],
             }
         )
-    settings = {
-        k: FLAGS[k].value
-        for k in (
-            "depths",
-            "widths",
-            "time_steps",
-            "train_size",
-            "epochs",
-            "batch_size",
-            "learning_rate",
-            "probe_size",
-            "train_eval_size",
-            "seed",
-        )
+    summary = summarise(rows)
+    results = {
+        "settings": {**settings(), "seeds": sorted({r[3] for r in runs})},
+        "devices": str(jax.devices()),
+        "summary": summary,
+        "cells": rows,
     }
-    settings["depths"] = [int(d) for d in settings["depths"]]
-    settings["widths"] = [int(w) for w in settings["widths"]]
-    results = {"settings": settings, "devices": str(jax.devices()), "cells": rows}
     text = json.dumps(results, indent=2) + "\n"
     (workdir / "results.json").write_text(text)
-    plot(rows, workdir / "depth_study.png")
+    plot(summary, workdir / "depth_study.png")
     if FLAGS.results_out:
         Path(FLAGS.results_out).write_text(text)
     if FLAGS.plot_out:
-        plot(rows, Path(FLAGS.plot_out))
-    print(table(rows))
+        plot(summary, Path(FLAGS.plot_out))
+    print(table(summary))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ What ``config.model.time_steps`` (T) means depends on the data set:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import numbers
 import os
 import shutil
@@ -31,9 +32,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from experiments.config_check import ConfigError
-from mlf_jax.data import ArraySource, cifar10, digits, fashion_mnist, neuromorphic
+from mlf_jax.data import ArraySource, augment, cifar10, digits, fashion_mnist, neuromorphic
 
 __all__ = [
+    "AUGMENTS",
     "DATASETS",
     "SPECS",
     "Data",
@@ -55,6 +57,40 @@ class Data(NamedTuple):
     test: ArraySource
     preprocess: Preprocess
     augment: Augment | None = None
+
+
+#: ``config.augment``: ``''`` is the data set's default (random crop and flip for CIFAR10,
+#: nothing for the others); ``crop_flip_erase`` adds random erasing with probability 0.5.
+#: Only the static image data sets (Fashion-MNIST, CIFAR10) are augmented.
+AUGMENTS = ("", "none", "crop_flip", "crop_flip_erase")
+
+#: Probability of random erasing under ``crop_flip_erase``.
+ERASE_PROBABILITY = 0.5
+
+
+def _augment(config: Any, crop_flip: Augment, default: str) -> Augment | None:
+    """The per-example augmentation that ``config.augment`` names, from the data set's
+    random crop and flip."""
+    kind = config.augment or default
+    if kind == "none":
+        return None
+    if kind == "crop_flip":
+        return crop_flip
+    if kind == "crop_flip_erase":
+        return functools.partial(_crop_flip_erase, crop_flip)
+    raise ConfigError(f"config.augment must be one of {AUGMENTS}, got {config.augment!r}")
+
+
+def _crop_flip_erase(crop_flip: Augment, example: dict, rng: np.random.Generator) -> dict:
+    return augment.random_erase(crop_flip(example, rng), rng, ERASE_PROBABILITY)
+
+
+def _no_augment(config: Any) -> None:
+    if config.augment not in ("", "none"):
+        raise ConfigError(
+            f"config.augment={config.augment!r}: {config.dataset} is not augmented; "
+            "use '' or 'none' (only fashion_mnist and cifar10 are)"
+        )
 
 
 def ensure_fashion_mnist(data_dir: str, install: bool) -> None:
@@ -95,11 +131,16 @@ def _fashion_mnist(config: Any) -> Data:
         return {"image": fashion_mnist.normalize(batch["image"]), "label": batch["label"]}
 
     return Data(
-        fashion_mnist.load(data_dir, "train"), fashion_mnist.load(data_dir, "test"), preprocess
+        fashion_mnist.load(data_dir, "train"),
+        fashion_mnist.load(data_dir, "test"),
+        preprocess,
+        _augment(config, fashion_mnist.augment, default="none"),
     )
 
 
 def _digits(config: Any) -> Data:
+    _no_augment(config)
+
     def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
         return {"image": digits.normalize(batch["image"]), "label": batch["label"]}
 
@@ -120,7 +161,7 @@ def _cifar10(config: Any) -> Data:
         cifar10.load(config.data_dir, "train"),
         cifar10.load(config.data_dir, "test"),
         preprocess,
-        cifar10.augment,
+        _augment(config, cifar10.augment, default="crop_flip"),
     )
 
 
@@ -160,6 +201,7 @@ def _event_frames(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.
 
 def _events(name: str) -> Callable[[Any], Data]:
     def make(config: Any) -> Data:
+        _no_augment(config)
         if not config.data_dir:
             raise ConfigError(
                 f"set config.data_dir to the folder holding tonic's layout of {name!r} "

@@ -11,6 +11,10 @@ def get_config() -> ml_collections.ConfigDict:
     # Install a missing data set with the system package manager when possible
     # (Fashion-MNIST: Debian's dataset-fashion-mnist, as root).
     config.install_data = True
+    # Per-example augmentation of the training images: '' (the data set's default: random
+    # crop and flip for CIFAR10, none for the others), 'none', 'crop_flip', or
+    # 'crop_flip_erase' (then random erasing); Fashion-MNIST and CIFAR10 only.
+    config.augment = ""
 
     config.model = ml_collections.ConfigDict()
     config.model.depth = 20

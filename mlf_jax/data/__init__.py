@@ -1,6 +1,6 @@
 """Input pipelines: data sources, the grain loader, and the data sets of the paper."""
 
-from mlf_jax.data import cifar10, digits, events, fashion_mnist, neuromorphic
+from mlf_jax.data import augment, cifar10, digits, events, fashion_mnist, neuromorphic
 from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
@@ -13,6 +13,7 @@ __all__ = [
     "shard_bounds",
     "steps_per_epoch",
     "read_idx",
+    "augment",
     "fashion_mnist",
     "digits",
     "cifar10",

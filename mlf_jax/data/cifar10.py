@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from mlf_jax.data import augment as _augment
 from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.source import ArraySource
@@ -402,30 +403,16 @@ def load(
 
 
 def crop_flip(image: np.ndarray, dy: int, dx: int, flip: bool, padding: int = PADDING):
-    """The ``[H, W, C]`` window at offset ``(dy, dx)`` of ``image`` zero-padded by
-    ``padding`` on each side, mirrored left-right when ``flip``.
-
-    ``out[r, k] = image[r + dy - padding, k + dx - padding]`` (0 outside the image), then
-    ``out[:, k] <- out[:, W - 1 - k]`` when flipping.
-    """
-    height, width = image.shape[:2]
-    pad = [(padding, padding), (padding, padding)] + [(0, 0)] * (image.ndim - 2)
-    out = np.pad(image, pad)[dy : dy + height, dx : dx + width]
-    return np.ascontiguousarray(out[:, ::-1] if flip else out)
+    """:func:`mlf_jax.data.augment.crop_flip` with CIFAR10's default padding (4)."""
+    return _augment.crop_flip(image, dy, dx, flip, padding)
 
 
 def augment(
     example: dict[str, np.ndarray], rng: np.random.Generator, padding: int = PADDING
 ) -> dict[str, np.ndarray]:
-    """Random crop (zero padding ``padding``) and horizontal flip of ``example['image']``.
-
-    Draws from ``rng`` only: the offsets ``(dy, dx)``, each uniform in ``0..2 * padding``
-    (``rng.integers(0, 2 * padding + 1, size=2)``), then the flip (``rng.random() < 0.5``).
-    Other entries of the example pass through unchanged.
-    """
-    dy, dx = rng.integers(0, 2 * padding + 1, size=2)
-    flip = bool(rng.random() < 0.5)
-    return {**example, "image": crop_flip(example["image"], int(dy), int(dx), flip, padding)}
+    """Random crop (zero padding ``padding``) and horizontal flip of ``example['image']``
+    (:func:`mlf_jax.data.augment.random_crop_flip`)."""
+    return _augment.random_crop_flip(example, rng, padding)
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

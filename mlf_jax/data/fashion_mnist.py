@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlf_jax.data import augment as _augment
 from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.source import ArraySource
@@ -18,8 +19,10 @@ __all__ = [
     "STD",
     "CLASSES",
     "SIZE",
+    "PADDING",
     "DataFileError",
     "DatasetNotFoundError",
+    "augment",
     "check_images",
     "check_labels",
     "find_files",
@@ -38,6 +41,9 @@ FILES = {
 
 #: Height and width of every image.
 SIZE = 28
+
+#: Zero padding of the random crop in :func:`augment`.
+PADDING = 2
 
 #: Pixel mean and standard deviation of the training set (pixels in [0, 1]).
 MEAN, STD = 0.2860, 0.3530
@@ -131,3 +137,16 @@ def check_labels(
 def normalize(images: np.ndarray) -> np.ndarray:
     """uint8 pixels -> float32 ``(x / 255 - MEAN) / STD``."""
     return ((images.astype(np.float32) / 255.0) - MEAN) / STD
+
+
+def augment(
+    example: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    padding: int = PADDING,
+    erase: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """Random crop (zero padding ``padding``) and horizontal flip of the uint8 image, then,
+    with probability ``erase``, random erasing of a rectangle
+    (:func:`mlf_jax.data.augment.random_erase`); every draw from ``rng``."""
+    example = _augment.random_crop_flip(example, rng, padding)
+    return _augment.random_erase(example, rng, erase) if erase else example

@@ -1,4 +1,5 @@
-"""The depth study end to end on tiny files in the Fashion-MNIST format: results, plot, resume."""
+"""The depth study end to end on tiny files in the Fashion-MNIST format: results, seeds and
+their summary, plot, resume, reuse of an earlier results file."""
 
 import json
 import subprocess
@@ -15,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def _command(data_dir: Path, workdir: Path) -> list[str]:
+def _command(data_dir: Path, workdir: Path, seeds: str = "3,5") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -31,12 +32,13 @@ def _command(data_dir: Path, workdir: Path) -> list[str]:
         "--batch_size=32",
         "--probe_size=16",
         "--train_eval_size=32",
+        f"--seeds={seeds}",
         f"--results_out={workdir / 'copy.json'}",
     ]
 
 
-def _run(data_dir: Path, workdir: Path) -> str:
-    cmd = _command(data_dir, workdir)
+def _run(data_dir: Path, workdir: Path, *extra: str, seeds: str = "3,5") -> str:
+    cmd = _command(data_dir, workdir, seeds) + list(extra)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -55,9 +57,11 @@ def test_every_cell_is_trained_and_measured(study):
     results = json.loads((work / "results.json").read_text())
     assert json.loads((work / "copy.json").read_text()) == results
     assert (work / "depth_study.png").stat().st_size > 0
-    cells = {(c["shortcut"], c["neuron"], c["depth"]): c for c in results["cells"]}
-    assert set(cells) == {("standard", "mlf", 8), ("ds", "mlf", 8)}
-    for c in cells.values():
+    assert results["settings"]["seeds"] == [3, 5]
+    runs = {(c["shortcut"], c["neuron"], c["depth"], c["seed"]): c for c in results["cells"]}
+    assert set(runs) == {(s, "mlf", 8, seed) for s in ("standard", "ds") for seed in (3, 5)}
+    cells = {k[:3]: c for k, c in runs.items() if k[3] == 3}
+    for c in runs.values():
         assert c["diverged"] is None
         for key in ("train_accuracy", "test_accuracy", "dormant_init", "dormant_final"):
             assert 0.0 <= c[key] <= 1.0, (key, c[key])
@@ -66,7 +70,19 @@ def test_every_cell_is_trained_and_measured(study):
     # neuron after each of the two projection shortcuts, the spiking ResNet has none there
     assert len(cells["standard", "mlf", 8]["dormant_per_layer_final"]) == 1 + 3 * 2
     assert len(cells["ds", "mlf", 8]["dormant_per_layer_final"]) == 1 + 3 * 2 + 2
-    assert "| DS-ResNet | MLF | 8 |" in out and "| spiking ResNet | MLF | 8 |" in out
+    assert "| DS-ResNet | MLF | 8 | 2 |" in out and "| spiking ResNet | MLF | 8 | 2 |" in out
+    # the two seeds differ (subset, initialisation, order) ...
+    assert runs["ds", "mlf", 8, 3]["grad_norm_init"] != runs["ds", "mlf", 8, 5]["grad_norm_init"]
+    # ... and the summary is their mean, sample standard deviation and range
+    for s in results["summary"]:
+        assert s["seeds"] == [3, 5]
+        a, b = (runs[s["shortcut"], s["neuron"], s["depth"], seed] for seed in (3, 5))
+        for key in ("test_accuracy", "train_accuracy", "dormant_final", "grad_norm_init"):
+            got = s[key]
+            assert got["n"] == 2
+            assert got["mean"] == pytest.approx((a[key] + b[key]) / 2, rel=1e-12)
+            assert got["std"] == pytest.approx(abs(a[key] - b[key]) / 2**0.5, rel=1e-9, abs=1e-15)
+            assert (got["min"], got["max"]) == (min(a[key], b[key]), max(a[key], b[key]))
 
 
 def test_a_second_run_resumes_without_training_again(study):
@@ -75,6 +91,34 @@ def test_a_second_run_resumes_without_training_again(study):
     again = _run(data, work)
     assert "== " not in again  # no cell was trained
     assert (work / "results.json").read_text() == before
+
+
+def test_previous_results_are_reused_and_only_new_seeds_trained(study, tmp_path):
+    data, work, _ = study
+    first = json.loads((work / "results.json").read_text())
+    out = _run(
+        data, tmp_path / "more", f"--previous_results={work / 'results.json'}", seeds="3,5,7"
+    )
+    trained = [line for line in out.splitlines() if line.startswith("== ")]
+    assert len(trained) == 2 and all("_s7:" in line for line in trained), trained
+    results = json.loads((tmp_path / "more" / "results.json").read_text())
+    assert results["settings"]["seeds"] == [3, 5, 7]
+    old = {(c["shortcut"], c["seed"]): c for c in first["cells"]}
+    for c in results["cells"]:
+        if c["seed"] != 7:
+            kept = {k: v for k, v in c.items() if k != "source"}
+            assert kept == old[c["shortcut"], c["seed"]]
+    assert all(s["seeds"] == [3, 5, 7] for s in results["summary"])
+
+
+def test_previous_results_with_other_settings_are_refused(study, tmp_path):
+    data, work, _ = study
+    cmd = [a.replace("--epochs=1", "--epochs=2") for a in _command(data, tmp_path / "w")]
+    cmd.append(f"--previous_results={work / 'results.json'}")
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    assert "other settings: epochs: 1 there, 2 here" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
 
 
 def test_a_rerun_with_other_training_settings_is_refused(study):

@@ -217,3 +217,55 @@ def test_examples_of_another_shape_than_the_spec_are_refused(tmp_path, monkeypat
     monkeypatch.setitem(input_pipeline.SPECS, "gesture", wrong)
     with pytest.raises(ValueError, match=r"\(20, 32, 32, 2\), expected \(20, 30, 30, 2\)"):
         input_pipeline.get_datasets(gesture_config_for(tmp_path, 20))
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+def _fashion_config(tmp_path, augment):
+    from experiments.configs import fashion_mnist as fashion_mnist_config
+
+    from ..data.idx_files import write_fashion_mnist
+
+    config = fashion_mnist_config.get_config()
+    config.data_dir = str(write_fashion_mnist(tmp_path, 8, 4))
+    config.augment = augment
+    return config
+
+
+@pytest.mark.parametrize("augment", ["", "none"])
+def test_fashion_mnist_is_not_augmented_by_default(tmp_path, augment):
+    assert input_pipeline.get_datasets(_fashion_config(tmp_path, augment)).augment is None
+
+
+def test_fashion_mnist_crop_flip_erase_crops_flips_and_erases(tmp_path):
+    data = input_pipeline.get_datasets(_fashion_config(tmp_path, "crop_flip_erase"))
+    example = data.train[0]
+    outs = [data.augment(example, np.random.default_rng(s))["image"] for s in range(40)]
+    assert all(o.shape == (28, 28, 1) and o.dtype == np.uint8 for o in outs)
+    # without erasing every output is a 28x28 window of the image padded by 2, maybe flipped
+    padded = np.pad(example["image"], [(2, 2), (2, 2), (0, 0)])
+    windows = [
+        w
+        for dy in range(5)
+        for dx in range(5)
+        for w in (
+            padded[dy : dy + 28, dx : dx + 28],
+            padded[
+                dy : dy + 28,
+                dx : dx + 28,
+            ][:, ::-1],
+        )
+    ]
+    plain = sum(any(np.array_equal(o, w) for w in windows) for o in outs)
+    assert 5 <= plain <= 35, plain  # about half were erased (probability 0.5)
+
+
+def test_augmenting_data_sets_without_augmentation_is_refused():
+    from experiments.configs import base
+
+    config = base.get_config()
+    config.dataset = "digits"
+    config.augment = "crop_flip"
+    with pytest.raises(input_pipeline.ConfigError, match="digits is not augmented"):
+        input_pipeline.get_datasets(config)
