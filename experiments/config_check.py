@@ -9,12 +9,22 @@ or, worse, a run that trains to chance with exit code 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import runpy
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+from etils import epath
 
 from experiments.run_identity import flatten
 
-__all__ = ["ConfigError", "RULES", "validate", "check_override_keys"]
+__all__ = [
+    "ConfigError",
+    "RULES",
+    "validate",
+    "check_override_keys",
+    "check_overrides",
+    "load_config_file",
+]
 
 
 class ConfigError(ValueError):
@@ -221,3 +231,55 @@ def check_override_keys(config: Any, keys: Iterable[str]) -> None:
                     f"valid keys: {', '.join(valid)}"
                 )
             node = node[part]
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+    """The value of ``--config=PATH`` or ``--config PATH``."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def load_config_file(path: str) -> Any:
+    """The config of ``--config=PATH`` (``get_config()`` of that file).
+
+    Raises:
+      ConfigError: the file is missing, is not a Python file that runs, or
+        has no working ``get_config()``.
+    """
+    file = path.split(":", 1)[0]
+    if not file or not epath.Path(file).exists():
+        raise ConfigError(f"config file {path!r} does not exist")
+    if not epath.Path(file).is_file():
+        raise ConfigError(f"config file {path!r} is not a file")
+    try:
+        module = runpy.run_path(file)
+    except Exception as e:  # noqa: BLE001 - any error in the user's file, reported in one line
+        raise ConfigError(f"config file {file} fails to run: {type(e).__name__}: {e}") from None
+    if not callable(module.get("get_config")):
+        raise ConfigError(f"config file {file} defines no get_config()")
+    try:
+        return module["get_config"]()
+    except Exception as e:  # noqa: BLE001
+        raise ConfigError(f"get_config() of {file} fails: {type(e).__name__}: {e}") from None
+
+
+def check_overrides(argv: Sequence[str]) -> None:
+    """Rejects ``--config.<key>=...`` overrides of keys the config does not have.
+
+    Raises:
+      ConfigError: naming the unknown key and the valid keys at that level.
+    """
+    path = _config_path(argv)
+    if path is None:
+        return
+    config = load_config_file(path)
+    keys = [
+        a.split("=", 1)[0].split("config.", 1)[1]
+        for a in argv
+        if a.startswith("--config.") or a.startswith("--noconfig.")
+    ]
+    check_override_keys(config, keys)

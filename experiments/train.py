@@ -12,7 +12,6 @@ the command, the config or the data ends with one line ``error: ...`` and exit c
 from __future__ import annotations
 
 import json
-import runpy
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +25,7 @@ from ml_collections import config_flags
 import mlf_jax as mj
 from experiments import config_check, cpu_devices, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
+from experiments.config_check import check_overrides, load_config_file  # noqa: F401
 from experiments.models import build_model  # noqa: F401 - re-exported for the tests
 
 FLAGS = flags.FLAGS
@@ -64,62 +64,6 @@ def train_and_evaluate(
         variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
         (epath.Path(workdir) / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
     return results
-
-
-def _config_path(argv: Sequence[str]) -> str | None:
-    """The value of ``--config=PATH`` or ``--config PATH``."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def load_config_file(path: str) -> Any:
-    """The config of ``--config=PATH`` (``get_config()`` of that file).
-
-    Raises:
-      config_check.ConfigError: the file is missing, is not a Python file that runs, or
-        has no working ``get_config()``.
-    """
-    file = path.split(":", 1)[0]
-    if not file or not epath.Path(file).exists():
-        raise config_check.ConfigError(f"config file {path!r} does not exist")
-    if not epath.Path(file).is_file():
-        raise config_check.ConfigError(f"config file {path!r} is not a file")
-    try:
-        module = runpy.run_path(file)
-    except Exception as e:  # noqa: BLE001 - any error in the user's file, reported in one line
-        raise config_check.ConfigError(
-            f"config file {file} fails to run: {type(e).__name__}: {e}"
-        ) from None
-    if not callable(module.get("get_config")):
-        raise config_check.ConfigError(f"config file {file} defines no get_config()")
-    try:
-        return module["get_config"]()
-    except Exception as e:  # noqa: BLE001
-        raise config_check.ConfigError(
-            f"get_config() of {file} fails: {type(e).__name__}: {e}"
-        ) from None
-
-
-def check_overrides(argv: Sequence[str]) -> None:
-    """Rejects ``--config.<key>=...`` overrides of keys the config does not have.
-
-    Raises:
-      config_check.ConfigError: naming the unknown key and the valid keys at that level.
-    """
-    path = _config_path(argv)
-    if path is None:
-        return
-    config = load_config_file(path)
-    keys = [
-        a.split("=", 1)[0].split("config.", 1)[1]
-        for a in argv
-        if a.startswith("--config.") or a.startswith("--noconfig.")
-    ]
-    config_check.check_override_keys(config, keys)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -1,0 +1,264 @@
+"""Evaluate saved weights on the whole test set of a config's data set.
+
+    python -m experiments.evaluate --config=experiments/configs/fashion_mnist.py \\
+        --weights=experiments/weights/fashion_mnist_ds8.msgpack \\
+        [--batch_size=500 --confusion_plot=confusion.png --json_out=eval.json \\
+         --config.data_dir=...]
+
+Loads ``{'params', 'batch_stats'}`` (a file of ``experiments.weights`` or a run's
+``final_variables.msgpack``; no optimiser or training state), checked against the config's
+model (:func:`experiments.weights.load`), runs the model in eval mode (tdBN with its running
+statistics) over every test example once, the last partial batch included, and prints JSON
+on stdout: ``test_accuracy``, ``per_class_accuracy``, ``num_examples``,
+``confusion_matrix`` (rows: true class, columns: predicted), ``class_names``, ``dataset``,
+``weights``, ``config`` and ``config_overrides``. A progress bar goes to stderr. A mistake
+in the command, the config, the data or the weights ends with one line ``error: ...`` and
+exit code 1.
+
+One device (the default one); the forward pass is jitted once for the batch size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+from etils import epath
+from ml_collections import config_flags
+from tqdm.auto import tqdm
+
+import mlf_jax as mj
+from experiments import config_check, input_pipeline, trainer, weights
+from experiments.allocator import reexec_with_jemalloc
+from experiments.models import build_model
+
+__all__ = [
+    "USER_ERRORS",
+    "confusion_matrix",
+    "evaluate",
+    "plot_confusion",
+    "predict",
+    "summarize",
+]
+
+USER_ERRORS = weights.USER_ERRORS
+
+
+def predict(
+    config: Any,
+    variables: dict[str, Any],
+    *,
+    batch_size: int | None = None,
+    data: input_pipeline.Data | None = None,
+    model: Any = None,
+    progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, predictions)`` of every test example of ``config``'s data set, in order.
+
+    Batches of ``batch_size`` (default ``config.eval_batch_size``); the last, short one is
+    padded to the same size so that one compiled function serves all, and its padding is
+    cut off the predictions (tdBN in eval mode treats each example on its own, so padding
+    changes nothing else).
+    """
+    data = data if data is not None else input_pipeline.get_datasets(config)
+    model = model if model is not None else build_model(config)
+    batch_size = config.eval_batch_size if batch_size is None else int(batch_size)
+    if batch_size < 1:
+        raise config_check.ConfigError(f"--batch_size must be >= 1, got {batch_size}")
+    n = len(data.test)
+    if n == 0:
+        raise config_check.ConfigError(f"the {config.dataset} test set is empty")
+
+    @jax.jit
+    def classify(variables: Any, images: jax.Array) -> jax.Array:
+        logits = model.apply(variables, mj.train.model_input(images), train=False)
+        return jnp.argmax(logits, -1)
+
+    device_vars = jax.device_put(variables)
+    labels, predictions = [], []
+    with tqdm(total=n, unit="img", desc="evaluate", file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, min(start + batch_size, n))
+            batch = data.preprocess(data.test[idx], False)
+            padded = mj.train.pad_batch(batch, batch_size)
+            out = np.asarray(classify(device_vars, padded["image"]))
+            predictions.append(out[: len(idx)])
+            labels.append(np.asarray(batch["label"]))
+            bar.update(len(idx))
+    return np.concatenate(labels).astype(np.int64), np.concatenate(predictions).astype(np.int64)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``[true class, predicted class]`` (int64)."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predictions)), 1)
+    return matrix
+
+
+def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (``None`` for a class without test examples) and the
+    matrix as JSON values."""
+    total = int(confusion.sum())
+    per_class_n = confusion.sum(axis=1)
+    diagonal = np.diag(confusion)
+    return {
+        "test_accuracy": float(diagonal.sum() / total) if total else None,
+        "per_class_accuracy": {
+            name: (float(diagonal[i] / per_class_n[i]) if per_class_n[i] else None)
+            for i, name in enumerate(class_names)
+        },
+        "num_examples": total,
+        "class_names": list(class_names),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def evaluate(
+    config: Any,
+    variables: dict[str, Any],
+    *,
+    batch_size: int | None = None,
+    data: input_pipeline.Data | None = None,
+    model: Any = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluates ``variables`` on the test set of ``config``: :func:`summarize` of the
+    confusion matrix of :func:`predict`."""
+    labels, predictions = predict(
+        config, variables, batch_size=batch_size, data=data, model=model, progress=progress
+    )
+    names = weights.class_names(config.dataset)
+    return summarize(confusion_matrix(labels, predictions, len(names)), names)
+
+
+def plot_confusion(
+    confusion: np.ndarray,
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> None:
+    """Saves the confusion matrix as an image (PNG by the suffix): each row normalised to
+    the fraction of its true class, the counts written in the cells, class names on the
+    axes. Uses matplotlib's Agg canvas (no display needed).
+
+    Raises:
+      config_check.ConfigError: matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise config_check.ConfigError(
+            "--confusion_plot needs matplotlib: .venv/bin/pip install -e '.[notebooks]' "
+            "(or pip install matplotlib)"
+        ) from None
+    counts = np.asarray(confusion)
+    rows = counts.sum(axis=1, keepdims=True)
+    fraction = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    k = len(class_names)
+    size = max(5.0, 0.6 * k + 2.5)
+    fig = Figure(figsize=(size + 1.0, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    for i in range(k):
+        for j in range(k):
+            if counts[i, j]:
+                color = "white" if fraction[i, j] > 0.5 else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    out = epath.Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as f:
+        fig.savefig(f, format=out.suffix.lstrip(".") or "png", dpi=120)
+
+
+# -- command line --------------------------------------------------------------------
+
+
+def _define_flags() -> None:
+    """This command's flags, defined only when it runs (``experiments.train`` defines a
+    ``--config`` flag too, and both may be imported in one process)."""
+    config_flags.DEFINE_config_file("config", None, "The experiment config of the weights.")
+    flags.DEFINE_string("weights", None, "A weights .msgpack (or a run's final_variables).")
+    flags.DEFINE_integer("batch_size", None, "Batch size (default: config.eval_batch_size).")
+    flags.DEFINE_string("confusion_plot", None, "Also save the confusion matrix as this PNG.")
+    flags.DEFINE_string("json_out", None, "Also write the JSON printed on stdout to this file.")
+    flags.mark_flags_as_required(["config", "weights"])
+
+
+def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
+    """Evaluates and prints the JSON; ``command`` is the full command line (for the
+    record of its ``--config.*`` overrides)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    fv = flags.FLAGS
+    if not fv["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    config = fv.config
+    config_check.validate(config)  # before any data is read or anything is compiled
+    trainer.enable_compilation_cache(config.compilation_cache_dir)
+    variables = weights.load(fv.weights, config)
+    data = input_pipeline.get_datasets(config)
+    result = evaluate(config, variables, batch_size=fv.batch_size, data=data)
+    result |= {
+        "dataset": config.dataset,
+        "weights": fv.weights,
+        "config": config_flags.get_config_filename(fv["config"]),
+        "config_overrides": [a for a in command if a.startswith(("--config.", "--noconfig."))],
+    }
+    text = weights.dumps(result)
+    if fv.json_out:
+        out = epath.Path(fv.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        mj.train.write_atomically(out, text + "\n")
+    if fv.confusion_plot:
+        accuracy = result["test_accuracy"]
+        title = (
+            f"{config.dataset}: {100 * accuracy:.2f} % of {result['num_examples']} test examples"
+            if accuracy is not None and math.isfinite(accuracy)
+            else config.dataset
+        )
+        plot_confusion(
+            np.asarray(result["confusion_matrix"]),
+            result["class_names"],
+            fv.confusion_plot,
+            title,
+        )
+    print(text)
+
+
+def run(argv: Sequence[str] | None = None) -> None:
+    """The command line: ``main`` under absl, user errors as one line and exit code 1."""
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        config_check.check_overrides(argv[1:])
+        _define_flags()
+        app.run(functools.partial(main, command=argv[1:]), argv=argv)
+    except USER_ERRORS as e:
+        sys.exit(f"error: {e}")
+    except OSError as e:  # an unwritable --json_out or --confusion_plot, ...
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    reexec_with_jemalloc()
+    run()
