@@ -381,6 +381,8 @@ def previous_rows(path: str) -> dict[Run, dict]:
     try:
         previous = json.loads(Path(path).read_text())
         old = {k: v for k, v in previous["settings"].items() if k not in ("seed", "seeds")}
+        for key in ("depths", "widths"):  # strings in files from before --seeds
+            old[key] = [int(v) for v in old.get(key, [])]
         rows = previous["cells"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise config_check.ConfigError(
