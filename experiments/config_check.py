@@ -163,7 +163,6 @@ def _rules() -> dict[str, Rule]:
         "eval_batch_size": _integer(1),
         "num_epochs": _integer(1),
         "learning_rate": _number(0.0, low_open=True),
-        "optimizer": _choice(("sgd", "adamw")),
         "momentum": _number(0.0, 1.0),
         "weight_decay": _number(0.0),
         "schedule": _choice(SCHEDULES),

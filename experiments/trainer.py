@@ -111,10 +111,8 @@ def check_divisible(batch_size: int) -> None:
 def make_optimizer(
     config: Any, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimiser of the config under its learning-rate schedule: ``'sgd'`` is the
-    paper's, SGD with momentum and coupled L2 weight decay (PyTorch's
-    ``SGD(weight_decay=...)``); ``'adamw'`` is Adam with decoupled weight decay
-    (``optax.adamw``; ``momentum`` is then unused)."""
+    """The paper's optimiser from the config: SGD with momentum and coupled L2 weight
+    decay (PyTorch's ``SGD(weight_decay=...)``), under the configured schedule."""
     schedule = mj.train.learning_rate_schedule(
         config.learning_rate,
         steps_per_epoch,
@@ -124,8 +122,6 @@ def make_optimizer(
         decay_factor=config.lr_decay_factor,
         warmup_epochs=config.warmup_epochs,
     )
-    if config.get("optimizer", "sgd") == "adamw":
-        return optax.adamw(schedule, weight_decay=config.weight_decay), schedule
     return mj.train.sgd(schedule, config.momentum, config.weight_decay), schedule
 
 

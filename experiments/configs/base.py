@@ -46,7 +46,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 500
     config.num_epochs = 110
     config.learning_rate = 0.1
-    config.optimizer = "sgd"  # sgd (the paper's) | adamw
     config.momentum = 0.9
     config.weight_decay = 1e-4  # coupled L2, as PyTorch's SGD
     config.schedule = "step"  # step | cosine | constant
