@@ -1,7 +1,10 @@
 """Spiking DS-ResNet-8 with MLF (K = 3) on Fashion-MNIST: the README's main job.
 
-Sized to reach >= 85 % test accuracy within 10 minutes on a 2-core CPU: depth 8,
-widths 16/32/64, T = 2, two epochs with a cosine learning-rate decay.
+Sized to reach >= 90 % test accuracy within 10 minutes on a 2-core CPU: depth 8, widths
+16/32/64, one time step (T = 1: each MLF neuron emits 0 to 3 spikes per input, one per
+threshold crossed), four epochs of batch 128 with a cosine learning-rate decay from 0.6
+after a 0.1-epoch warm-up (on so short a budget a larger learning rate than the paper's 0.1
+pays; the README shows the trials).
 """
 
 import ml_collections
@@ -16,12 +19,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.model.depth = 8
     config.model.widths = (16, 32, 64)
-    config.model.time_steps = 2
+    config.model.time_steps = 1
 
     config.batch_size = 128
     config.eval_batch_size = 500
-    config.num_epochs = 2
-    config.learning_rate = 0.1
+    config.num_epochs = 4
+    config.learning_rate = 0.6
     config.schedule = "cosine"
     config.warmup_epochs = 0.1
     return config

@@ -267,7 +267,7 @@ def test_accuracy_from_metrics_when_results_json_is_missing(run):
 def test_fashion_mnist_input_is_described():
     config = fmnist_config.get_config()
     d = weights.input_description(config)
-    assert d["shape"] == [28, 28, 1] and d["time_steps"] == 2
+    assert d["shape"] == [28, 28, 1] and d["time_steps"] == config.model.time_steps == 1
     assert (d["mean"], d["std"]) == (0.2860, 0.3530)
     assert "x / 255" in d["normalization"] and d["encoding"].startswith("direct")
     assert weights.class_names("fashion_mnist")[0] == "T-shirt/top"
