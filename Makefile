@@ -7,7 +7,7 @@ CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 
-.PHONY: train test test-slow notebooks depth_study lint format data jemalloc bench bench-official bench-peers clean
+.PHONY: train converged test test-slow notebooks depth_study lint format data jemalloc bench bench-official bench-peers clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ $(STAMP): pyproject.toml
 ## train: DS-ResNet with MLF on Fashion-MNIST (installs the data set with apt if needed)
 train: $(STAMP)
 	$(VENV)/bin/python -m experiments.train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
+
+## converged: the converged Fashion-MNIST model (hours on a 2-core CPU; resumable: run it again
+## after an interruption), then its weights, metrics and curves into experiments/weights/
+CONVERGED := fashion_mnist_converged
+converged: $(STAMP)
+	$(VENV)/bin/python -m experiments.train --config=experiments/configs/$(CONVERGED).py \
+	  --workdir=workdir/$(CONVERGED) $(ARGS)
+	$(VENV)/bin/python -m experiments.weights --config=experiments/configs/$(CONVERGED).py \
+	  --workdir=workdir/$(CONVERGED) --out=experiments/weights/$(CONVERGED)
+	cp workdir/$(CONVERGED)/metrics.jsonl experiments/weights/$(CONVERGED)_metrics.jsonl
+	$(VENV)/bin/python -m experiments.curves --workdir=workdir/$(CONVERGED) --table \
+	  --out=experiments/weights/$(CONVERGED)_curves.png
 
 ## test: the test suite without the tests marked slow (under 10 minutes on 2 CPU cores)
 test: $(STAMP)
