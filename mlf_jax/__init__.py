@@ -1,9 +1,17 @@
 """mlf_jax: multi-level firing neurons and spiking DS-ResNets in JAX/Flax.
 
 Feng et al., "Multi-Level Firing with Spiking DS-ResNet", IJCAI 2022.
+
+``import mlf_jax`` loads the neurons, surrogates, layers, models and analysis tools (JAX,
+Flax and NumPy only). The input pipelines (``mlf_jax.data``: grain, data set readers) and
+the training utilities (``mlf_jax.train``: Orbax checkpoints, data parallelism, metrics)
+load on first use, e.g. ``mlf_jax.train.sgd`` or ``import mlf_jax.data``.
 """
 
-from mlf_jax import analysis, data, models, neurons, nn, surrogate, train
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from mlf_jax import analysis, models, neurons, nn, surrogate
 from mlf_jax.neurons import (
     LIFState,
     MLFState,
@@ -27,6 +35,25 @@ from mlf_jax.surrogate import (
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
+    from mlf_jax import data, train
+
+#: Sub-packages imported on first attribute access (they pull in heavier dependencies).
+_LAZY = ("data", "train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        module = importlib.import_module(f"mlf_jax.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'mlf_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "analysis",
