@@ -69,7 +69,8 @@ def _choice(options: Iterable[str]) -> Rule:
     options = tuple(options)
 
     def check(v: Any) -> str | None:
-        return None if v in options else f"must be one of {', '.join(options)}; got {v!r}"
+        shown = ", ".join(o if o else "'' (the default)" for o in options)
+        return None if v in options else f"must be one of {shown}; got {v!r}"
 
     return check
 

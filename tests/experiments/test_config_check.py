@@ -45,6 +45,7 @@ def test_every_shipped_config_is_valid(path):
         ("seed", -1, "config.seed must be >= 0"),
         ("schedule", "linear", "config.schedule must be one of step, cosine, constant"),
         ("parallel", "dp", "config.parallel must be one of shard_map, pmap"),
+        ("augment", "blur", r"config.augment must be one of '' \(the default\), none, crop_flip"),
         ("dataset", "mnist", "config.dataset must be one of"),
         ("model_depth", 9, r"config.model.depth must be 6n \+ 2"),
         ("model_widths", (4, 4), "config.model.widths must be 3 positive integers"),
