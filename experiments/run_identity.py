@@ -31,6 +31,7 @@ from etils import epath
 from mlf_jax.train import write_atomically
 
 __all__ = [
+    "ADDED",
     "CHANGEABLE",
     "CONFIG_FILE",
     "OPERATIONAL",
@@ -72,6 +73,11 @@ CHANGEABLE = (
     "momentum",
     "weight_decay",
 )
+
+
+#: Keys added to the configs after runs were recorded without them, with the value that
+#: means what those runs did (so that they resume): ``augment=''`` is the data set's default.
+ADDED = {"augment": ""}
 
 
 class ConfigMismatchError(ValueError):
@@ -157,7 +163,11 @@ def check(
     record = _read(path)
     if record is None:
         return {}
-    changes = {k: v for k, v in diff(record["config"], flatten(config)).items()}
+    changes = {
+        k: (old, new)
+        for k, (old, new) in diff(record["config"], flatten(config)).items()
+        if not (k not in record["config"] and k in ADDED and new == ADDED[k])
+    }
     changes = {k: v for k, v in changes.items() if not _operational(k)}
     refused = {k: v for k, v in changes.items() if k not in allow}
     if refused and started:

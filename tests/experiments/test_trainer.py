@@ -372,3 +372,17 @@ def test_a_signal_during_start_up_stops_at_the_first_step(model, tmp_path):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     assert out["preempted"] and out["stopped_by"] == "SIGINT" and out["steps"] == 1
     assert Checkpointer(tmp_path / "checkpoints").all_steps() == [1]
+
+
+def test_a_run_recorded_before_a_key_was_added_resumes_under_its_old_meaning(tmp_path):
+    """``augment`` came after runs were recorded without it: '' (what they did) matches."""
+    config = _config()
+    run_identity.record(tmp_path, config)
+    path = tmp_path / run_identity.CONFIG_FILE
+    record = json.loads(path.read_text())
+    del record["config"]["augment"]
+    path.write_text(json.dumps(record))
+    assert run_identity.check(tmp_path, config) == {}
+    config.augment = "crop_flip"
+    with pytest.raises(run_identity.ConfigMismatchError, match="augment: None -> 'crop_flip'"):
+        run_identity.check(tmp_path, config)
