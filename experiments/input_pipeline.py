@@ -93,39 +93,78 @@ def _no_augment(config: Any) -> None:
         )
 
 
-def ensure_fashion_mnist(data_dir: str, install: bool) -> None:
-    """Installs Debian's ``dataset-fashion-mnist`` when the files are missing from
-    its default directory, ``install`` is set, and we are root with ``apt-get``.
-
-    Otherwise a missing file raises ``DatasetNotFoundError`` that says how to get it.
-    """
+def _has_fashion_mnist(data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir`` holds the IDX files of both splits."""
     try:
         fashion_mnist.find_files(data_dir, "train")
         fashion_mnist.find_files(data_dir, "test")
-        return
     except fashion_mnist.DatasetNotFoundError:
-        can_apt = (
-            install
-            and os.path.realpath(data_dir) == os.path.realpath(fashion_mnist.DEFAULT_DIR)
-            and hasattr(os, "geteuid")
-            and os.geteuid() == 0
-            and shutil.which("apt-get") is not None
-        )
-        if not can_apt:
-            raise
+        return False
+    return True
+
+
+def _apt_install_fashion_mnist() -> bool:
+    """Installs Debian's ``dataset-fashion-mnist`` with apt-get; False (and a note on stderr)
+    when apt-get fails."""
     print("Fashion-MNIST not found; installing Debian's dataset-fashion-mnist ...", file=sys.stderr)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"],
-    ):
-        subprocess.run(cmd, check=True, env=env)
-    fashion_mnist.find_files(data_dir, "train")
+    try:
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"],
+        ):
+            subprocess.run(cmd, check=True, env=env)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"apt-get failed ({e}); downloading the files instead", file=sys.stderr)
+        return False
+    return True
+
+
+def ensure_fashion_mnist(data_dir: str, install: bool) -> str:
+    """The directory to read Fashion-MNIST from, getting the files when they are missing.
+
+    In order:
+
+    1. ``data_dir``, when it holds the files;
+    2. when ``data_dir`` is Debian's default directory (:data:`fashion_mnist.DEFAULT_DIR`) and
+       ``install`` is set: the user cache (:func:`fashion_mnist.default_cache_dir`) when it
+       already holds them; else Debian's ``dataset-fashion-mnist`` installed with apt-get when
+       we are root and have apt-get; else (or when apt-get fails) the files downloaded from
+       their canonical location (or ``$MLF_JAX_FASHION_MNIST_URL``) into the user cache and
+       checked (:func:`fashion_mnist.download`), so that it works without root, on macOS or
+       Colab.
+
+    A ``data_dir`` set by the user is never written to: when it lacks the files, the
+    ``DatasetNotFoundError`` names it and says how to download them there.
+
+    Raises:
+      DatasetNotFoundError: when the files are missing and are not fetched (see above).
+      DownloadError, ChecksumError: from :func:`fashion_mnist.download`.
+    """
+    if _has_fashion_mnist(data_dir):
+        return data_dir
+    default = os.path.realpath(data_dir) == os.path.realpath(fashion_mnist.DEFAULT_DIR)
+    if not (install and default):
+        fashion_mnist.find_files(data_dir, "train")  # raises, saying how to get the files
+        fashion_mnist.find_files(data_dir, "test")
+    cache = fashion_mnist.default_cache_dir()
+    if not _has_fashion_mnist(cache):
+        can_apt = (
+            hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None
+        )
+        if can_apt and _apt_install_fashion_mnist() and _has_fashion_mnist(data_dir):
+            return data_dir
+        print(
+            f"Fashion-MNIST not found; downloading it into {os.fspath(cache)} ...",
+            file=sys.stderr,
+        )
+    return os.fspath(fashion_mnist.download(cache))
 
 
 def _fashion_mnist(config: Any) -> Data:
-    data_dir = config.data_dir or fashion_mnist.DEFAULT_DIR
-    ensure_fashion_mnist(data_dir, config.install_data)
+    data_dir = ensure_fashion_mnist(
+        config.data_dir or fashion_mnist.DEFAULT_DIR, config.install_data
+    )
 
     def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
         return {"image": fashion_mnist.normalize(batch["image"]), "label": batch["label"]}
