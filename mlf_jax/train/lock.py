@@ -9,7 +9,8 @@ held by a live process, or by another host (whose processes cannot be checked fr
 here), is refused with :class:`LockedError`, which says who holds it and how to
 remove it if that run is gone.
 
-The lock is created atomically: with ``O_EXCL`` on a local disk, with a
+The lock is created atomically: on a local disk as a hard link to a file already
+written (so it is never seen empty), with a
 create-only request on Google Cloud Storage (``gs://``, through gcsfs). On a
 remote store without such requests the check and the write are two requests.
 """
@@ -64,6 +65,31 @@ def _alive(owner: dict[str, Any]) -> bool:
     return owner.get("start_time") in (None, started)  # same pid, other process: stale
 
 
+def _create_local(path: epath.Path, text: str) -> bool:
+    """Creates ``path`` holding ``text`` unless it exists, atomically and never empty:
+    the text is written to a file of this process, then hard-linked to ``path`` (which
+    fails if ``path`` exists). Where hard links are not supported, ``O_EXCL``."""
+    target = os.fspath(path)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here: create-exclusive, then write
+        try:
+            fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+    finally:
+        os.unlink(tmp)
+
+
 def _create_remote(path: epath.Path, text: str) -> bool:
     """Creates ``path`` unless it exists: one conditional request where the store has
     them (GCS: ``ifGenerationMatch=0`` through gcsfs), else a check and a write."""
@@ -108,13 +134,7 @@ class RunLock:
         """Writes the lock if there is none; whether it did."""
         text = json.dumps(self._owner())
         if not is_remote(self.path):
-            try:
-                fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            return True
+            return _create_local(self.path, text)
         return _create_remote(self.path, text)
 
     def _read(self) -> dict[str, Any]:
@@ -127,13 +147,32 @@ class RunLock:
     def _remove_stale(self, owner: dict[str, Any]) -> bool:
         """Removes the lock if it still holds ``owner``; whether this process removed it.
 
-        Locally the lock is first renamed (atomic: of several processes taking over
-        the same stale lock, one wins); if what was renamed is not the stale lock (a
-        newer run took it over meanwhile), it is put back.
+        Locally, the check and the removal happen under an exclusive ``flock`` of
+        ``run.lock.guard`` (kept next to the lock; the kernel releases it if the process
+        dies), so that of several processes taking over the same stale lock exactly one
+        removes it, and none removes the lock a winner has just created. Where ``flock``
+        is missing, the lock is renamed aside first and put back if it was not the stale
+        one (a narrow window remains there).
         """
         if is_remote(self.path):
             self.path.unlink(missing_ok=True)
             return True
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows)
+            return self._rename_stale(owner)
+        with open(os.fspath(self.path) + ".guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            try:
+                if self._read() != owner:  # gone, or replaced by a live run meanwhile
+                    return False
+                self.path.unlink(missing_ok=True)
+                return True
+            finally:
+                fcntl.flock(guard, fcntl.LOCK_UN)
+
+    def _rename_stale(self, owner: dict[str, Any]) -> bool:
+        """:meth:`_remove_stale` without ``flock``: rename aside, put back if not stale."""
         aside = os.fspath(self.path) + f".stale-{os.getpid()}"
         try:
             os.rename(os.fspath(self.path), aside)
