@@ -39,6 +39,7 @@ __all__ = [
     "check",
     "record",
     "diff",
+    "is_operational",
     "flatten",
 ]
 
@@ -96,7 +97,8 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _operational(key: str) -> bool:
+def is_operational(key: str) -> bool:
+    """Whether the flat key only says how or where a run computes (:data:`OPERATIONAL`)."""
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in OPERATIONAL)
 
 
@@ -168,7 +170,7 @@ def check(
         for k, (old, new) in diff(record["config"], flatten(config)).items()
         if not (k not in record["config"] and k in ADDED and new == ADDED[k])
     }
-    changes = {k: v for k, v in changes.items() if not _operational(k)}
+    changes = {k: v for k, v in changes.items() if not is_operational(k)}
     refused = {k: v for k, v in changes.items() if k not in allow}
     if refused and started:
         fixable = [k for k in refused if k in CHANGEABLE]

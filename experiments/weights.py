@@ -159,22 +159,17 @@ def _model_settings(config: Any) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k == "dataset" or k.startswith("model.")}
 
 
-def _operational(key: str) -> bool:
-    """Whether ``key`` only says how the model computes (same numbers), e.g. ``conv_impl``."""
-    return any(
-        key == k or (k.endswith(".") and key.startswith(k)) for k in run_identity.OPERATIONAL
-    )
-
-
-def _settings_diff(recorded: Mapping[str, Any], config: Any) -> list[str]:
-    """``'model.depth: 14 in the weights' settings, 8 in the config'`` for every model
-    setting (and the data set) that differs; keys one side lacks are not compared (a
-    sidecar older than a config key)."""
+def _settings_diff(
+    recorded: Mapping[str, Any], config: Any, where: str = "the weights' settings"
+) -> list[str]:
+    """``'model.depth: 14 in <where>, 8 in the config'`` for every model setting (and the
+    data set) that differs; keys one side lacks are not compared (a sidecar older than a
+    config key), nor keys that only say how the model computes (``conv_impl``, ...)."""
     mine = _model_settings(config)
     return [
-        f"{k}: {_show(recorded[k])} in the weights' settings, {_show(mine[k])} in the config"
+        f"{k}: {_show(recorded[k])} in {where}, {_show(mine[k])} in the config"
         for k in sorted(set(recorded) & set(mine))
-        if not _operational(k) and recorded[k] != mine[k]
+        if not run_identity.is_operational(k) and recorded[k] != mine[k]
     ]
 
 
@@ -450,13 +445,7 @@ def _check_run_config(workdir: epath.Path, config: Any) -> None:
         recorded = json.loads(path.read_text())["config"]
     except (ValueError, KeyError, TypeError) as e:
         raise WeightsError(f"the run's {path} is unreadable ({e})") from None
-    mine = _model_settings(config)
-    differ = [
-        f"{k}: {_show(recorded[k])} in the run, {_show(mine[k])} in the config"
-        for k in sorted(set(recorded) & set(mine))
-        if not _operational(k) and recorded[k] != mine[k]
-    ]
-    if differ:
+    if differ := _settings_diff(recorded, config, where="the run"):
         raise WeightsError(
             f"the config differs from the run in {workdir} ({path.name}): {'; '.join(differ)}; "
             "export with the config the run was trained with"
