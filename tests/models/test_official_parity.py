@@ -1,6 +1,6 @@
 """Whole-model parity with the authors' PyTorch DS-ResNets (Feng et al., IJCAI 2022).
 
-The reference folder (``MLF_JAX_REFERENCE_DIR``, default ``<repo>/../shared/reference``)
+The reference folder (``MLF_JAX_REFERENCE_DIR``; by default looked for next to the repository)
 holds the outputs of the authors' nets for the three paper presets -- ``cifar10``
 (ResNet-20, T=4), ``gesture`` (ResNet-20, T=40, input tdBN) and ``dvscifar10`` (ResNet-14,
 T=10) -- together with ``model_weights.py``, which regenerates their weights, inputs and
