@@ -37,10 +37,10 @@ from mlf_jax.surrogate import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from mlf_jax import data, train
+    from mlf_jax import data, plot, train
 
 #: Sub-packages imported on first attribute access (they pull in heavier dependencies).
-_LAZY = ("data", "train")
+_LAZY = ("data", "plot", "train")
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +60,7 @@ __all__ = [
     "data",
     "models",
     "neurons",
+    "plot",
     "surrogate",
     "train",
     "nn",
