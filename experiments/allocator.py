@@ -3,10 +3,9 @@
 On Linux, XLA:CPU gets the memory of every large buffer (outputs, the temporaries of
 each step) from the C allocator, and glibc's malloc returns large blocks to the system
 when they are freed. The next step then touches fresh pages: one page fault per 4 KiB,
-each zero-filled by the kernel. Measured on the 2-core development machine: ``x + 1`` on
-a 64 MiB array took 18 ms with 16,385 page faults per call under glibc, 4.7 ms with none
-under jemalloc with ``oversize_threshold:0``; the CIFAR10 train step went from 18.2 s to
-13.5 s (``experiments/bench/README.md``). jemalloc's default ``oversize_threshold``
+each zero-filled by the kernel, which slows every step; jemalloc with
+``oversize_threshold:0`` keeps the freed blocks for reuse (figures: the benchmarks guide,
+``docs/guides/benchmarks.md``, section "Allocator"). jemalloc's default ``oversize_threshold``
 (8 MiB) gives large blocks back at once as well, hence the setting; freed memory is still
 returned after jemalloc's usual 10 s decay.
 

@@ -1,6 +1,7 @@
 """Pure functions for LIF and multi-level firing (MLF) dynamics. No Flax here.
 
-Iterative LIF (paper eqs. 1-3, hard reset to 0 after a spike)::
+Iterative LIF (paper eqs. 1-3, hard reset to 0 after a spike; the equations and their
+gradients: the method page, section [LIF and MLF dynamics][lif-and-mlf-dynamics])::
 
     u[t] = tau * u[t-1] * (1 - o[t-1]) + x[t]
     o[t] = H(u[t] - threshold)
@@ -126,10 +127,9 @@ def auto_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool
     """The ``lax.scan`` unroll for ``time_steps``: ``unroll`` itself unless it is ``None``.
 
     ``None`` unrolls completely up to :data:`MAX_UNROLLED_STEPS` steps and keeps a
-    rolled scan beyond. Measured on XLA:CPU (2 cores, forward+backward of ``mlf``
-    over 458,752 units): a rolled scan costs about 20 ms per step whatever T; fully
-    unrolled, 0.7 ms per step at T = 2, 5 ms at T = 10, 16 ms at T = 40, where
-    compilation also grows to 18 s (0.6 s rolled).
+    rolled scan beyond: unrolling lets XLA fuse the steps of a short sequence, but its
+    advantage shrinks and its compile time grows faster than linearly with T (figures:
+    the benchmarks guide, section [Time loop][bench-time-loop]).
     """
     if unroll is None:
         return True if time_steps <= MAX_UNROLLED_STEPS else 1
@@ -150,14 +150,13 @@ def auto_impl(time_steps: int, backend: str | None = None) -> str:
     """The implementation ``impl='auto'`` picks for an MLF sequence of ``time_steps``.
 
     * ``'scan'`` up to :data:`MAX_UNROLLED_STEPS` steps (unrolled completely), and
-      ``'fused'`` beyond: on XLA:CPU the fused kernel (hand-written BPTT in a reverse
-      scan) was 2.5x faster and 3x lighter than autodiff through the rolled scan at
-      T = 40 (``experiments/bench/neuron.py``).
+      ``'fused'`` beyond, where the fused kernel (hand-written BPTT in a reverse scan)
+      is faster and lighter than autodiff through a rolled scan (figures: the
+      benchmarks guide, section [Neuron layer][bench-neuron-layer]).
     * GPU and TPU (``backend``, default ``jax.default_backend()`` at trace time): the
-      same rule. This choice is untested there: no GPU or TPU measurements exist, and
-      the Pallas kernel (``'pallas'``) has only been lowered for CUDA and TPU
-      (``jax.export``), never run, so ``'auto'`` does not pick it; the scan and the
-      fused kernel are plain XLA and give the same numbers on every backend.
+      same rule, chosen on CPU. The Pallas kernel (``'pallas'``) has not run on a GPU or
+      TPU, so ``'auto'`` does not pick it; the scan and the fused kernel are plain XLA
+      and give the same numbers on every backend.
     """
     backend = jax.default_backend() if backend is None else backend
     longest_scan = _AUTO_LONGEST_SCAN.get(backend, MAX_UNROLLED_STEPS)
@@ -165,7 +164,7 @@ def auto_impl(time_steps: int, backend: str | None = None) -> str:
 
 
 #: Per backend, the longest sequence ``impl='auto'`` computes with the scan (the
-#: fused kernel beyond). Only the CPU value is measured (see :func:`auto_impl`).
+#: fused kernel beyond). The values were chosen on CPU (see :func:`auto_impl`).
 _AUTO_LONGEST_SCAN = {
     "cpu": MAX_UNROLLED_STEPS,
     "gpu": MAX_UNROLLED_STEPS,
@@ -210,8 +209,8 @@ def lif(
 
     Args:
       x: input current ``[T, ...]``.
-      threshold, tau: firing threshold and leak factor (may be traced, except with
-        ``impl='pallas'``).
+      threshold: firing threshold (may be traced, except with ``impl='pallas'``).
+      tau: leak factor in ``[0, 1]`` (may be traced, except with ``impl='pallas'``).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
       unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
@@ -252,6 +251,7 @@ def lif(
 # ---------------------------------------------------------------------------
 
 
+#: State of an MLF unit: one :class:`LIFState` per level.
 MLFState = tuple[LIFState, ...]
 
 
@@ -278,8 +278,9 @@ def mlf_step(
     by a sum over levels. The levels are kept as separate arrays because
     XLA:CPU handles a stacked ``[K, ...]`` layout poorly: the sum over levels,
     and the stacking and broadcasting in the backward pass, become slow
-    leading-axis copies and reductions (about 40x slower, measured), while
-    separate levels fuse into one elementwise loop.
+    leading-axis copies and reductions, while separate levels fuse into one
+    elementwise loop (figures: the benchmarks guide, section
+    [Level layout][bench-level-layout]).
     """
     th = _as_thresholds(thresholds, x.dtype)
     if len(state) != th.shape[0]:

@@ -30,8 +30,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.dtype = "float32"  # compute dtype of convolutions: float32 | bfloat16
     # auto | xla | patch_grad | im2col (mlf_jax.nn.conv). auto: on CPU XLA's convolution
     # with the kernel gradient as a patch matmul (patch_grad), XLA's elsewhere. im2col is
-    # faster on single CPU convs but keeps 9x the input of each 3x3 conv (Gesture T=40:
-    # peak RSS 8.8 -> 19.9 GB)
+    # faster on single CPU convs but keeps 9x the input of each 3x3 conv for the backward
+    # pass (figures: docs/guides/benchmarks.md, section "Convolutions")
     config.model.conv_impl = "auto"
     # Recompute each residual block in the backward pass instead of keeping its activations
     # (less memory on GPU/TPU, the same gradients; XLA:CPU undoes it).

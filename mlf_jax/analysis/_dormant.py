@@ -99,7 +99,8 @@ def dormant_mask(
 
     Args:
       membrane: per-level potentials ``[T, K, B, ...]``.
-      thresholds, surrogate: as the neuron uses them.
+      thresholds: the neuron's thresholds, one per level.
+      surrogate: the neuron's surrogate.
       atol: derivative at or below which a level counts as passing nothing.
 
     Returns:

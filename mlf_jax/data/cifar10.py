@@ -71,8 +71,9 @@ SPLITS = {
 }
 SOURCES = ("auto", "folder", "archive", "tfds")
 
-#: Per-channel (R, G, B) mean and standard deviation of [0, 1] pixels (ref. code).
+#: Per-channel (R, G, B) mean of [0, 1] pixels (ref. code).
 MEAN = (0.4914, 0.4822, 0.4465)
+#: Per-channel (R, G, B) standard deviation of [0, 1] pixels (ref. code).
 STD = (0.2023, 0.1994, 0.2010)
 #: Zero padding on each side before the random 32x32 crop.
 PADDING = 4

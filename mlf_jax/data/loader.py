@@ -162,8 +162,8 @@ def make_loader(
         partial batch. With ``False`` (e.g. for evaluation) every example is seen once
         per epoch, but shards, and so step counts, may differ by one between processes.
       transform: per-example ``(example, rng) -> example``, applied before batching.
-      shard_index, shard_count: this process's shard; default ``jax.process_index()``
-        and ``jax.process_count()``.
+      shard_index: this process's shard; default ``jax.process_index()``.
+      shard_count: the number of shards; default ``jax.process_count()``.
       worker_count: grain worker processes (0: in this process). Each worker batches
         the examples it reads (worker ``w`` of ``W`` the ``w``-th, ``w + W``-th, ...), so
         the batches depend on ``worker_count`` (1 gives those of 0), and a state restores

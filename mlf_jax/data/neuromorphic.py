@@ -148,6 +148,7 @@ _NMNIST_LAYOUT = (
     "is network)"
 )
 
+#: The event data sets by name: tonic's folder, sensor size, classes, default frames.
 DATASETS: dict[str, _Spec] = {
     "dvs_gesture": _Spec(
         "dvs_gesture",

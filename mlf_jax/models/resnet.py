@@ -52,23 +52,29 @@ class ResNet(nn.Module):
         (direct encoding); time-major input ``[T, B, H, W, C]`` must have this T.
       input_norm: tdBN without affine parameters on the input (event data).
       in_channels: expected input channels (checked when set).
-      thresholds, tau, surrogate, detach_reset, unroll: the MLF neuron.
+      thresholds: the MLF neuron's thresholds, one per level (``(0.6,)`` is LIF).
+      tau: the MLF neuron's leak factor.
+      surrogate: the MLF neuron's surrogate gradient (an instance or a family name).
+      detach_reset: stop the gradient through the neuron's reset term.
+      unroll: the neuron's ``lax.scan`` unroll (``None``: by T, see
+        :func:`mlf_jax.neurons.auto_unroll`).
       neuron: optional factory of the spiking layers, replacing the MLF neuron built from
         the fields above (which are then unused, except ``thresholds[0]`` as tdBN's
         default ``v_th``). It is called as ``neuron(name=...)`` and the module it returns
         as ``layer(x)`` with time-major ``x`` ``[T, B, ...]``, returning the same shape,
         like :class:`mlf_jax.nn.MLF`; e.g. ``functools.partial(MyNeuron, beta=0.5)``.
       v_th: threshold used by tdBN (default: the first level, ``thresholds[0]``).
-      bn_momentum, bn_epsilon: tdBN running-average momentum (Flax convention) and eps.
+      bn_momentum: tdBN running-average momentum (Flax convention: 0.9 is PyTorch's 0.1).
+      bn_epsilon: tdBN's epsilon, added to the standard deviation.
       axis_name: device axis for cross-device tdBN statistics (data parallelism).
       dtype: compute dtype of convolutions and the dense layer; parameters,
         normalisation and neuron state stay float32.
       remat: rematerialise each residual block in the backward pass
         (``nn.remat``): activations inside blocks are recomputed instead of
-        stored, trading compute for memory in deep nets. XLA:CPU (jax 0.10.2)
-        drops the optimisation barriers and merges the recomputation back into
-        the forward pass, so on CPU this saves nothing (measured:
-        ``experiments/bench/memory.py``); it is meant for GPU/TPU.
+        stored, trading compute for memory in deep nets. XLA:CPU removes the
+        optimisation barriers and merges the recomputation back into the forward
+        pass, so on CPU this saves nothing; it is meant for GPU/TPU (see the
+        benchmarks guide, section [Remat][bench-remat]).
       conv_impl: how convolutions are computed: ``'auto'`` (default: on CPU XLA's
         convolution with its kernel gradient as one matmul over patches, XLA's
         convolution elsewhere), ``'xla'``, ``'patch_grad'`` or ``'im2col'`` (one matmul

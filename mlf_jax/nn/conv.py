@@ -3,8 +3,7 @@
 XLA:CPU's own convolutions run well below its matrix-multiply rate for the shapes of the
 spiking ResNets (3x3 and 1x1 kernels, 16 to 256 channels), and the slowest part is the
 kernel gradient of the backward pass, several times the forward convolution at the CIFAR10
-shapes (``experiments/bench/README.md``). Two remedies, both exact up to the
-order of summation:
+shapes. Two remedies, both exact up to the order of summation:
 
 * :func:`patch_grad_conv`: XLA's convolution forward and for the input gradient; the
   kernel gradient as one matrix product ``patches(x)^T dL/dy``, the patches gathered
@@ -12,13 +11,14 @@ order of summation:
   is the only residual). ``'auto'`` on CPU.
 * :func:`im2col_conv`: the whole convolution as one matmul over the ``[N H' W', kh kw C]``
   patch matrix, autodiff for the rest. Faster single convolutions, but the patch matrix
-  (``kh * kw`` times the input) is kept for the backward pass: 2.2-2.6x the memory.
+  (``kh * kw`` times the input) is kept for the backward pass, so it needs several times
+  the memory.
 
 :func:`conv_general_dilated` (``impl``) picks: ``'auto'`` is :func:`patch_grad_conv` on
 CPU and XLA's convolution on GPU/TPU (neither remedy was measured there); ``'xla'``,
 ``'im2col'`` and ``'patch_grad'`` force one. Each has the signature of
 ``lax.conv_general_dilated`` and is passed to ``flax.linen.Conv(conv_general_dilated=...)``.
-Measurements: ``experiments/bench/README.md``.
+Measurements: the benchmarks guide, section [Convolutions][bench-convolutions].
 """
 
 from __future__ import annotations
@@ -182,7 +182,8 @@ def patch_grad_conv(
     [N H' W', O]`` matrix product, the patches gathered from the saved input during the
     backward pass (so, unlike :func:`im2col_conv`, nothing larger than the input is kept
     between the passes). On XLA:CPU the kernel gradient is the slow part of a convolution,
-    and the patch matmul is faster than it (``experiments/bench/README.md``).
+    and the patch matmul is faster than it (figures: the benchmarks guide, section
+    [Convolutions][bench-convolutions]).
     Other convolutions (dilated, grouped, not NHWC) go to ``lax.conv_general_dilated``.
     """
     if preferred_element_type is not None or not _simple(

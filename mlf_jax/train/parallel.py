@@ -67,7 +67,8 @@ class DataParallel:
     Args:
       mode: ``'shard_map'`` or ``'pmap'``.
       devices: devices to use (default: all).
-      train_step_fn, eval_step_fn: per-device steps taking ``axis_name``.
+      train_step_fn: per-device train step taking ``axis_name``.
+      eval_step_fn: per-device eval step taking ``axis_name``.
     """
 
     def __init__(
