@@ -32,8 +32,9 @@ def time_compiled(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
 def copy_bandwidth(n: int = 2**25, repeats: int = 7) -> float:
     """Bytes per second of an in-place ``x += 1`` on ``n`` float32 (a read and a write each).
 
-    The buffer is donated, so no output is allocated: a fresh 128 MiB output per call
-    measured page faults (4.5 GB/s here), not the memory system (40 GB/s in place).
+    The buffer is donated, so no output is allocated: with a fresh 128 MiB output per call
+    this would measure page faults, not the memory system (figures: the benchmarks guide,
+    ``docs/guides/benchmarks.md``, section "Allocator").
     """
     step = jax.jit(lambda x: x + 1.0, donate_argnums=0)
     x = jax.block_until_ready(step(jnp.ones((n,), jnp.float32)))

@@ -12,8 +12,9 @@ One process, one device, the paper's batch size. Both train steps (``jax.jit`` o
 in alternation, ``--rounds`` times each, so that both see the same load on a shared,
 noisy machine; reported: the median step time of each and their ratio, and the memory
 XLA plans for each step (arguments, outputs and temporaries of the compiled program).
-Gesture is left out of the default presets: its im2col step needs about 20 GB of RSS
-(19.9 GB against 8.8 GB with XLA's convolutions, measured with ``/usr/bin/time -v``).
+Gesture is left out of the default presets: its im2col step needs more than twice the
+memory of XLA's convolutions, about as much as a 24 GiB machine has (figures: the
+benchmarks guide, ``docs/guides/benchmarks.md``, section "Convolutions").
 """
 
 from __future__ import annotations

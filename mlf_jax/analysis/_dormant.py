@@ -4,7 +4,8 @@ An MLF unit with thresholds ``th_1 < ... < th_K`` receives, at one time step, th
 surrogate derivative ``g(u_k - th_k)`` through each level ``k``. It is *dormant*
 at that step when every one of them is zero: no gradient flows through the unit.
 With the rectangular surrogate of width ``a`` and thresholds spaced by ``a``, the
-K windows tile ``[th_1 - a/2, th_K + a/2)``, which is how MLF reduces dormancy.
+K windows tile ``[th_1 - a/2, th_K + a/2)``, which is how MLF reduces dormancy (the
+method page, section [Dormant units][dormant-units]).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Identity mapping of spikes through a residual block (Feng et al. 2022, Theorem 2)."""
+"""Identity mapping of spikes through a residual block (Feng et al. 2022, Theorem 2; the
+method page, section [Theorem 2: identity mapping][theorem-2])."""
 
 from __future__ import annotations
 

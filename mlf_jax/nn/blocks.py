@@ -1,4 +1,5 @@
-"""Residual blocks of the spiking ResNets of Feng et al. (2022).
+"""Residual blocks of the spiking ResNets of Feng et al. (2022) (the method page, section
+[Residual blocks][residual-blocks]).
 
 Activations are time-major ``[T, B, H, W, C]``. Flax convolutions accept
 several leading batch axes, so ``T`` and ``B`` are folded by the convolution

@@ -1,4 +1,5 @@
-"""Threshold-dependent batch normalisation (tdBN, Zheng et al. 2021)."""
+"""Threshold-dependent batch normalisation (tdBN, Zheng et al. 2021; the method page,
+section [tdBN][tdbn])."""
 
 from __future__ import annotations
 
