@@ -4,7 +4,8 @@ The forward pass of a spiking neuron is the Heaviside step ``H(z) = 1[z > 0]``
 (strict ``>``), whose derivative is zero almost everywhere. Surrogate-gradient
 training replaces ``dH/dz`` in the backward pass by a smooth-ish bump ``g(z)`` (the
 formulas of every family: the method page, section
-[Surrogate gradients][surrogate-gradients]). Each surrogate family here is a small frozen (hashable) dataclass with
+[Surrogate gradients][surrogate-gradients]). Each surrogate family here is a small frozen
+(hashable) dataclass with
 
 * ``grad(z)``: the surrogate derivative ``g(z)`` used in the backward pass, and
 * ``relaxation(z)``: a smooth relaxation ``S(z)`` of ``H`` with ``S' = g``
