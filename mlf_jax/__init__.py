@@ -2,16 +2,17 @@
 
 Feng et al., "Multi-Level Firing with Spiking DS-ResNet", IJCAI 2022.
 
-``import mlf_jax`` loads the neurons, surrogates, layers, models and analysis tools (JAX,
-Flax and NumPy only). The input pipelines (``mlf_jax.data``: grain, data set readers) and
-the training utilities (``mlf_jax.train``: Orbax checkpoints, data parallelism, metrics)
-load on first use, e.g. ``mlf_jax.train.sgd`` or ``import mlf_jax.data``.
+``import mlf_jax`` loads the neurons (and the zoo of :mod:`mlf_jax.zoo`), surrogates, input
+encoders, layers, models and analysis tools (JAX, Flax and NumPy only). The input pipelines
+(``mlf_jax.data``: grain, data set readers) and the training utilities (``mlf_jax.train``:
+Orbax checkpoints, data parallelism, metrics) load on first use, e.g. ``mlf_jax.train.sgd``
+or ``import mlf_jax.data``.
 """
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mlf_jax import analysis, models, neurons, nn, surrogate
+from mlf_jax import analysis, encoders, models, neurons, nn, reparam, surrogate, zoo
 from mlf_jax.neurons import (
     LIFState,
     MLFState,
@@ -58,10 +59,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "analysis",
     "data",
+    "encoders",
     "models",
     "neurons",
     "plot",
+    "reparam",
     "surrogate",
+    "zoo",
     "train",
     "nn",
     "Surrogate",

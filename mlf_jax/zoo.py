@@ -1,0 +1,395 @@
+"""A small zoo of spiking neurons built on one generic wrapper. Pure functions, no Flax.
+
+**The wrapper.** A neuron is a pure step function ``step(state, x_t, params) -> (state,
+out_t)`` and an ``init(x0) -> state`` that builds the resting state from a template input
+step ``x0`` (an array shaped like one time step). :func:`sequence` turns the pair into a
+function of a time-major input ``[T, ...]``, via ``lax.scan``. ``init`` takes a template
+array rather than a shape so that the state can be built with ``zeros_like``, which keeps
+the input's dtype and its sharding type (a scan carry must match them inside
+``shard_map``).
+
+**The zoo.** Each neuron is a frozen (hashable) dataclass, like the surrogate families: its
+fields are the static settings and the initial values of its parameters;
+:meth:`NeuronModel.params` gives the parameters as a dict (the numbers that may be traced,
+differentiated or learned), and calling the model runs it over time. Every neuron resets
+hard to 0 after a spike through the multiplicative reset of :mod:`mlf_jax.neurons`, with
+the surrogate gradient through the reset unless ``detach_reset``:
+
+* :class:`IF`: integrate and fire, no leak: ``u[t] = u[t-1] (1 - o[t-1]) + x[t]``,
+  ``o[t] = H(u[t] - V_th)``.
+* :class:`LIF`: ``u[t] = tau u[t-1] (1 - o[t-1]) + x[t]``; the numbers of
+  :func:`mlf_jax.neurons.lif`.
+* :class:`MLF`: K LIF levels with thresholds ``V_th,1 < ... < V_th,K``, spikes summed; the
+  numbers of :func:`mlf_jax.neurons.mlf` (computed with the scan).
+* :class:`AdaptiveLIF`: a LIF whose threshold rises by ``beta`` after each spike, the rise
+  decaying by ``rho`` per step: ``b[t] = rho b[t-1] + beta o[t-1]``,
+  ``o[t] = H(u[t] - V_th - b[t])``, ``u`` as in LIF (spike-frequency adaptation).
+* :class:`PLIF`: the parametric LIF: LIF with ``tau = sigmoid(w)`` and ``w`` the parameter
+  ``'tau_logit'`` (learned by default in :class:`mlf_jax.nn.Neuron`). Fang et al.
+  (ICCV 2021) learn ``sigmoid(w)`` as the charging rate of ``u += (x - u) sigmoid(w)``;
+  here it is the decay factor of the paper's iterative form, which keeps the LIF's other
+  conventions.
+
+Each model also defines :meth:`NeuronModel.potential`, the per-level potentials ``[K, ...]``
+whose distance to the level's base threshold is what the surrogate sees (what
+:class:`mlf_jax.nn.Neuron` records for :mod:`mlf_jax.analysis`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from mlf_jax import neurons
+from mlf_jax.neurons import LIFState, auto_unroll
+from mlf_jax.reparam import leak_from_logit, logit_of_leak
+from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular, spike
+
+__all__ = [
+    "StepFn",
+    "InitFn",
+    "sequence",
+    "NeuronModel",
+    "IF",
+    "LIF",
+    "MLF",
+    "AdaptiveLIF",
+    "ALIFState",
+    "PLIF",
+    "ZOO",
+]
+
+Array = jax.Array
+Params = Mapping[str, Any]
+State = Any
+StepFn = Callable[[State, Array, Params], tuple[State, Array]]
+InitFn = Callable[[Array], State]
+
+
+def sequence(
+    step: StepFn,
+    init: InitFn,
+    *,
+    unroll: int | bool | None = None,
+    return_states: bool = False,
+) -> Callable[..., Array | tuple[Array, State]]:
+    """The sequence function ``f(x, params=None)`` of a step function, over time axis 0.
+
+    ``f(x, params)`` runs ``state = init(x[0])`` and then, for ``t = 0..T-1``,
+    ``state, out[t] = step(state, x[t], params)`` with ``lax.scan``; it returns the outputs
+    stacked on a leading time axis (any pytree ``step`` returns), and with
+    ``return_states`` also the state after every step (the same pytree as ``init`` gives,
+    each leaf with a leading T axis).
+
+    Args:
+      step: ``(state, x_t, params) -> (state, out_t)``, pure.
+      init: ``x0 -> state``, the resting state for input steps like ``x0``.
+      unroll: passed to ``lax.scan``; ``None`` chooses by T (see
+        :func:`mlf_jax.neurons.auto_unroll`).
+      return_states: also return the states.
+
+    The returned function checks that ``x`` is a floating array of rank >= 1 and works
+    under ``jit``, ``vmap``, ``grad`` and ``jax.checkpoint``; ``params`` may be traced.
+    """
+    if not callable(step) or not callable(init):
+        raise TypeError(
+            f"sequence needs callable step and init, got {type(step).__name__} and "
+            f"{type(init).__name__}"
+        )
+
+    def run(x: Array, params: Params | None = None) -> Array | tuple[Array, State]:
+        x = neurons._check_sequence_input(x, "sequence")
+
+        def body(state, xt):
+            state, out = step(state, xt, params)
+            return state, (out, state) if return_states else out
+
+        _, ys = lax.scan(body, init(x[0]), x, unroll=auto_unroll(x.shape[0], unroll))
+        return ys
+
+    return run
+
+
+def _float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a Python number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _in_unit_interval(name: str, value: Any, *, open_low: bool = False) -> float:
+    v = _float(name, value)
+    if not ((0.0 < v) if open_low else (0.0 <= v)) or not v <= 1.0:
+        lo = "(0" if open_low else "[0"
+        raise ValueError(f"{name} must be in {lo}, 1], got {value!r}")
+    return v
+
+
+class NeuronModel:
+    """Base of the zoo: a step function, a resting state, parameters and a name.
+
+    Subclasses define :meth:`params`, :meth:`init`, :meth:`step` and :meth:`potential`;
+    ``learned`` names the parameters :class:`mlf_jax.nn.Neuron` learns by default.
+    """
+
+    #: Parameters that :class:`mlf_jax.nn.Neuron` makes learnable unless told otherwise.
+    learned: ClassVar[tuple[str, ...]] = ()
+
+    def params(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The parameters' initial values (Python floats or tuples of floats)."""
+        raise NotImplementedError
+
+    def init(self, x0: Array) -> State:  # pragma: no cover - abstract
+        """The resting state for input steps shaped like ``x0``."""
+        raise NotImplementedError
+
+    def step(self, state: State, x: Array, params: Params) -> tuple[State, Array]:
+        """One time step: ``(state[t-1], x[t], params) -> (state[t], o[t])``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def potential(self, state: State) -> Array:  # pragma: no cover - abstract
+        """Per-level potentials ``[K, ...]`` minus any adaptation (see the module docs)."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        x: Array,
+        params: Params | None = None,
+        *,
+        unroll: int | bool | None = None,
+        return_states: bool = False,
+    ) -> Array | tuple[Array, State]:
+        """Runs the neuron over ``x`` ``[T, ...]``: spikes ``[T, ...]`` (and the states).
+
+        ``params`` overrides some or all of :meth:`params` (e.g. traced values to
+        differentiate); unknown names are an error.
+        """
+        return sequence(self.step, self.init, unroll=unroll, return_states=return_states)(
+            x, self.merge_params(params)
+        )
+
+    def merge_params(self, params: Params | None) -> dict[str, Any]:
+        """:meth:`params` updated with ``params``.
+
+        Raises:
+          KeyError: ``params`` names a parameter the model does not have.
+        """
+        merged = self.params()
+        if params:
+            if unknown := sorted(set(params) - set(merged)):
+                raise KeyError(
+                    f"{type(self).__name__} has no parameter {', '.join(map(repr, unknown))}; "
+                    f"its parameters are {sorted(merged)}"
+                )
+            merged.update(params)
+        return merged
+
+
+def _surrogate_field(model: Any) -> None:
+    object.__setattr__(model, "surrogate", get_surrogate(model.surrogate))
+
+
+@dataclasses.dataclass(frozen=True)
+class LIF(NeuronModel):
+    """Leaky integrate and fire; parameters ``'threshold'`` and ``'tau'``."""
+
+    threshold: float = 0.6
+    tau: float = 0.25
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        _float("LIF threshold", self.threshold)
+        _in_unit_interval("LIF tau", self.tau)
+        _surrogate_field(self)
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": float(self.threshold), "tau": float(self.tau)}
+
+    def init(self, x0: Array) -> LIFState:
+        return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
+
+    def step(self, state: LIFState, x: Array, params: Params) -> tuple[LIFState, Array]:
+        return neurons.lif_step(
+            state,
+            x,
+            threshold=params["threshold"],
+            tau=params["tau"],
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+        )
+
+    def potential(self, state: LIFState) -> Array:
+        return state.u[None]
+
+
+@dataclasses.dataclass(frozen=True)
+class IF(NeuronModel):
+    """Integrate and fire (no leak: LIF with ``tau = 1``); parameter ``'threshold'``."""
+
+    threshold: float = 0.6
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        _float("IF threshold", self.threshold)
+        _surrogate_field(self)
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": float(self.threshold)}
+
+    def init(self, x0: Array) -> LIFState:
+        return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
+
+    def step(self, state: LIFState, x: Array, params: Params) -> tuple[LIFState, Array]:
+        o_prev = lax.stop_gradient(state.o) if self.detach_reset else state.o
+        u = state.u * (1.0 - o_prev) + x
+        o = spike(u - params["threshold"], self.surrogate)
+        return LIFState(u, o), o
+
+    def potential(self, state: LIFState) -> Array:
+        return state.u[None]
+
+
+@dataclasses.dataclass(frozen=True)
+class MLF(NeuronModel):
+    """Multi-level firing: K LIF levels, spikes summed; parameters ``'thresholds'``, ``'tau'``."""
+
+    thresholds: Sequence[float] = (0.6, 1.6, 2.6)
+    tau: float = 0.25
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        neurons._as_thresholds(self.thresholds, jnp.float32)  # 1-D, finite, increasing
+        object.__setattr__(self, "thresholds", tuple(float(v) for v in self.thresholds))
+        _in_unit_interval("MLF tau", self.tau)
+        _surrogate_field(self)
+
+    def params(self) -> dict[str, Any]:
+        return {"thresholds": tuple(self.thresholds), "tau": float(self.tau)}
+
+    def init(self, x0: Array) -> neurons.MLFState:
+        return tuple(LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0)) for _ in self.thresholds)
+
+    def step(
+        self, state: neurons.MLFState, x: Array, params: Params
+    ) -> tuple[neurons.MLFState, Array]:
+        return neurons.mlf_step(
+            state,
+            x,
+            thresholds=params["thresholds"],
+            tau=params["tau"],
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+        )
+
+    def potential(self, state: neurons.MLFState) -> Array:
+        return jnp.stack([s.u for s in state])
+
+
+class ALIFState(NamedTuple):
+    """Adaptive LIF state: potential, last spikes, threshold rise ``b``."""
+
+    u: Array
+    o: Array
+    b: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveLIF(NeuronModel):
+    """LIF with threshold adaptation; parameters ``'threshold'``, ``'tau'``, ``'rho'``,
+    ``'beta'``.
+
+    ``b[t] = rho b[t-1] + beta o[t-1]`` (``b[-1] = 0``), ``o[t] = H(u[t] - V_th - b[t])``; the
+    surrogate gradient flows through ``b`` too (``detach_reset`` stops it only in the reset).
+    """
+
+    threshold: float = 0.6
+    tau: float = 0.25
+    rho: float = 0.8
+    beta: float = 0.5
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        _float("AdaptiveLIF threshold", self.threshold)
+        _in_unit_interval("AdaptiveLIF tau", self.tau)
+        _in_unit_interval("AdaptiveLIF rho", self.rho)
+        _float("AdaptiveLIF beta", self.beta)
+        _surrogate_field(self)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "threshold": float(self.threshold),
+            "tau": float(self.tau),
+            "rho": float(self.rho),
+            "beta": float(self.beta),
+        }
+
+    def init(self, x0: Array) -> ALIFState:
+        return ALIFState(jnp.zeros_like(x0), jnp.zeros_like(x0), jnp.zeros_like(x0))
+
+    def step(self, state: ALIFState, x: Array, params: Params) -> tuple[ALIFState, Array]:
+        o_reset = lax.stop_gradient(state.o) if self.detach_reset else state.o
+        u = params["tau"] * state.u * (1.0 - o_reset) + x
+        b = params["rho"] * state.b + params["beta"] * state.o
+        o = spike(u - params["threshold"] - b, self.surrogate)
+        return ALIFState(u, o, b), o
+
+    def potential(self, state: ALIFState) -> Array:
+        return (state.u - state.b)[None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PLIF(NeuronModel):
+    """Parametric LIF: ``tau = sigmoid(tau_logit)``; parameters ``'threshold'``, ``'tau_logit'``.
+
+    ``tau`` (in ``(0, 1)``) is the initial leak: ``tau_logit`` starts at its logit.
+    """
+
+    learned: ClassVar[tuple[str, ...]] = ("tau_logit",)
+
+    threshold: float = 0.6
+    tau: float = 0.25
+    surrogate: Surrogate | str = rectangular(1.0)
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        _float("PLIF threshold", self.threshold)
+        logit_of_leak(_in_unit_interval("PLIF tau", self.tau, open_low=True))  # checks (0, 1)
+        _surrogate_field(self)
+
+    def params(self) -> dict[str, Any]:
+        return {"threshold": float(self.threshold), "tau_logit": float(logit_of_leak(self.tau))}
+
+    def init(self, x0: Array) -> LIFState:
+        return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
+
+    def step(self, state: LIFState, x: Array, params: Params) -> tuple[LIFState, Array]:
+        tau = leak_from_logit(jnp.asarray(params["tau_logit"], x.dtype))
+        return neurons.lif_step(
+            state,
+            x,
+            threshold=params["threshold"],
+            tau=tau,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+        )
+
+    def potential(self, state: LIFState) -> Array:
+        return state.u[None]
+
+
+#: The zoo's neurons by name.
+ZOO: dict[str, type[NeuronModel]] = {
+    "if": IF,
+    "lif": LIF,
+    "mlf": MLF,
+    "adaptive_lif": AdaptiveLIF,
+    "plif": PLIF,
+}

@@ -1,0 +1,96 @@
+"""The Linen layer of the zoo (mj.nn.Neuron): parameters, recording, the ResNet."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlf_jax as mj
+
+
+def _x(shape=(5, 2, 6), seed=0):
+    return jax.random.uniform(jax.random.key(seed), shape, minval=-0.5, maxval=3.0)
+
+
+def test_without_learned_parameters_it_is_the_pure_model():
+    x = _x()
+    for model in (mj.zoo.IF(), mj.zoo.LIF(tau=0.5), mj.zoo.MLF(), mj.zoo.AdaptiveLIF()):
+        layer = mj.nn.Neuron(model=model)
+        v = layer.init(jax.random.key(1), x)
+        assert not jax.tree.leaves(v)
+        np.testing.assert_array_equal(layer.apply(v, x), model(x))
+    # the LIF layer is the library's LIF
+    np.testing.assert_array_equal(
+        mj.nn.Neuron(model=mj.zoo.LIF(tau=0.5)).apply({}, x), mj.lif(x, tau=0.5)
+    )
+
+
+def test_plif_learns_its_leak_by_default_and_other_parameters_on_request():
+    x = _x()
+    plif = mj.zoo.PLIF(tau=0.4)
+    params = mj.nn.Neuron(model=plif).init(jax.random.key(1), x)["params"]
+    assert set(params) == {"tau_logit"}
+    np.testing.assert_allclose(jax.nn.sigmoid(params["tau_logit"]), 0.4, rtol=1e-6)
+    assert not jax.tree.leaves(mj.nn.Neuron(model=plif, learn=()).init(jax.random.key(1), x))
+    alif = mj.nn.Neuron(model=mj.zoo.AdaptiveLIF(beta=0.3), learn=("beta", "rho"))
+    params = alif.init(jax.random.key(1), x)["params"]
+    np.testing.assert_allclose([params["beta"], params["rho"]], [0.3, 0.8], rtol=1e-6)
+
+
+def test_learned_parameter_gradients_are_the_pure_models():
+    x = _x((6, 3, 8), seed=2)
+    w = jax.random.normal(jax.random.key(3), x.shape)
+    model = mj.zoo.AdaptiveLIF(surrogate=mj.sigmoid(3.0))
+    layer = mj.nn.Neuron(model=model, learn=("threshold", "beta"))
+    params = layer.init(jax.random.key(1), x)["params"]
+    g_layer = jax.grad(lambda p: (layer.apply({"params": p}, x) * w).sum())(params)
+    g_pure = jax.grad(lambda p: (model(x, p) * w).sum())(
+        {"threshold": jnp.float32(0.6), "beta": jnp.float32(0.5)}
+    )
+    for name in ("threshold", "beta"):
+        np.testing.assert_allclose(g_layer[name], g_pure[name], rtol=1e-6)
+        assert abs(float(g_layer[name])) > 1e-3
+
+
+def test_recording_sows_per_level_potentials_and_spikes():
+    x = _x()
+    model = mj.zoo.AdaptiveLIF()
+    out, state = mj.nn.Neuron(model=model).apply({}, x, mutable=[mj.nn.RECORD_COLLECTION])
+    (u,) = state[mj.nn.RECORD_COLLECTION]["membrane"]
+    (spikes,) = state[mj.nn.RECORD_COLLECTION]["spikes"]
+    _, states = model(x, return_states=True)
+    assert u.shape == (5, 1, 2, 6)  # [T, K, B, N]
+    np.testing.assert_allclose(u[:, 0], states.u - states.b, rtol=1e-6)
+    np.testing.assert_array_equal(spikes, out)
+    _, state = mj.nn.Neuron(model=mj.zoo.MLF()).apply({}, x, mutable=[mj.nn.RECORD_COLLECTION])
+    (u,) = state[mj.nn.RECORD_COLLECTION]["membrane"]
+    _, ref = mj.mlf(x, return_potential=True)
+    np.testing.assert_allclose(u, ref, rtol=1e-6)
+
+
+def test_a_zoo_neuron_in_the_resnet_records_and_learns_per_layer():
+    kw = dict(widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    neuron = functools.partial(mj.nn.Neuron, model=mj.zoo.PLIF())
+    model = mj.models.resnet(8, neuron=neuron, **kw)
+    v = model.init(jax.random.key(1), x, train=False)
+    _, state = model.apply(v, x, train=False, mutable=[mj.nn.RECORD_COLLECTION])
+    records = mj.analysis.collect(state)
+    # stem, two neurons per block, the shortcut neurons of stages 2 and 3; each one leak
+    assert len(records) == 9 and all(r.membrane.shape[1] == 1 for r in records.values())
+    for name in records:
+        node = v["params"]
+        for part in name.split("/"):
+            node = node[part]
+        assert set(node) == {"tau_logit"}, name
+
+
+def test_bad_layers_are_named():
+    with pytest.raises(ValueError, match="Neuron.learn names \\['gamma'\\]"):
+        mj.nn.Neuron(model=mj.zoo.LIF(), learn=("gamma",)).init(jax.random.key(0), _x())
+    with pytest.raises(TypeError, match="Neuron.model must be a mlf_jax.zoo.NeuronModel"):
+        mj.nn.Neuron(model=mj.lif).init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match=r"\[T, B, \.\.\.\]"):
+        mj.nn.Neuron().init(jax.random.key(0), jnp.ones(3))
