@@ -49,15 +49,40 @@ def _child(obj: Any, parts: list[str]) -> Any | None:
     return obj
 
 
-def _resolve(scope: Any, name: str, package: Any) -> Any | None:
+def _resolve(scope: Any, name: str, package: Any) -> str | None:
+    """The path to link for ``name`` seen from ``scope``, or ``None``.
+
+    The target's canonical path, or, for a public name of a private module (an object of
+    ``mlf_jax.analysis._record`` exported as ``mlf_jax.analysis.record``), the public path
+    through which it was found.
+    """
     parts = name.split(".")
     if parts[0] == package.name:
-        return _child(package, parts[1:])
-    while scope is not None:
+        scopes, parts = [package], parts[1:]
+    else:
+        scopes = []
+        while scope is not None:
+            scopes.append(scope)
+            scope = scope.parent
+    for scope in scopes:
         found = _child(scope, parts)
-        if found is not None:
-            return found
-        scope = scope.parent
+        if found is None:
+            continue
+        if not _is_private(found.path):
+            return found.path
+        public = ".".join([scope.path, *parts])
+        return _public_alias(found) if _is_private(public) else public
+    return None
+
+
+def _public_alias(obj: Any) -> str | None:
+    """The path of a public alias of ``obj`` in one of the packages above it, if any."""
+    package = obj.module
+    while package is not None:
+        for member in package.members.values():
+            if member.is_alias and member.target_path == obj.path and not member.is_private:
+                return member.path
+        package = package.parent
     return None
 
 
@@ -107,8 +132,8 @@ class SphinxRoles(griffe.Extension):
             short, name = match.group(1) == "~", match.group(2).strip()
             title = name.rsplit(".", 1)[-1] if short else name
             target = _resolve(obj, name, package)
-            if target is None or _is_private(target.path):
+            if target is None:
                 return f"`{title}`"
-            return f"[`{title}`][{target.path}]"
+            return f"[`{title}`][{target}]"
 
         return _LITERAL_MARKER.sub(":\n", _ROLE.sub(replace, text))
