@@ -89,8 +89,17 @@ def _public_alias(obj: Any) -> str | None:
 class SphinxRoles(griffe.Extension):
     """Rewrites ``:role:`name``` in every docstring of the package (see the module doc)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._done: set[str] = set()
+
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
-        self._visit(pkg, pkg, set())
+        if pkg.path not in self._done:
+            self._done.add(pkg.path)
+            self._visit(pkg, pkg, set())
+
+    #: The same hook under its griffe 1.x name.
+    on_package_loaded = on_package
 
     def _visit(self, obj: Any, package: Any, seen: set[str]) -> None:
         if obj.path in seen:
