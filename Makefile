@@ -1,19 +1,32 @@
-# One entry point for people and CI. Every target creates .venv and installs the
-# pinned dependencies on first use (and again when pyproject.toml changes).
+# One entry point for people and CI. Every target creates .venv on first use and installs the
+# locked versions of requirements.lock (again when it or pyproject.toml changes), then mlf_jax
+# itself, editable. `make lock` re-resolves the lock from pyproject.toml's ranges.
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
+MIN_VENV := .venv-min
 CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
+comma := ,
+# The extras a clone installs (all but the accelerator runtimes).
+EXTRAS := train,data,notebooks,docs,dev
 
-.PHONY: train converged test test-slow notebooks depth_study lint format data jemalloc bench bench-official bench-peers clean
+.PHONY: train converged test test-fast test-slow test-min notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e ".[dev,notebooks]"
+	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+## lock: re-resolve requirements.lock from pyproject.toml's ranges (keeps current pins where
+## they still fit; `make lock ARGS=--upgrade` moves every package to its newest version in range)
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+	  --python-version 3.11 --no-emit-package mlf-jax --custom-compile-command "make lock" \
+	  -o requirements.lock $(ARGS)
 
 ## train: DS-ResNet with MLF on Fashion-MNIST (installs the data set with apt if needed)
 train: $(STAMP)
@@ -34,6 +47,24 @@ converged: $(STAMP)
 ## test: the test suite without the tests marked slow (under 10 minutes on 2 CPU cores)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow" $(ARGS)
+
+## test-fast: the library's unit tests alone, without training runs, subprocesses and the
+## authors' reference nets (about a minute); for the edit-test loop
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow and not integration" $(ARGS)
+
+## test-min: the core tests on the lowest versions pyproject.toml allows (requirements-min.txt),
+## in $(MIN_VENV) with the core install only
+test-min: $(MIN_VENV)/.installed
+	$(MIN_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider \
+	  tests/test_neurons.py tests/test_surrogate.py tests/nn \
+	  tests/models/test_resnet.py tests/analysis tests/kernels $(ARGS)
+
+$(MIN_VENV)/.installed: pyproject.toml requirements-min.txt
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements-min.txt -e .
+	touch $@
 
 ## test-slow: the long tests (whole shipped models on 8 fake devices, ...); CI runs both
 test-slow: $(STAMP)
@@ -70,9 +101,15 @@ bench-official: $(STAMP)
 bench-peers: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.peers $(ARGS)
 
+## lint: ruff (style and format) and mypy (types of the library)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## docs: the documentation site into build/site (warnings are errors)
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
@@ -100,4 +137,4 @@ data:
 	fi
 
 clean:
-	rm -rf $(VENV) .jax_cache .pytest_cache .bench-venvs
+	rm -rf $(VENV) $(MIN_VENV) .jax_cache .pytest_cache .bench-venvs
