@@ -1,12 +1,14 @@
 """Training pieces to compose into a loop: state, per-device steps, data parallelism,
-evaluation, optimiser and schedules, checkpoints, metrics, run lock, stop signals.
+evaluation, optimiser and schedules, checkpoints, metrics, run lock, stop signals, and
+the neurons' activity during training (a firing-rate loss term, per-layer statistics).
 
 The loop itself belongs to the experiment (``experiments/trainer.py``): nothing here
 reads an experiment config.
 """
 
-from mlf_jax.train import distributed
+from mlf_jax.train import activity, distributed
 from mlf_jax.train._paths import is_remote, write_atomically
+from mlf_jax.train.activity import activity_step, firing_rate_penalty, with_firing_rates
 from mlf_jax.train.checkpoint import (
     Checkpointer,
     CheckpointError,
@@ -25,6 +27,10 @@ from mlf_jax.train.state import TrainState, create_train_state
 from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
 
 __all__ = [
+    "activity",
+    "activity_step",
+    "firing_rate_penalty",
+    "with_firing_rates",
     "distributed",
     "is_remote",
     "write_atomically",

@@ -107,6 +107,29 @@ class DataParallel:
             self.mapped_train_step = mapped(train, donate_argnums=0)
             self.mapped_eval_step = mapped(evaluate)
 
+    def map_step(self, step_fn: Callable) -> Callable[[Any, Mapping[str, np.ndarray]], Any]:
+        """Maps another per-device function of ``(state, batch, *, axis_name)`` as the eval
+        step is mapped; it must reduce its outputs over the axis (``lax.pmean``/``psum``).
+
+        Returns ``run(device_state, host_batch) -> outputs`` (one copy, also under pmap),
+        compiled on its first call.
+        """
+        fn = functools.partial(step_fn, axis_name=AXIS)
+        if self.mode == "shard_map":
+            mapped = jax.jit(
+                jax.shard_map(
+                    fn, mesh=self.mesh, in_specs=(P(), P(AXIS)), out_specs=P(), check_vma=False
+                )
+            )
+        else:
+            mapped = jax.pmap(fn, axis_name=AXIS, devices=self.local_devices)
+
+        def run(state: Any, batch: Mapping[str, np.ndarray]) -> Any:
+            out = mapped(state, self.put_batch(batch))
+            return jax.tree.map(lambda x: x[0], out) if self.mode == "pmap" else out
+
+        return run
+
     # -- placement ----------------------------------------------------------
 
     def put_state(self, state: Any) -> Any:
