@@ -132,6 +132,7 @@ def _rules() -> dict[str, Rule]:
     # imported here so that `python -m experiments.train --help` stays light
     from experiments.input_pipeline import AUGMENTS, DATASETS
     from experiments.models import DTYPES
+    from mlf_jax.encoders import ENCODERS
     from mlf_jax.neurons import NEURON_IMPLS
     from mlf_jax.nn.blocks import SHORTCUTS
     from mlf_jax.nn.conv import CONV_IMPLS
@@ -154,6 +155,9 @@ def _rules() -> dict[str, Rule]:
         "model.surrogate": _choice(SURROGATE_FAMILIES),
         "model.surrogate_param": _number(0.0, low_open=True),
         "model.detach_reset": _boolean,
+        "model.learn_tau": _boolean,
+        "model.learn_thresholds": _boolean,
+        "model.encoder": _choice(ENCODERS),
         "model.input_norm": _boolean,
         "model.dtype": _choice(sorted(DTYPES)),
         "model.conv_impl": _choice(CONV_IMPLS),
@@ -210,8 +214,30 @@ def validate(config: Any) -> None:
             f"config.warmup_epochs ({flat['warmup_epochs']}) must be below "
             f"config.num_epochs ({flat['num_epochs']})"
         )
+    if not problems:
+        problems += _relations(flat)
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def _relations(flat: dict[str, Any]) -> list[str]:
+    """What is wrong between model keys that are each valid on their own."""
+    from experiments.input_pipeline import SPECS
+
+    problems = []
+    if flat["model.learn_tau"] and flat["model.tau"] >= 1.0:
+        problems.append(
+            f"config.model.learn_tau needs config.model.tau strictly between 0 and 1 (its "
+            f"logit is the parameter), got {flat['model.tau']}"
+        )
+    spec = SPECS.get(flat["dataset"])
+    if flat["model.encoder"] != "direct" and spec is not None and spec.event:
+        problems.append(
+            f"config.model.encoder={flat['model.encoder']!r} encodes static images, but "
+            f"config.dataset={flat['dataset']!r} is event data (already a sequence of "
+            "frames): use config.model.encoder='direct'"
+        )
+    return problems
 
 
 def check_override_keys(config: Any, keys: Iterable[str]) -> None:

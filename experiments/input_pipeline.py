@@ -5,8 +5,10 @@
 
 What ``config.model.time_steps`` (T) means depends on the data set:
 
-- static images (``fashion_mnist``, ``digits``, ``cifar10``): the model repeats each image
-  ``[H, W, C]`` over T steps;
+- static images (``fashion_mnist``, ``digits``, ``cifar10``): the model encodes each image
+  ``[H, W, C]`` as T steps (``config.model.encoder``: repeated by default; the spike
+  encoders get intensities in ``[0, 1]`` instead of normalised images, see
+  :func:`static_preprocessing`);
 - event streams (``gesture``, ``cifar10dvs``, ``nmnist``): each recording is binned into T
   frames ``[T, H, W, 2]`` over the data set's fixed time window (:data:`SPECS`'s
   ``window_us``), the first ``window_us`` of the recording from its first event, so a frame
@@ -44,6 +46,7 @@ __all__ = [
     "event_preprocessing",
     "example_shape",
     "get_datasets",
+    "static_preprocessing",
 ]
 
 Preprocess = Callable[[Mapping[str, np.ndarray], bool], dict[str, np.ndarray]]
@@ -161,14 +164,32 @@ def ensure_fashion_mnist(data_dir: str, install: bool) -> str:
     return os.fspath(fashion_mnist.download(cache))
 
 
+def static_preprocessing(
+    config: Any, normalize: Callable[[np.ndarray], np.ndarray], peak: float
+) -> Preprocess:
+    """The preprocessing of a static image data set under ``config.model.encoder``.
+
+    ``'direct'``: ``normalize`` (mean/std), the first convolution's input. The spike
+    encoders (``'rate'``, ``'latency'``) read intensities in ``[0, 1]``: ``x / peak``.
+    """
+    if config.model.get("encoder", "direct") == "direct":
+        scale = normalize
+    else:
+
+        def scale(images: np.ndarray) -> np.ndarray:
+            return np.asarray(images, np.float32) / np.float32(peak)
+
+    def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
+        return {"image": scale(batch["image"]), "label": batch["label"]}
+
+    return preprocess
+
+
 def _fashion_mnist(config: Any) -> Data:
     data_dir = ensure_fashion_mnist(
         config.data_dir or fashion_mnist.DEFAULT_DIR, config.install_data
     )
-
-    def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
-        return {"image": fashion_mnist.normalize(batch["image"]), "label": batch["label"]}
-
+    preprocess = static_preprocessing(config, fashion_mnist.normalize, 255.0)
     return Data(
         fashion_mnist.load(data_dir, "train"),
         fashion_mnist.load(data_dir, "test"),
@@ -179,10 +200,7 @@ def _fashion_mnist(config: Any) -> Data:
 
 def _digits(config: Any) -> Data:
     _no_augment(config)
-
-    def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
-        return {"image": digits.normalize(batch["image"]), "label": batch["label"]}
-
+    preprocess = static_preprocessing(config, digits.normalize, 1.0)  # pixels in [0, 1]
     return Data(digits.load("train"), digits.load("test"), preprocess)
 
 
@@ -192,10 +210,7 @@ def _cifar10(config: Any) -> Data:
             "set config.data_dir to a TFDS data_dir with cifar10, the folder of "
             "cifar-10-python.tar.gz, or its extracted cifar-10-batches-py folder"
         )
-
-    def preprocess(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:
-        return {"image": cifar10.normalize(batch["image"]), "label": batch["label"]}
-
+    preprocess = static_preprocessing(config, cifar10.normalize, 255.0)
     return Data(
         cifar10.load(config.data_dir, "train"),
         cifar10.load(config.data_dir, "test"),

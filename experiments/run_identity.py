@@ -78,7 +78,12 @@ CHANGEABLE = (
 
 #: Keys added to the configs after runs were recorded without them, with the value that
 #: means what those runs did (so that they resume): ``augment=''`` is the data set's default.
-ADDED = {"augment": ""}
+ADDED = {
+    "augment": "",
+    "model.learn_tau": False,
+    "model.learn_thresholds": False,
+    "model.encoder": "direct",
+}
 
 
 class ConfigMismatchError(ValueError):

@@ -19,6 +19,7 @@ steps, evaluation, checkpoints, metrics, lock and stop signals.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "dry_run",
     "enable_compilation_cache",
     "resolve_workdir",
+    "firing_rate_options",
     "make_optimizer",
     "train_and_evaluate",
 ]
@@ -130,10 +132,12 @@ class _Meter:
 
     def __init__(self) -> None:
         self.pending: list[Any] = []
+        self.extra: list[str] = []  # metrics besides loss and accuracy (the firing-rate term)
         self.reset()
 
     def reset(self) -> None:
         self.sums, self.count, self.since = {"loss": 0.0, "accuracy": 0.0}, 0, time.time()
+        self.sums.update({k: 0.0 for k in self.extra})
 
     def add(self, metrics: Any) -> None:
         self.pending.append(metrics)
@@ -145,8 +149,11 @@ class _Meter:
         for i, m in enumerate(host):
             if not math.isfinite(float(m["loss"])):
                 return step - len(host) + i + 1
-            self.sums["loss"] += float(m["loss"])
-            self.sums["accuracy"] += float(m["accuracy"])
+            for k, v in m.items():
+                if k not in self.sums:
+                    self.extra.append(k)
+                    self.sums[k] = 0.0
+                self.sums[k] += float(v)
         self.count += len(host)
         return None
 
@@ -163,7 +170,10 @@ class _Run:
         self.steps_per_epoch, self.local_batch = batch_plan(config.batch_size, len(data.train))
         self.total_steps = self.steps_per_epoch * config.num_epochs
         self.tx, self.schedule = make_optimizer(config, self.steps_per_epoch)
-        self.dp = mj.train.DataParallel(config.parallel)
+        # a stochastic input encoder (model.encoder='rate') draws from the run's seed
+        step_fn = functools.partial(mj.train.train_step, rng=jax.random.key(config.seed))
+        step_fn = functools.partial(step_fn, **firing_rate_options(config))
+        self.dp = mj.train.DataParallel(config.parallel, train_step_fn=step_fn)
         self.rng = jax.random.key(config.seed)
         sample = data.preprocess(data.train[np.arange(min(2, len(data.train)))], False)
         self.state = mj.train.create_train_state(
@@ -181,6 +191,8 @@ class _Run:
         )
         self.progress = Progress()
         self.tracing = False
+        self.neurons = _dormancy_constants(model)
+        self.activity: Any = None  # the mapped activity step, compiled on first use
 
     def open(self, workdir: epath.Path) -> None:
         """Opens the run's checkpoints and metrics in ``workdir``."""
@@ -281,6 +293,28 @@ class _Run:
         self.writer.write(step, "train", {**means, "images_per_second": rate, "learning_rate": lr})
         meter.reset()
 
+    def record_activity(self, dstate: Any, batch: dict[str, Any], step: int) -> None:
+        """Writes every neuron layer's firing rate and dormant fraction on ``batch``, the
+        batch of step ``step``, under the state that step starts from (the one whose loss
+        its train metrics report), as ``activity/firing_rate/<layer>`` and
+        ``activity/dormant/<layer>`` (a separate compiled function: the train step itself
+        is the same with or without it)."""
+        if self.activity is None:
+            thresholds, surrogate = self.neurons
+            self.activity = self.dp.map_step(
+                functools.partial(
+                    mj.train.activity_step, thresholds=thresholds, surrogate=surrogate
+                )
+            )
+        values = jax.device_get(self.activity(dstate, batch))
+        scalars = {}
+        for kind in ("firing_rate", "dormant"):
+            per_layer = values.get(kind, {})
+            for path in mj.analysis.forward_order([tuple(k.split("/")) for k in per_layer]):
+                layer = "/".join(path)
+                scalars[f"{kind}/{layer}"] = float(per_layer[layer])
+        self.writer.write(step, "activity", scalars)
+
     def evaluate(self, dstate: Any, start: float) -> None:
         """Evaluates on the test set after an epoch and records it."""
         c, step = self.config, self.progress.step
@@ -323,6 +357,8 @@ class _Run:
         with bar, mj.train.StopSignals() as signals:
             while p.step < self.total_steps:
                 batch = self.data.preprocess(next(self.data_iter), True)
+                if c.activity_every_steps and (p.step + 1) % c.activity_every_steps == 0:
+                    self.record_activity(dstate, batch, p.step + 1)
                 self.profile(p.step + 1, "start")
                 dstate, metrics = self.dp.train_step(dstate, batch)
                 self.profile(p.step + 1, "stop", metrics)
@@ -440,6 +476,26 @@ def train_and_evaluate(
     finally:
         lock.release()
     return {"state": run.dp.get_state(dstate), **results}
+
+
+def firing_rate_options(config: Any) -> dict[str, float]:
+    """The train step's firing-rate regulariser from the config (weight 0: off)."""
+    return {
+        "firing_rate_reg": float(config.firing_rate_reg),
+        "firing_rate_target": float(config.firing_rate_target),
+    }
+
+
+def _dormancy_constants(model: Any) -> tuple[Any, Any]:
+    """``(thresholds, surrogate)`` of the model's MLF neurons for the dormant fractions of
+    the activity logs, or ``(None, None)`` (rates only) where they are not known constants:
+    learned thresholds, a custom neuron, a model without these fields."""
+    if getattr(model, "learn_thresholds", False) or getattr(model, "neuron", None) is not None:
+        return None, None
+    thresholds, surrogate = getattr(model, "thresholds", None), getattr(model, "surrogate", None)
+    if thresholds is None or surrogate is None:
+        return None, None
+    return tuple(thresholds), surrogate
 
 
 def _gather_strings(text: str) -> list[str]:

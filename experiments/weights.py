@@ -101,6 +101,13 @@ def input_description(config: Any) -> dict[str, Any]:
         f"direct: the normalised image is the input of the first convolution at each of the "
         f"T = {t} time steps (repeated, not spike coded)"
     )
+    encoder = config.model.get("encoder", "direct")
+    spike_coded = {
+        "rate": f"rate: the intensity p in [0, 1] (no mean/std) fires with probability p at "
+        f"each of the T = {t} time steps (Bernoulli, mlf_jax.encoders.rate)",
+        "latency": f"latency: the intensity c in [0, 1] (no mean/std) fires once, at step "
+        f"floor((1 - c) (T - 1) + 1/2) of T = {t} (mlf_jax.encoders.latency)",
+    }
     if dataset == "fashion_mnist":
         out |= {
             "pixels": "uint8 grey levels 0..255",
@@ -125,6 +132,11 @@ def input_description(config: Any) -> dict[str, Any]:
             "std": list(cifar10.STD),
             "encoding": direct,
         }
+    if encoder in spike_coded and not spec.event:
+        peak = "16" if dataset == "digits" else "255"
+        out |= {"normalization": f"x / {peak}", "encoding": spike_coded[encoder]}
+        for key in ("mean", "std"):
+            out.pop(key, None)
     elif dataset in _EVENT_DATASETS:
         pre = input_pipeline.event_preprocessing(_EVENT_DATASETS[dataset], t)
         out |= {

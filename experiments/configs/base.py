@@ -26,6 +26,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.surrogate = "rectangular"  # rectangular | triangle | sigmoid | arctan
     config.model.surrogate_param = 1.0  # width (rectangular, triangle) or alpha
     config.model.detach_reset = False
+    # Learn each neuron layer's leak (tau = sigmoid(w), starting at tau) and thresholds (the
+    # first plus softplus gaps, starting at thresholds); weight decay applies to these raw
+    # parameters too (pulling tau towards 0.5 and each gap towards log 2).
+    config.model.learn_tau = False
+    config.model.learn_thresholds = False
+    # How static images become T steps: direct (repeated, the paper's) | rate (Bernoulli
+    # spikes, p = intensity) | latency (one spike per pixel, brighter earlier); rate and
+    # latency get intensities in [0, 1] instead of normalised images. Event data: direct.
+    config.model.encoder = "direct"
     config.model.input_norm = False
     config.model.dtype = "float32"  # compute dtype of convolutions: float32 | bfloat16
     # auto | xla | patch_grad | im2col (mlf_jax.nn.conv). auto: on CPU XLA's convolution

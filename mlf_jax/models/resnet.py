@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from mlf_jax import encoders
 from mlf_jax.nn.blocks import BasicBlock, check_shortcut, conv3x3, kaiming_normal
 from mlf_jax.nn.neuron import MLF
 from mlf_jax.nn.normalization import TdBatchNorm
@@ -48,12 +49,25 @@ class ResNet(nn.Module):
       widths: channels per stage.
       num_classes: output classes.
       shortcut: ``'ds'`` (DS-ResNet, add after the neuron) or ``'standard'``.
-      time_steps: T. Static input ``[B, H, W, C]`` is repeated T times
-        (direct encoding); time-major input ``[T, B, H, W, C]`` must have this T.
+      time_steps: T. Static input ``[B, H, W, C]`` becomes T steps by ``encoder``;
+        time-major input ``[T, B, H, W, C]`` must have this T.
+      encoder: how static input becomes a sequence (:mod:`mlf_jax.encoders`):
+        ``'direct'`` (default: repeated T times, the paper's direct encoding), ``'rate'``
+        (Bernoulli spikes with probability ``clip(x, 0, 1)`` per step) or ``'latency'``
+        (one spike per pixel, brighter earlier: at step ``floor((1 - c) (T - 1) + 1/2)``,
+        ``c = clip(x, 0, 1)``). Time-major
+        input is a sequence already and needs ``'direct'``. ``'rate'`` draws its key from
+        the Flax rng stream ``'encoder'`` (``apply(..., rngs={'encoder': key})``;
+        :func:`mlf_jax.train.train_step` passes one, new at every step): required when
+        ``train=True``; in eval without one it uses ``jax.random.key(0)``, so evaluation
+        is deterministic.
       input_norm: tdBN without affine parameters on the input (event data).
       in_channels: expected input channels (checked when set).
       thresholds: the MLF neuron's thresholds, one per level (``(0.6,)`` is LIF).
       tau: the MLF neuron's leak factor.
+      learn_tau, learn_thresholds: learn each MLF layer's leak / thresholds (one set per
+        layer, initialised to ``tau`` / ``thresholds``; see :class:`mlf_jax.nn.MLF`).
+        tdBN keeps ``v_th`` (default ``thresholds[0]``, the initial value).
       surrogate: the MLF neuron's surrogate gradient (an instance or a family name).
       detach_reset: stop the gradient through the neuron's reset term.
       unroll: the neuron's ``lax.scan`` unroll (``None``: by T, see
@@ -94,6 +108,9 @@ class ResNet(nn.Module):
     in_channels: int | None = None
     thresholds: Sequence[float] = (0.6, 1.6, 2.6)
     tau: float = 0.25
+    learn_tau: bool = False
+    learn_thresholds: bool = False
+    encoder: str = "direct"
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
     unroll: int | bool | None = None
@@ -118,13 +135,41 @@ class ResNet(nn.Module):
             raise ValueError(f"every stage needs at least one block, got {tuple(self.stage_sizes)}")
         if not isinstance(self.time_steps, int) or self.time_steps < 1:
             raise ValueError(f"time_steps must be a positive integer, got {self.time_steps!r}")
+        if self.encoder not in encoders.ENCODERS:
+            raise ValueError(
+                f"unknown encoder {self.encoder!r}; expected one of {encoders.ENCODERS}"
+            )
 
-    def _time_major(self, x: jax.Array) -> jax.Array:
+    def _encode(self, x: jax.Array, train: bool) -> jax.Array:
+        """Static ``[B, H, W, C]`` -> ``[T, B, H, W, C]`` by ``self.encoder``."""
+        if self.encoder == "direct":
+            return encoders.direct(x, self.time_steps)
+        if self.encoder == "latency":
+            return encoders.latency(x, self.time_steps)
+        if self.has_rng("encoder"):
+            key = self.make_rng("encoder")
+        elif train:
+            raise ValueError(
+                "encoder='rate' draws its spikes from the rng stream 'encoder' when "
+                "training: pass apply(..., rngs={'encoder': key}) (mlf_jax.train.train_step "
+                "does)"
+            )
+        else:
+            key = jax.random.key(0)
+        return encoders.rate(key, x, self.time_steps)
+
+    def _time_major(self, x: jax.Array, train: bool) -> jax.Array:
         """Checks the input and returns it as float ``[T, B, H, W, C]``."""
         x = jnp.asarray(x)
         if x.ndim == 4:
-            x = jnp.broadcast_to(x[None], (self.time_steps, *x.shape))
+            x = self._encode(x, train)
         elif x.ndim == 5:
+            if self.encoder != "direct":
+                raise ValueError(
+                    f"encoder={self.encoder!r} encodes static images [B, H, W, C]; time-major "
+                    f"input {x.shape} (e.g. event frames) is a sequence already: use "
+                    "encoder='direct'"
+                )
             if x.shape[0] != self.time_steps:
                 raise ValueError(
                     f"time-major input has T={x.shape[0]} steps but the model expects "
@@ -132,7 +177,7 @@ class ResNet(nn.Module):
                 )
         else:
             raise ValueError(
-                "expected input of rank 4 [B, H, W, C] (static, repeated over time) or "
+                "expected input of rank 4 [B, H, W, C] (static, encoded over time) or "
                 f"rank 5 [T, B, H, W, C] (time-major), got rank {x.ndim} with shape {x.shape}"
             )
         if self.in_channels is not None and x.shape[-1] != self.in_channels:
@@ -148,7 +193,7 @@ class ResNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         """Logits ``[B, num_classes]`` averaged over the T time steps."""
         self._validate()
-        x = self._time_major(x)
+        x = self._time_major(x, train)
         v_th = self.thresholds[0] if self.v_th is None else self.v_th
         norm = functools.partial(
             TdBatchNorm,
@@ -170,6 +215,8 @@ class ResNet(nn.Module):
                 detach_reset=self.detach_reset,
                 unroll=self.unroll,
                 impl=self.neuron_impl,
+                learn_tau=self.learn_tau,
+                learn_thresholds=self.learn_thresholds,
             )
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)

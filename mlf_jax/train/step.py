@@ -19,7 +19,7 @@ from jax import lax
 from mlf_jax.train.activity import firing_rate_penalty, layer_firing_rates, with_firing_rates
 from mlf_jax.train.state import TrainState
 
-__all__ = ["cross_entropy", "model_input", "train_step", "eval_step"]
+__all__ = ["cross_entropy", "model_input", "encoder_key", "train_step", "eval_step"]
 
 Batch = dict[str, jax.Array]
 
@@ -36,15 +36,31 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
+def encoder_key(rng: jax.Array | None, step: jax.Array, axis_name: str | None = None) -> jax.Array:
+    """The key of the ``'encoder'`` rng stream at ``step``: ``rng`` (default
+    ``jax.random.key(0)``) folded with the step and, under a device axis, the device's
+    index, so that every step and every device's share of the batch draw new noise."""
+    key = jax.random.key(0) if rng is None else rng
+    key = jax.random.fold_in(key, step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, lax.axis_index(axis_name))
+    return key
+
+
 def train_step(
     state: TrainState,
     batch: Batch,
     *,
     axis_name: str | None = None,
+    rng: jax.Array | None = None,
     firing_rate_reg: float = 0.0,
     firing_rate_target: float = 0.0,
 ) -> tuple[TrainState, dict[str, Any]]:
     """One SGD step on ``batch = {'image', 'label'}``: returns the new state and metrics.
+
+    The model gets the rng stream ``'encoder'`` (:func:`encoder_key` of ``rng`` and the
+    state's step), which a stochastic input encoder draws from
+    (``mlf_jax.models.ResNet(encoder='rate')``); models that draw nothing ignore it.
 
     With ``firing_rate_reg > 0`` the loss gains a firing-rate term,
     ``firing_rate_reg * mean_l (r_l - firing_rate_target)^2``, where ``r_l`` is the mean
@@ -58,6 +74,7 @@ def train_step(
     ``firing_rate_reg = 0`` (the default) the step computes exactly what it computes
     without the term.
     """
+    rngs = {"encoder": encoder_key(rng, state.step, axis_name)}
 
     regularise = _check_firing_rate_reg(firing_rate_reg, firing_rate_target)
     apply_fn = with_firing_rates(state.apply_fn) if regularise else state.apply_fn
@@ -68,6 +85,7 @@ def train_step(
             model_input(batch["image"]),
             train=True,
             mutable=["batch_stats"],
+            rngs=rngs,
         )
         loss = cross_entropy(logits, batch["label"])
         if not regularise:

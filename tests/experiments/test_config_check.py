@@ -58,11 +58,41 @@ def test_every_shipped_config_is_valid(path):
         ("model_surrogate", "relu", "config.model.surrogate must be one of arctan"),
         ("model_conv_impl", "fft", "config.model.conv_impl must be one of auto, xla, im2col"),
         ("model_neuron_impl", "cuda", "config.model.neuron_impl must be one of auto, scan, fused"),
+        ("model_encoder", "poisson", "config.model.encoder must be one of direct, rate, latency"),
     ],
 )
 def test_a_bad_value_is_named(key, value, message):
     with pytest.raises(config_check.ConfigError, match=message):
         config_check.validate(_config(**{key: value}))
+
+
+def test_a_learned_leak_needs_tau_below_one():
+    config_check.validate(_config(model_learn_tau=True, model_tau=0.5))
+    with pytest.raises(config_check.ConfigError, match="learn_tau needs config.model.tau strictly"):
+        config_check.validate(_config(model_learn_tau=True, model_tau=1.0))
+
+
+@pytest.mark.parametrize("encoder", ["rate", "latency"])
+def test_spike_encoders_are_for_static_images_only(encoder):
+    config_check.validate(_config(model_encoder=encoder))  # digits: static images
+    with pytest.raises(config_check.ConfigError, match="'nmnist' is event data"):
+        config_check.validate(_config(model_encoder=encoder, dataset="nmnist"))
+
+
+def test_the_model_gets_the_new_keys_and_old_runs_resume_without_them():
+    from experiments import models, run_identity
+
+    config = _config(model_learn_tau=True, model_learn_thresholds=True, model_encoder="rate")
+    model = models.build_model(config)
+    assert (model.learn_tau, model.learn_thresholds, model.encoder) == (True, True, "rate")
+    default = models.build_model(_config())
+    assert (default.learn_tau, default.learn_thresholds, default.encoder) == (
+        False,
+        False,
+        "direct",
+    )
+    for key in ("model.learn_tau", "model.learn_thresholds", "model.encoder"):
+        assert run_identity.ADDED[key] == run_identity.flatten(_config())[key]
 
 
 def test_warmup_must_end_before_the_run():

@@ -271,6 +271,10 @@ def test_fashion_mnist_input_is_described():
     assert (d["mean"], d["std"]) == (0.2860, 0.3530)
     assert "x / 255" in d["normalization"] and d["encoding"].startswith("direct")
     assert weights.class_names("fashion_mnist")[0] == "T-shirt/top"
+    config.model.encoder = "rate"  # spike encoders get intensities, not normalised images
+    d = weights.input_description(config)
+    assert d["normalization"] == "x / 255" and "mean" not in d and "std" not in d
+    assert d["encoding"].startswith("rate: the intensity p in [0, 1]")
 
 
 def _write(path, tree):

@@ -269,3 +269,23 @@ def test_augmenting_data_sets_without_augmentation_is_refused():
     config.augment = "crop_flip"
     with pytest.raises(input_pipeline.ConfigError, match="digits is not augmented"):
         input_pipeline.get_datasets(config)
+
+
+# ---------------------------------------------------------------------------- encoders
+
+
+@pytest.mark.parametrize("encoder", ["direct", "rate", "latency"])
+def test_static_images_are_normalised_for_direct_encoding_and_intensities_for_spikes(encoder):
+    from mlf_jax.data import fashion_mnist
+
+    config = cifar10_config.get_config()
+    config.model.encoder = encoder
+    pixels = np.asarray([[0, 51, 255]], np.uint8).reshape(1, 1, 3, 1)
+    pre = input_pipeline.static_preprocessing(config, fashion_mnist.normalize, 255.0)
+    out = pre({"image": pixels, "label": np.zeros(1)}, True)["image"]
+    if encoder == "direct":
+        expected = (np.asarray([0.0, 0.2, 1.0]) - fashion_mnist.MEAN) / fashion_mnist.STD
+    else:
+        expected = np.asarray([0.0, 0.2, 1.0])  # 0, 51 and 255 of 255
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-6)
