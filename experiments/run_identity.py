@@ -51,6 +51,7 @@ OPERATIONAL = (
     "cache_dir",
     "install_data",
     "log_every",
+    "activity_every_steps",
     "keep_checkpoints",
     "checkpoint_every_steps",
     "eval_batch_size",
@@ -80,6 +81,8 @@ CHANGEABLE = (
 #: means what those runs did (so that they resume): ``augment=''`` is the data set's default.
 ADDED = {
     "augment": "",
+    "firing_rate_reg": 0.0,
+    "firing_rate_target": 0.1,
     "model.learn_tau": False,
     "model.learn_thresholds": False,
     "model.encoder": "direct",

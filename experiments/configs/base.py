@@ -62,6 +62,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_decay_factor = 0.1
     config.warmup_epochs = 0.0
     config.log_every = 20  # steps between progress-bar / metric updates
+    # Every N steps (0: off), each neuron layer's firing rate (mean spikes per unit and
+    # step) and dormant fraction on that step's batch, in metrics.jsonl (kind 'activity')
+    # and TensorBoard (activity/firing_rate/<layer>, activity/dormant/<layer>).
+    config.activity_every_steps = 0
+    # Firing-rate regulariser: the loss gains firing_rate_reg * the mean over the neuron
+    # layers of (rate - firing_rate_target)^2, rate = the layer's mean spike count per
+    # unit and step on the batch (0: off, the plain cross-entropy).
+    config.firing_rate_reg = 0.0
+    config.firing_rate_target = 0.1
 
     # Data parallelism over every device of every process.
     config.parallel = "shard_map"  # shard_map | pmap
