@@ -6,7 +6,7 @@ The loop itself belongs to the experiment (``experiments/trainer.py``): nothing 
 reads an experiment config.
 """
 
-from mlf_jax.train import activity, distributed
+from mlf_jax.train import distributed
 from mlf_jax.train._paths import is_remote, write_atomically
 from mlf_jax.train.activity import activity_step, firing_rate_penalty, with_firing_rates
 from mlf_jax.train.checkpoint import (
@@ -27,7 +27,6 @@ from mlf_jax.train.state import TrainState, create_train_state
 from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
 
 __all__ = [
-    "activity",
     "activity_step",
     "firing_rate_penalty",
     "with_firing_rates",
