@@ -211,7 +211,7 @@ def membrane(
         raise ValueError(
             f"u has K={a.shape[1]} levels (axis 1) but {th.size} thresholds were given"
         )
-    windows = surrogate_windows(th, surrogate) if surrogate is not None else []
+    windows = surrogate_windows(th.tolist(), surrogate) if surrogate is not None else []
 
     ax = _new_axes((8.0, 3.5)) if ax is None else ax
     steps = np.arange(a.shape[0])
@@ -248,6 +248,7 @@ def _series(values: Mapping[str, Any], name: str) -> dict[str | None, dict[str, 
     if not isinstance(values, Mapping) or not values:
         raise ValueError(f"{name} must be a non-empty mapping, got {values!r}")
     nested = [isinstance(v, Mapping) for v in values.values()]
+    out: dict[str | None, dict[str, float]]
     if all(nested):
         out = {str(s): dict(v) for s, v in values.items()}
     elif not any(nested):
@@ -341,18 +342,18 @@ def layer_activity(
         fig = axes_list[0].figure
 
     for ax, (gid, series) in zip(axes_list, panels, strict=True):
-        layers = _layer_order(list(next(iter(series.values()))))
+        order = _layer_order(list(next(iter(series.values()))))
         for s, values in series.items():
-            if set(values) != set(layers):
+            if set(values) != set(order):
                 raise ValueError(
                     f"every series must hold the same layers; series {s!r} differs in "
-                    f"{sorted(set(values) ^ set(layers))}"
+                    f"{sorted(set(values) ^ set(order))}"
                 )
-        pos = np.arange(len(layers))
+        pos = np.arange(len(order))
         width = 0.8 / len(series)
         for j, (s, values) in enumerate(series.items()):
             offset = (j - (len(series) - 1) / 2) * width
-            bars = ax.bar(pos + offset, [float(values[k]) for k in layers], width, label=s, gid=gid)
+            bars = ax.bar(pos + offset, [float(values[k]) for k in order], width, label=s, gid=gid)
             for patch in bars:
                 patch.set_gid(gid)
         if gid == "firing_rate":
@@ -363,7 +364,7 @@ def layer_activity(
             ax.set_ylim(0.0, 1.0)
         if len(series) > 1:
             ax.legend(fontsize=8, ncol=min(len(series), 4))
-        ax.set_xticks(pos, layers, rotation=45, ha="right", fontsize=8)
+        ax.set_xticks(pos, order, rotation=45, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes_list[-1].set_xlabel("neuron layer (forward order)")
     return fig
