@@ -219,7 +219,7 @@ class LIF(NeuronModel):
             x,
             threshold=params["threshold"],
             tau=params["tau"],
-            surrogate=self.surrogate,
+            surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 
@@ -284,7 +284,7 @@ class MLF(NeuronModel):
             x,
             thresholds=params["thresholds"],
             tau=params["tau"],
-            surrogate=self.surrogate,
+            surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 
@@ -377,7 +377,7 @@ class PLIF(NeuronModel):
             x,
             threshold=params["threshold"],
             tau=tau,
-            surrogate=self.surrogate,
+            surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 

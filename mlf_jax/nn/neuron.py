@@ -77,7 +77,8 @@ class MLF(nn.Module):
         its field, as given.
         """
         params = {} if params is None else params
-        thresholds, tau = tuple(self.thresholds), self.tau
+        thresholds: Any = tuple(self.thresholds)
+        tau: Any = self.tau
         if self.learn_tau:
             tau = leak_from_logit(params["tau_logit"])
         if self.learn_thresholds:
@@ -104,7 +105,7 @@ class MLF(nn.Module):
         if params and impl == "pallas":
             impl = neurons.auto_impl(x.shape[0])  # the Pallas kernel takes static constants
         record = self.is_mutable_collection(RECORD_COLLECTION)
-        out = neurons.mlf(
+        out: Any = neurons.mlf(
             x,
             thresholds=thresholds,
             tau=tau,

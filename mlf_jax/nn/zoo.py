@@ -61,7 +61,7 @@ class Neuron(nn.Module):
             params[name] = self.param(name, lambda _, v=value: jnp.asarray(v, self.param_dtype))
         record = self.is_mutable_collection(RECORD_COLLECTION)
         run = sequence(self.model.step, self.model.init, unroll=self.unroll, return_states=record)
-        out = run(x, params)
+        out: Any = run(x, params)
         if record:
             out, states = out
             self.sow(RECORD_COLLECTION, "membrane", jax.vmap(self.model.potential)(states))

@@ -36,7 +36,9 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
-def encoder_key(rng: jax.Array | None, step: jax.Array, axis_name: str | None = None) -> jax.Array:
+def encoder_key(
+    rng: jax.Array | None, step: jax.typing.ArrayLike, axis_name: str | None = None
+) -> jax.Array:
     """The key of the ``'encoder'`` rng stream at ``step``: ``rng`` (default
     ``jax.random.key(0)``) folded with the step and, under a device axis, the device's
     index, so that every step and every device's share of the batch draw new noise."""
