@@ -136,7 +136,15 @@ def _vary_alike(*arrays: Array) -> tuple[Array, ...]:
     casting the replicated ``thresholds``/``tau`` to varying *outside* the custom_vjp
     lets autodiff transpose that cast into the ``psum`` over devices. No-op elsewhere."""
     vma = frozenset().union(*(_varying_axes(a) for a in arrays))
-    return tuple(lax.pcast(a, tuple(sorted(vma - _varying_axes(a))), to="varying") for a in arrays)
+    return tuple(_pvary(a, tuple(sorted(vma - _varying_axes(a)))) for a in arrays)
+
+
+def _pvary(a: Array, axes: tuple) -> Array:
+    """``a`` cast to varying over the manual mesh ``axes``: ``lax.pcast(..., to='varying')``,
+    or ``lax.pvary`` on the jax versions before ``pcast`` existed."""
+    if hasattr(lax, "pcast"):
+        return lax.pcast(a, axes, to="varying")
+    return lax.pvary(a, axes) if axes else a
 
 
 def _varying_axes(a: Array) -> frozenset:
