@@ -82,7 +82,8 @@ def forward_order(paths: Iterable[Path]) -> list[Path]:
         names = [k for k in node if k is not terminal]
         ranks = [_rank(n) for n in names]
         if all(r is not None for r in ranks):
-            names = [n for _, n in sorted(zip(ranks, names, strict=True), key=lambda p: p[0])]
+            ranked = [(r, n) for r, n in zip(ranks, names, strict=True) if r is not None]
+            names = [n for _, n in sorted(ranked, key=lambda p: p[0])]
         for name in names:
             walk(node[name])
 

@@ -71,6 +71,7 @@ def random_erase(
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             shape = (h, w, *image.shape[2:])
+            fill: np.ndarray
             if np.issubdtype(image.dtype, np.integer):
                 info = np.iinfo(image.dtype)
                 fill = rng.integers(info.min, info.max, size=shape, endpoint=True)

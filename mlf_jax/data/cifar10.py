@@ -197,7 +197,9 @@ def load_archive(path: str | os.PathLike, split: str) -> ArraySource:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
                 if member.name in wanted and member.isfile():
-                    raw[wanted[member.name]] = tar.extractfile(member).read()
+                    extracted = tar.extractfile(member)
+                    assert extracted is not None  # a regular file always has a reader
+                    raw[wanted[member.name]] = extracted.read()
             while tar.fileobj.read(1 << 20):  # to the end: gzip checks its trailer there
                 pass
     except _ARCHIVE_ERRORS as e:
@@ -247,7 +249,7 @@ class TfdsSource:
         return len(self.data_source)
 
     @staticmethod
-    def _convert(example: dict[str, Any]) -> dict[str, np.ndarray]:
+    def _convert(example: dict[str, Any]) -> dict[str, Any]:
         return {
             "image": np.asarray(example["image"], np.uint8),
             "label": np.int32(example["label"]),

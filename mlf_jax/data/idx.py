@@ -12,7 +12,7 @@ from mlf_jax.data.errors import DataFileError
 
 __all__ = ["read_idx"]
 
-_DTYPES = {
+_DTYPES: dict[int, np.dtype | type[np.generic]] = {
     0x08: np.uint8,
     0x09: np.int8,
     0x0B: np.dtype(">i2"),

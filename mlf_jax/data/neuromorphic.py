@@ -59,6 +59,7 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -217,7 +218,7 @@ def _save_to(spec: _Spec, data_dir: str | os.PathLike) -> Path:
     raise _not_found(spec, data_dir, f"no folder {data_dir / spec.folder}")
 
 
-def _offline(cls: type) -> type:
+def _offline(cls: type) -> Any:
     """A subclass of a tonic data set that never downloads (its folder is checked by us).
 
     It keeps the class name, from which tonic derives the folder under ``save_to``.

@@ -144,7 +144,7 @@ def _pvary(a: Array, axes: tuple) -> Array:
     or ``lax.pvary`` on the jax versions before ``pcast`` existed."""
     if hasattr(lax, "pcast"):
         return lax.pcast(a, axes, to="varying")
-    return lax.pvary(a, axes) if axes else a
+    return lax.pvary(a, axes) if axes else a  # type: ignore[attr-defined]
 
 
 def _varying_axes(a: Array) -> frozenset:

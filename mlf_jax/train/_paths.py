@@ -18,11 +18,11 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
     """Replaces ``path`` by ``data``: on a local disk through a temporary file and a rename,
     so that a kill leaves the old or the new file, never a torn one; remotely in one upload
     (an object store replaces an object whole)."""
-    path = epath.Path(path)
+    target = epath.Path(path)
     data = data.encode() if isinstance(data, str) else data
-    if is_remote(path):
-        path.write_bytes(data)
+    if is_remote(target):
+        target.write_bytes(data)
         return
-    tmp = path.parent / f".{path.name}.tmp"
+    tmp = target.parent / f".{target.name}.tmp"
     tmp.write_bytes(data)
-    os.replace(os.fspath(tmp), os.fspath(path))
+    os.replace(os.fspath(tmp), os.fspath(target))

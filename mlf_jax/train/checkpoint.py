@@ -83,7 +83,7 @@ def tree_to_state(tree: dict[str, Any], like: TrainState) -> tuple[TrainState, j
         batch_stats=tree["batch_stats"],
         opt_state=tree["opt_state"],
     )
-    return state, jax.random.wrap_key_data(np.asarray(tree["rng"]))
+    return state, jax.random.wrap_key_data(jnp.asarray(tree["rng"]))
 
 
 def _local(x: Any) -> Any:

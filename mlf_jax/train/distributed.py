@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from typing import Any
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -48,7 +49,7 @@ def initialize(
     Raises:
       ValueError: when only some of the three settings are given.
     """
-    values = {
+    values: dict[str, Any] = {
         "coordinator_address": coordinator_address or os.environ.get(_ENV["coordinator_address"]),
         "num_processes": num_processes or os.environ.get(_ENV["num_processes"]),
         "process_id": process_id
@@ -73,7 +74,7 @@ def initialize(
             f"process {values['process_id']} of {values['num_processes']}: waiting for the "
             f"{values['num_processes']} processes at coordinator {values['coordinator_address']}"
         )
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "coordinator_address": str(values["coordinator_address"]),
             "num_processes": int(values["num_processes"]),
             "process_id": int(values["process_id"]),
