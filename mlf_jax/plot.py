@@ -163,6 +163,7 @@ def membrane(
     unit: int | Sequence[int] | None = None,
     mark_spikes: bool = True,
     colors: Sequence[str] = LEVEL_COLORS,
+    legend: bool = True,
     ax: Axes | None = None,
 ) -> Axes:
     """Membrane potential of each level of one unit over time, with its threshold.
@@ -183,6 +184,7 @@ def membrane(
         axis, or a flat C-order index; default 0); must be ``None`` otherwise.
       mark_spikes: mark the steps where a level fires (``u_k[t] > th_k``) with a star.
       colors: one colour per level (cycled).
+      legend: add a legend (the levels and their thresholds).
       ax: where to draw (default: a new figure).
 
     Returns:
@@ -236,7 +238,8 @@ def membrane(
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("time step $t$")
     ax.set_ylabel("membrane potential")
-    ax.legend(fontsize=8, loc="best")
+    if legend:
+        ax.legend(fontsize=8, loc="best")
     return ax
 
 
@@ -377,6 +380,8 @@ def grad_heatmap(
     norms: Mapping[str, Any],
     *,
     log: bool = True,
+    vmin: float | None = None,
+    vmax: float | None = None,
     cmap: str = "magma",
     colorbar: bool = True,
     max_labels: int = 40,
@@ -394,6 +399,8 @@ def grad_heatmap(
       norms: ``{layer path: [T] array}``, every layer with the same T, values >= 0.
       log: logarithmic colour scale (from the smallest positive norm; zeros are drawn in
         the colormap's "bad" colour). Falls back to linear when no norm is positive.
+      vmin, vmax: ends of the colour scale (default: the smallest positive, or smallest,
+        and the largest norm); give the same to several heatmaps to compare them.
       cmap: colormap.
       colorbar: add a colorbar to the figure.
       max_labels: label at most this many layers on the x axis (every n-th beyond).
@@ -404,8 +411,9 @@ def grad_heatmap(
       array is ``[T, layers]`` (columns in forward order, the order of its x tick labels).
 
     Raises:
-      ValueError: for an empty mapping, arrays that are not 1-D, differing T, or
-        negative or non-finite norms.
+      ValueError: for an empty mapping, arrays that are not 1-D, differing T, negative or
+        non-finite norms, or a colour scale that is empty (``vmin >= vmax``) or not
+        positive on a log scale.
     """
     if not isinstance(norms, Mapping) or not norms:
         raise ValueError(
@@ -432,11 +440,14 @@ def grad_heatmap(
     if ax is None:
         ax = _new_axes((min(max(6.0, 0.3 * n_layers + 3.0), 18.0), 1.0 + 0.5 * steps + 1.5))
     positive = image[image > 0]
-    norm: mcolors.Normalize
-    if log and positive.size:
-        norm = mcolors.LogNorm(vmin=float(positive.min()), vmax=float(positive.max()))
-    else:
-        norm = mcolors.Normalize(vmin=float(image.min()), vmax=float(image.max()))
+    use_log = bool(log and positive.size)
+    lo = float((positive if use_log else image).min()) if vmin is None else float(vmin)
+    hi = float((positive if use_log else image).max()) if vmax is None else float(vmax)
+    given = vmin is not None or vmax is not None
+    if (use_log and not lo > 0) or lo > hi or (given and lo == hi):
+        need = "0 < vmin < vmax" if use_log else "vmin < vmax"
+        raise ValueError(f"the colour scale needs {need}, got vmin {lo} and vmax {hi}")
+    norm = mcolors.LogNorm(vmin=lo, vmax=hi) if use_log else mcolors.Normalize(vmin=lo, vmax=hi)
     colormap = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")  # zeros on a log scale
     shown = np.ma.masked_less_equal(image, 0.0) if isinstance(norm, mcolors.LogNorm) else image
     im = ax.imshow(

@@ -300,6 +300,21 @@ def test_grad_heatmap_from_activation_grad_norms():
     assert len(fig.axes) == 1
 
 
+def test_grad_heatmap_takes_a_shared_colour_scale():
+    ax = mj.plot.grad_heatmap({"a": np.array([0.5, 2.0])}, vmin=0.1, vmax=10.0, colorbar=False)
+    (image,) = ax.images
+    assert isinstance(image.norm, LogNorm) and (image.norm.vmin, image.norm.vmax) == (0.1, 10.0)
+    with pytest.raises(ValueError, match="needs 0 < vmin < vmax"):
+        mj.plot.grad_heatmap({"a": np.ones(2)}, vmin=0.0)
+    with pytest.raises(ValueError, match="vmin < vmax"):
+        mj.plot.grad_heatmap({"a": np.ones(2)}, log=False, vmin=2.0, vmax=1.0)
+
+
+def test_membrane_legend_is_optional():
+    assert mj.plot.membrane(np.zeros((3, 1)), (0.6,)).get_legend() is not None
+    assert mj.plot.membrane(np.zeros((3, 1)), (0.6,), legend=False).get_legend() is None
+
+
 def test_grad_heatmap_labels_at_most_max_labels_layers():
     norms = {f"layer{i:02d}": np.ones(1) for i in range(10)}
     ax = mj.plot.grad_heatmap(norms, max_labels=4, colorbar=False)
