@@ -297,7 +297,9 @@ def layer_activity(
       levels: K, to label the rate axis with its maximum (K spikes per step).
 
     The layers are ordered by :func:`mlf_jax.analysis.forward_order` on their
-    ``'/'``-separated paths; every series of a panel must hold the same layers.
+    ``'/'``-separated paths; a panel shows every layer of any of its series, and a series
+    without a layer (another architecture: a DS-ResNet has shortcut neurons where a spiking
+    ResNet has none) has no bar there.
 
     Returns:
       The ``Figure``. Each bar's height is its value; the bars of a series form a
@@ -306,7 +308,7 @@ def layer_activity(
 
     Raises:
       ValueError: if neither is given, for non-finite values, dormant fractions outside
-        ``[0, 1]``, negative rates, series with different layers, or a wrong ``axes``.
+        ``[0, 1]``, negative rates, or a wrong ``axes``.
     """
     panels = []
     if firing_rates is not None:
@@ -345,18 +347,15 @@ def layer_activity(
         fig = axes_list[0].figure
 
     for ax, (gid, series) in zip(axes_list, panels, strict=True):
-        order = _layer_order(list(next(iter(series.values()))))
-        for s, values in series.items():
-            if set(values) != set(order):
-                raise ValueError(
-                    f"every series must hold the same layers; series {s!r} differs in "
-                    f"{sorted(set(values) ^ set(order))}"
-                )
+        union = dict.fromkeys(k for values in series.values() for k in values)
+        order = _layer_order(list(union))
         pos = np.arange(len(order))
         width = 0.8 / len(series)
         for j, (s, values) in enumerate(series.items()):
             offset = (j - (len(series) - 1) / 2) * width
-            bars = ax.bar(pos + offset, [float(values[k]) for k in order], width, label=s, gid=gid)
+            where = [i for i, k in enumerate(order) if k in values]
+            heights = [float(values[order[i]]) for i in where]
+            bars = ax.bar(pos[where] + offset, heights, width, label=s, gid=gid)
             for patch in bars:
                 patch.set_gid(gid)
         if gid == "firing_rate":

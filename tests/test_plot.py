@@ -245,6 +245,21 @@ def test_layer_activity_compares_several_networks_side_by_side():
     assert all(x < y for x, y in zip(left, right, strict=True))  # LIF left of MLF per layer
 
 
+def test_layer_activity_of_networks_with_different_layers_leaves_gaps():
+    spiking = {k: 0.3 for k in FORWARD if "shortcut" not in k}  # no shortcut neurons
+    ds = {k: 0.6 for k in FORWARD}
+    fig = mj.plot.layer_activity(dormant_fractions={"spiking": spiking, "DS": ds})
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == FORWARD
+    first, second = ax.containers
+    gaps = [i for i, k in enumerate(FORWARD) if "shortcut" in k]
+    assert [round(p.get_x() + p.get_width() / 2 + 0.2) for p in first.patches] == [
+        i for i in range(9) if i not in gaps
+    ]  # centred 0.2 left of each layer with a value
+    assert [p.get_height() for p in first.patches] == [0.3] * 7
+    assert [p.get_height() for p in second.patches] == [0.6] * 9
+
+
 @pytest.mark.parametrize(
     "kw, message",
     [
@@ -254,7 +269,6 @@ def test_layer_activity_compares_several_networks_side_by_side():
         ({"firing_rates": {"a": float("nan")}}, "must be a finite number"),
         ({"firing_rates": {"a": "x"}}, "must be a finite number"),
         ({"firing_rates": {}}, "non-empty mapping"),
-        ({"firing_rates": {"x": {"a": 0.1}, "y": {"b": 0.1}}}, "the same layers"),
         ({"firing_rates": {"x": {"a": 0.1}, "b": 0.2}}, "mixes layer values"),
     ],
 )
