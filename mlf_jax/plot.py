@@ -142,7 +142,9 @@ def spike_raster(
         prop = {"prop": "sizes", "func": lambda area: area / marker_size}
     if c.size and top > 1:
         handles, labels = points.legend_elements(**prop)
-        ax.legend(handles, labels, title="spikes", fontsize=8, loc="upper right")
+        ax.legend(
+            handles, labels, title="spikes", fontsize=8, loc="upper left", bbox_to_anchor=(1, 1)
+        )
     ax.set_xlim(-0.5, steps - 0.5)
     ax.set_ylim(-0.5, neurons - 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -329,8 +331,9 @@ def layer_activity(
     if axes is None:
         import matplotlib.pyplot as plt
 
-        n_layers = max(len(next(iter(s.values()))) for _, s in panels)
-        width = min(max(6.0, 0.45 * n_layers + 2.0), 18.0)
+        n_layers = max(len({k for v in s.values() for k in v}) for _, s in panels)
+        n_series = max(len(s) for _, s in panels)
+        width = min(max(8.0, 0.3 * n_layers * max(n_series, 2) + 2.0), 18.0)
         fig, grid = plt.subplots(
             len(panels),
             1,
@@ -365,7 +368,7 @@ def layer_activity(
             ax.set_ylabel("dormant fraction")
             ax.set_ylim(0.0, 1.0)
         if len(series) > 1:
-            ax.legend(fontsize=8, ncol=min(len(series), 4))
+            ax.legend(fontsize=8, ncol=2)
         ax.set_xticks(pos, order, rotation=45, ha="right", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     axes_list[-1].set_xlabel("neuron layer (forward order)")
