@@ -35,7 +35,14 @@ train: $(STAMP)
 ## converged: the converged Fashion-MNIST model (hours on a 2-core CPU; resumable: run it again
 ## after an interruption), then its weights, metrics and curves into experiments/weights/
 CONVERGED := fashion_mnist_converged
+## A run stopped before it finished leaves its state (config.json, metrics.jsonl, the newest
+## checkpoint) in experiments/weights/$(CONVERGED)_run/ when committed from one machine to go on
+## on another; a work directory without checkpoints starts from there.
+CARRIED := experiments/weights/$(CONVERGED)_run
 converged: $(STAMP)
+	@if [ ! -d workdir/$(CONVERGED)/checkpoints ] && [ -d $(CARRIED)/checkpoints ]; then \
+	  mkdir -p workdir/$(CONVERGED) && cp -r $(CARRIED)/. workdir/$(CONVERGED)/ && \
+	  echo "resuming the run carried in $(CARRIED)"; fi
 	$(VENV)/bin/python -m experiments.train --config=experiments/configs/$(CONVERGED).py \
 	  --workdir=workdir/$(CONVERGED) $(ARGS)
 	$(VENV)/bin/python -m experiments.weights --config=experiments/configs/$(CONVERGED).py \
