@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -82,16 +82,18 @@ def _check_tau(tau) -> None:
 def _as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:
     """Validates thresholds (1-D, strictly increasing when concrete) as a [K] array."""
     if _is_concrete(thresholds):
-        th = np.asarray(thresholds, dtype=np.float64)
-        if th.ndim != 1 or th.size == 0:
+        given = np.asarray(thresholds, dtype=np.float64)
+        if given.ndim != 1 or given.size == 0:
             raise ValueError(
-                f"thresholds must be a non-empty 1-D sequence (one per level), got shape {th.shape}"
+                "thresholds must be a non-empty 1-D sequence (one per level), got shape "
+                f"{given.shape}"
             )
-        if not np.all(np.isfinite(th)):
-            raise ValueError(f"thresholds must be finite, got {th.tolist()}")
-        if th.size > 1 and not np.all(np.diff(th) > 0):
+        if not np.all(np.isfinite(given)):
+            raise ValueError(f"thresholds must be finite, got {given.tolist()}")
+        if given.size > 1 and not np.all(np.diff(given) > 0):
             raise ValueError(
-                f"thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got {th.tolist()}"
+                "thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got "
+                f"{given.tolist()}"
             )
     th = jnp.asarray(thresholds, dtype=dtype)
     if th.ndim != 1:
@@ -189,7 +191,7 @@ def lif_step(
 ) -> tuple[LIFState, Array]:
     """One LIF time step: ``(state[t-1], x[t]) -> (state[t], o[t])``."""
     o_prev = lax.stop_gradient(state.o) if detach_reset else state.o
-    u = tau * state.u * (1.0 - o_prev) + x
+    u = cast(Array, tau * state.u * (1.0 - o_prev) + x)
     o = spike(u - threshold, surrogate)
     return LIFState(u, o), o
 

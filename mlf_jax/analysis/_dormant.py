@@ -78,8 +78,8 @@ def surrogate_derivative(
         )
     if not jnp.issubdtype(u.dtype, jnp.floating):
         u = u.astype(jnp.float32)
-    th = jnp.asarray(th, u.dtype).reshape((1, th.size) + (1,) * (u.ndim - 2))
-    return surrogate.grad(u - th)
+    levels = jnp.asarray(th, u.dtype).reshape((1, th.size) + (1,) * (u.ndim - 2))
+    return surrogate.grad(u - levels)
 
 
 def dormant_mask(

@@ -127,10 +127,12 @@ def _plan(platform, m, time_steps, arrays, itemsize, rows=None, steps=None) -> _
     else:
         rows = rows or _largest_divisor(m, _TPU_MAX_ROWS, 8)
         per_step = 2 * arrays * rows * LANES * itemsize
-        budget, scratch = _TPU_VMEM_BUDGET, pltpu.VMEM
+        budget, scratch = _TPU_VMEM_BUDGET, pltpu.VMEM  # type: ignore[assignment]
         params = None
         if platform == "tpu":
-            params = pltpu.CompilerParams(dimension_semantics=("parallel", "arbitrary"))
+            params = pltpu.CompilerParams(  # type: ignore[assignment]
+                dimension_semantics=("parallel", "arbitrary")
+            )
     if m % rows:
         raise ValueError(f"rows per block ({rows}) must divide the {m} rows of {LANES} units")
     steps = steps or _largest_divisor(time_steps, max(1, budget // per_step))

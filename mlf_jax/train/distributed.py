@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import Any
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import jax
 

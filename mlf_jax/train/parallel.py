@@ -145,7 +145,7 @@ class DataParallel:
             return state
         return jax.tree.map(lambda x: x[0], state)
 
-    def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array | np.ndarray]:
         """This process's part of a global batch -> device arrays.
 
         The global batch is the concatenation of every process's local batch in
