@@ -401,8 +401,9 @@ def grad_heatmap(
       norms: ``{layer path: [T] array}``, every layer with the same T, values >= 0.
       log: logarithmic colour scale (from the smallest positive norm; zeros are drawn in
         the colormap's "bad" colour). Falls back to linear when no norm is positive.
-      vmin, vmax: ends of the colour scale (default: the smallest positive, or smallest,
-        and the largest norm); give the same to several heatmaps to compare them.
+      vmin: low end of the colour scale (default: the smallest positive norm, or the
+        smallest); give the same ``vmin`` and ``vmax`` to several heatmaps to compare them.
+      vmax: high end of the colour scale (default: the largest norm).
       cmap: colormap.
       colorbar: add a colorbar to the figure.
       max_labels: label at most this many layers on the x axis (every n-th beyond).

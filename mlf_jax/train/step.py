@@ -60,7 +60,7 @@ def train_step(
 ) -> tuple[TrainState, dict[str, Any]]:
     """One SGD step on ``batch = {'image', 'label'}``: returns the new state and metrics.
 
-    The model gets the rng stream ``'encoder'`` (:func:`encoder_key` of ``rng`` and the
+    The model gets the rng stream ``'encoder'`` (``encoder_key`` of ``rng`` and the
     state's step), which a stochastic input encoder draws from
     (``mlf_jax.models.ResNet(encoder='rate')``); models that draw nothing ignore it.
 
@@ -69,7 +69,7 @@ def train_step(
     spike count per unit and time step of the ``l``-th :class:`mlf_jax.nn.MLF` layer call
     on the batch (on the global batch under ``axis_name``: the rates are averaged over the
     devices before the square); its gradient reaches the parameters through the neurons'
-    surrogate gradients (:mod:`mlf_jax.train.activity`: it works with every neuron
+    surrogate gradients (``mlf_jax.train.activity``: it works with every neuron
     implementation). The metrics then also hold ``'firing_rate_penalty'`` (that term) and
     ``'firing_rate'`` (the mean of ``r_l`` over the layers); ``'loss'`` stays the
     cross-entropy, so the objective is ``loss + firing_rate_penalty``. With
