@@ -4,7 +4,8 @@ Two ways to see the neurons' spikes inside a training step, for two purposes:
 
 * :func:`with_firing_rates` wraps a model's ``apply`` so that every
   :class:`mlf_jax.nn.MLF` layer also returns its mean spike count, a scalar, in the
-  collection ``RATES`` (``'firing_rates'``), differentiable through the surrogate gradient. It uses a Flax
+  collection ``RATES`` (``'firing_rates'``), differentiable through the surrogate
+  gradient. It uses a Flax
   method interceptor on the layers' outputs, so it works with every neuron
   implementation (the fused kernel included, which recording with ``'intermediates'``
   would replace by the scan), under ``nn.remat`` and inside ``shard_map``/``pmap``.
@@ -53,11 +54,11 @@ def with_firing_rates(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
     """``apply_fn`` (a Linen ``model.apply``) that also returns the MLF layers' firing rates.
 
     The wrapped function takes the same arguments, ``mutable`` included, and adds
-    ``RATES`` (``'firing_rates'``) to the mutable collections: the returned updates hold, for every call of
-    an :class:`mlf_jax.nn.MLF` layer, ``rate`` = the mean of its output spike counts over
-    time, batch and units (spikes per unit per step, in ``[0, K]``), a float32 scalar that
-    depends on the parameters through the layer's surrogate gradient. Nothing else about
-    the forward pass changes.
+    ``RATES`` (``'firing_rates'``) to the mutable collections: the returned updates hold,
+    for every call of an :class:`mlf_jax.nn.MLF` layer, ``rate`` = the mean of its output
+    spike counts over time, batch and units (spikes per unit per step, in ``[0, K]``), a
+    float32 scalar that depends on the parameters through the layer's surrogate gradient.
+    Nothing else about the forward pass changes.
     """
 
     def apply(variables: Any, *args: Any, mutable: Sequence[str], **kwargs: Any) -> Any:
