@@ -54,7 +54,10 @@ def test_resume_drops_later_records_and_marks_the_restart(tmp_path):
     assert [(r["step"], r["loss"]) for r in read_metrics(tmp_path)] == [
         (1, 1.0), (2, 2.0), (3, 30.0)
     ]  # fmt: skip
-    first, second = sorted((tmp_path / "tensorboard").iterdir(), key=lambda p: p.name[-1])
+    # tensorboardX names each file ...tfevents.<time>.<host>.<pid>.<n>, n counting the
+    # writers of the process (the whole number: 39 comes before 40)
+    files = (tmp_path / "tensorboard").iterdir()
+    first, second = sorted(files, key=lambda p: int(p.name.rsplit(".", 1)[1]))
     assert len(_events(first)) == 4  # the killed run's events are kept
     starts = [e.step for e in _events(second) if e.HasField("session_log")]
     assert starts == [2]  # and TensorBoard discards those after step 2
