@@ -61,11 +61,13 @@ test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow and not integration" $(ARGS)
 
 ## test-min: the core tests on the lowest versions pyproject.toml allows (requirements-min.txt),
-## in $(MIN_VENV) with the core install only
+## in $(MIN_VENV) with the core install only; not the Pallas kernel's CUDA lowering (Mosaic GPU),
+## which fails to lower on jax 0.8.0 and is tested at the locked jax only
 test-min: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider \
 	  tests/test_neurons.py tests/test_surrogate.py tests/nn \
-	  tests/models/test_resnet.py tests/analysis tests/kernels $(ARGS)
+	  tests/models/test_resnet.py tests/analysis tests/kernels \
+	  -k "not (pallas and cuda)" $(ARGS)
 
 $(MIN_VENV)/.installed: pyproject.toml requirements-min.txt
 	$(PYTHON) -m venv $(MIN_VENV)

@@ -1,5 +1,6 @@
 """Shared test setup: two fake CPU devices, persistent compilation cache."""
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -39,3 +40,11 @@ def pytest_collection_modifyitems(config, items):
         path = Path(item.fspath).resolve().relative_to(root).as_posix()
         if path.startswith(INTEGRATION):
             item.add_marker(pytest.mark.integration)
+
+
+#: For tests of the core that also use ``mlf_jax.train``: skipped where the ``train`` extra is
+#: not installed (``make test-min`` runs the core tests with the core install only).
+needs_train = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("tensorboardX", "orbax", "fsspec")),
+    reason="needs the train extra (pip install -e '.[train]')",
+)

@@ -10,6 +10,8 @@ from flax import linen as nn
 
 import mlf_jax as mj
 
+from ..conftest import needs_train
+
 
 def _count(model, x):
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
@@ -172,6 +174,7 @@ def test_bfloat16_convolutions_keep_float32_parameters_and_neuron_state():
     assert logits.dtype == jnp.float32
 
 
+@needs_train
 def test_remat_gives_the_same_gradients_with_the_same_parameter_names():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
     y = jnp.asarray([0, 2])
@@ -322,6 +325,7 @@ def test_learned_constants_add_one_leak_and_k_thresholds_per_neuron_layer(setup)
     np.testing.assert_allclose(_apply(learned, lv, x), _apply(model, v, x), rtol=1e-5)
 
 
+@needs_train
 def test_the_train_step_gives_the_encoder_a_new_key_every_step_and_device():
     keys = [mj.train.step.encoder_key(None, jnp.int32(s)) for s in (0, 1)]
     assert not np.array_equal(jax.random.key_data(keys[0]), jax.random.key_data(keys[1]))
@@ -334,6 +338,7 @@ def test_the_train_step_gives_the_encoder_a_new_key_every_step_and_device():
     assert not np.array_equal(per_device[0], per_device[1])
 
 
+@needs_train
 def test_a_rate_encoded_model_trains_with_the_library_step(setup):
     x, _, _ = setup
     # learned constants too: the new parameters get gradients in the library's step
