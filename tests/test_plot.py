@@ -15,6 +15,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 
 import mlf_jax as mj  # noqa: E402
 
+from .ds_resnet8_layers import DS_RESNET8_NEURONS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -194,17 +196,7 @@ def test_membrane_rejects_bad_input(u, thresholds, kw, message):
 # -- layer_activity ---------------------------------------------------------------------------
 
 # forward order of a DS-ResNet-8's neuron layers, written out by hand
-FORWARD = [
-    "stem_neuron",
-    "stage1_block1/neuron1",
-    "stage1_block1/neuron2",
-    "stage2_block1/neuron1",
-    "stage2_block1/shortcut_neuron",
-    "stage2_block1/neuron2",
-    "stage3_block1/neuron1",
-    "stage3_block1/shortcut_neuron",
-    "stage3_block1/neuron2",
-]
+FORWARD = DS_RESNET8_NEURONS
 
 
 def _shuffled(values):

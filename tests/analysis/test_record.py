@@ -9,17 +9,9 @@ from flax import linen as nn
 import mlf_jax as mj
 from mlf_jax.analysis import LayerRecord, collect, record
 
-TINY_LAYERS = [
-    "stem_neuron",
-    "stage1_block1/neuron1",
-    "stage1_block1/neuron2",
-    "stage2_block1/neuron1",
-    "stage2_block1/shortcut_neuron",
-    "stage2_block1/neuron2",
-    "stage3_block1/neuron1",
-    "stage3_block1/shortcut_neuron",
-    "stage3_block1/neuron2",
-]
+from ..ds_resnet8_layers import DS_RESNET8_NEURONS
+
+TINY_LAYERS = DS_RESNET8_NEURONS
 # spatial size and width of each layer's output for an 8x8 input, widths (2, 4, 4)
 TINY_SHAPES = [(8, 2), (8, 2), (8, 2), (4, 4), (4, 4), (4, 4), (2, 4), (2, 4), (2, 4)]
 

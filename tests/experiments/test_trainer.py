@@ -18,6 +18,7 @@ from mlf_jax.data import ArraySource
 from mlf_jax.data.loader import make_loader
 from mlf_jax.train.checkpoint import Checkpointer
 
+from ..ds_resnet8_layers import DS_RESNET8_NEURONS
 from ..train.test_metrics import _events
 
 
@@ -396,17 +397,7 @@ def test_a_run_recorded_before_a_key_was_added_resumes_under_its_old_meaning(tmp
 # metrics.jsonl and TensorBoard, and the firing-rate regulariser from the config.
 
 
-LAYERS = [
-    "stem_neuron",
-    "stage1_block1/neuron1",
-    "stage1_block1/neuron2",
-    "stage2_block1/neuron1",
-    "stage2_block1/shortcut_neuron",
-    "stage2_block1/neuron2",
-    "stage3_block1/neuron1",
-    "stage3_block1/shortcut_neuron",
-    "stage3_block1/neuron2",
-]
+LAYERS = DS_RESNET8_NEURONS
 
 
 def _model(axis_name):
