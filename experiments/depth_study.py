@@ -12,9 +12,11 @@ the seeds::
 Resumable: a finished run is skipped; an interrupted one resumes from its last checkpoint
 (``<workdir>/<cell>_s<seed>/checkpoints``). The aggregated results go to
 ``<workdir>/results.json`` and the plot to ``<workdir>/depth_study.png`` (``--results_out`` /
-``--plot_out`` copy them elsewhere, e.g. into ``experiments/results/`` for the README).
+``--plot_out`` copy them elsewhere, e.g. into ``experiments/results/`` for the README); both
+are rewritten after every finished run, with the runs still to do under ``"pending"``.
 ``--previous_results`` takes the runs of an earlier results file with the same settings
-instead of training them again (e.g. to add seeds to a committed study).
+instead of training them again (e.g. to add seeds to a committed study, or to go on from a
+study stopped part way on another machine: pass its ``--results_out`` file).
 """
 
 from __future__ import annotations
@@ -443,57 +445,70 @@ def main(argv: Sequence[str]) -> None:
 
 
 def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
-    """Trains, measures, tabulates and plots ``runs`` (those in ``previous`` are taken from
-    there)."""
+    """Trains and measures ``runs`` (those in ``previous`` are taken from there), writing the
+    results, table and plot after every finished run so that a study stopped part way keeps
+    its finished runs in ``--results_out`` (pass that file as ``--previous_results`` to go on
+    from it on another machine)."""
     data = input_pipeline.get_datasets(data_config())
     subsets = {s: subset(data.train, FLAGS.train_size, s) for s in {r[3] for r in runs}}
     start = time.time()
     todo = [r for r in runs if r not in previous]
-    trained = {r: run_cell(*r, data, subsets[r[3]]) for r in todo}
+    done = {r: previous[r] for r in runs if r in previous}
+    for r in todo:
+        trained = run_cell(*r, data, subsets[r[3]])
+        if FLAGS.measure:
+            done[r] = result_row(r, trained, measure_cell(*r, data, subsets[r[3]]))
+            write_results(
+                [done[q] for q in runs if q in done], [q for q in runs if q not in done], workdir
+            )
     print(f"training done ({time.time() - start:.0f} s this run)", flush=True)
     if not FLAGS.measure:
         return
-    rows = []
-    for r in runs:
-        if r in previous:
-            rows.append(previous[r])
-            continue
-        t, m = trained[r], measure_cell(*r, data, subsets[r[3]])
-        final = m.get("final")
-        rows.append(
-            {
-                "shortcut": r[0],
-                "neuron": r[1],
-                "depth": r[2],
-                "seed": r[3],
-                "num_params": t.get("num_params"),
-                "train_seconds": t.get("wall_seconds", 0.0),
-                "diverged": t.get("diverged"),
-                "test_accuracy": t.get("final_test_accuracy"),
-                "train_accuracy": m.get("train_accuracy"),
-                "dormant_init": m["init"]["dormant"],
-                "dormant_final": final and final["dormant"],
-                "dormant_per_layer_init": m["init"]["dormant_per_layer"],
-                "dormant_per_layer_final": final and final["dormant_per_layer"],
-                "grad_norm_init": m["init"]["first_layer_grad_norm"],
-                "grad_norm_final": final and final["first_layer_grad_norm"],
-            }
-        )
+    summary = write_results([done[r] for r in runs], [], workdir)
+    print(table(summary))
+
+
+def result_row(r: Run, trained: dict, measured: dict) -> dict:
+    """One run's row of the results: its training record and its measurements."""
+    final = measured.get("final")
+    return {
+        "shortcut": r[0],
+        "neuron": r[1],
+        "depth": r[2],
+        "seed": r[3],
+        "num_params": trained.get("num_params"),
+        "train_seconds": trained.get("wall_seconds", 0.0),
+        "diverged": trained.get("diverged"),
+        "test_accuracy": trained.get("final_test_accuracy"),
+        "train_accuracy": measured.get("train_accuracy"),
+        "dormant_init": measured["init"]["dormant"],
+        "dormant_final": final and final["dormant"],
+        "dormant_per_layer_init": measured["init"]["dormant_per_layer"],
+        "dormant_per_layer_final": final and final["dormant_per_layer"],
+        "grad_norm_init": measured["init"]["first_layer_grad_norm"],
+        "grad_norm_final": final and final["first_layer_grad_norm"],
+    }
+
+
+def write_results(rows: list[dict], pending: list[Run], workdir: Path) -> list[dict]:
+    """Writes the results of the finished ``rows`` (``pending``: the runs still to do, empty
+    once the study is complete) and their plot; returns their summary."""
     summary = summarise(rows)
     results = {
-        "settings": {**settings(), "seeds": sorted({r[3] for r in runs})},
+        "settings": {**settings(), "seeds": sorted({r["seed"] for r in rows})},
         "devices": str(jax.devices()),
+        "pending": [list(r) for r in pending],
         "summary": summary,
         "cells": rows,
     }
     text = json.dumps(results, indent=2) + "\n"
-    (workdir / "results.json").write_text(text)
+    mj.train.write_atomically(workdir / "results.json", text)  # a kill never leaves half a file
     plot(summary, workdir / "depth_study.png")
     if FLAGS.results_out:
-        Path(FLAGS.results_out).write_text(text)
+        mj.train.write_atomically(Path(FLAGS.results_out), text)
     if FLAGS.plot_out:
         plot(summary, Path(FLAGS.plot_out))
-    print(table(summary))
+    return summary
 
 
 if __name__ == "__main__":

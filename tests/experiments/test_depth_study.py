@@ -111,6 +111,45 @@ def test_previous_results_are_reused_and_only_new_seeds_trained(study, tmp_path)
     assert all(s["seeds"] == [3, 5, 7] for s in results["summary"])
 
 
+def test_a_study_stopped_part_way_keeps_its_finished_runs(study, tmp_path):
+    """Stopped during its second run, a study's results file holds the first run (and names
+    the rest as pending); passed as --previous_results in a new workdir (another machine),
+    only the runs not in it are trained."""
+    data, _, _ = study
+    cmd = _command(data, tmp_path / "first", seeds="3,5")
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    started = []
+    try:
+        for line in proc.stdout:
+            if line.startswith("== "):
+                started.append(line)
+                if len(started) == 2:  # the first run is trained, measured and written
+                    break
+        partial = json.loads((tmp_path / "first" / "copy.json").read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=120)
+    assert len(started) == 2, started
+    assert [(c["shortcut"], c["seed"]) for c in partial["cells"]] == [("standard", 3)]
+    assert partial["settings"]["seeds"] == [3]
+    assert partial["pending"] == [
+        ["standard", "mlf", 8, 5],
+        ["ds", "mlf", 8, 3],
+        ["ds", "mlf", 8, 5],
+    ]
+    assert [s["seeds"] for s in partial["summary"]] == [[3]]
+    carried = tmp_path / "carried.json"
+    carried.write_text(json.dumps(partial))
+    out = _run(data, tmp_path / "second", f"--previous_results={carried}", seeds="3,5")
+    trained = [line.split(":")[0] for line in out.splitlines() if line.startswith("== ")]
+    assert trained == ["== standard_mlf_d8_s5", "== ds_mlf_d8_s3", "== ds_mlf_d8_s5"], trained
+    results = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert results["pending"] == [] and len(results["cells"]) == 4
+    assert {k: v for k, v in results["cells"][0].items() if k != "source"} == partial["cells"][0]
+
+
 def test_previous_results_with_other_settings_are_refused(study, tmp_path):
     data, work, _ = study
     cmd = [a.replace("--epochs=1", "--epochs=2") for a in _command(data, tmp_path / "w")]
