@@ -446,7 +446,7 @@ def main(argv: Sequence[str]) -> None:
 
 def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
     """Trains and measures ``runs`` (those in ``previous`` are taken from there), writing the
-    results, table and plot after every finished run so that a study stopped part way keeps
+    results and the plot after every finished run so that a study stopped part way keeps
     its finished runs in ``--results_out`` (pass that file as ``--previous_results`` to go on
     from it on another machine)."""
     data = input_pipeline.get_datasets(data_config())
