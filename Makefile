@@ -12,7 +12,7 @@ comma := ,
 # The extras a clone installs (all but the accelerator runtimes).
 EXTRAS := train,data,notebooks,docs,dev
 
-.PHONY: train converged test test-fast test-slow test-min notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
+.PHONY: train converged test test-fast test-profile test-slow test-min notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -51,20 +51,33 @@ converged: $(STAMP)
 	$(VENV)/bin/python -m experiments.curves --workdir=workdir/$(CONVERGED) --table \
 	  --out=experiments/weights/$(CONVERGED)_curves.png
 
+# Two pytest workers (one a core on the 2-core CPU CI runs on; `make test JOBS=1` for one);
+# a test file stays on one worker, so its module-scoped fixtures are built once.
+JOBS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest -q -n $(JOBS) --dist loadfile
+
 ## test: the test suite without the tests marked slow (under 10 minutes on 2 CPU cores)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow" $(ARGS)
+	$(PYTEST) -m "not slow" $(ARGS)
 
 ## test-fast: the library's unit tests alone, without training runs, subprocesses and the
-## authors' reference nets (about a minute); for the edit-test loop
+## authors' reference nets (under 2 minutes); for the edit-test loop
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow and not integration" $(ARGS)
+	$(PYTEST) -m "not slow and not integration" $(ARGS)
+
+## test-profile: `make test` recording each test's time and memory, then a table per file and
+## the slowest tests (into build/test-profile.md)
+test-profile: $(STAMP)
+	@mkdir -p build && rm -f build/test-profile.jsonl
+	MLF_JAX_TEST_PROFILE=$(CURDIR)/build/test-profile.jsonl $(PYTEST) -m "not slow" \
+	  -p tests.profile_plugin $(ARGS)
+	$(VENV)/bin/python -m tests.profile_report build/test-profile.jsonl | tee build/test-profile.md
 
 ## test-min: the core tests on the lowest versions pyproject.toml allows (requirements-min.txt),
 ## in $(MIN_VENV) with the core install only; not the Pallas kernel's CUDA lowering (Mosaic GPU),
 ## which fails to lower on jax 0.8.0 and is tested at the locked jax only
 test-min: $(MIN_VENV)/.installed
-	$(MIN_VENV)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider \
+	$(MIN_VENV)/bin/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" -p no:cacheprovider \
 	  tests/test_neurons.py tests/test_surrogate.py tests/nn \
 	  tests/models/test_resnet.py tests/analysis tests/kernels \
 	  -k "not (pallas and cuda)" $(ARGS)
@@ -75,9 +88,10 @@ $(MIN_VENV)/.installed: pyproject.toml requirements-min.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements-min.txt -e .
 	touch $@
 
-## test-slow: the long tests (whole shipped models on 8 fake devices, ...); CI runs both
+## test-slow: the long tests (whole shipped models on 8 fake devices, ...) and the parity tests
+## again, all compiled at XLA's default optimisation level as a user's run is; CI runs both
 test-slow: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m slow $(ARGS)
+	MLF_JAX_TEST_OPT=default $(PYTEST) -m "slow or parity" $(ARGS)
 
 ## notebooks: execute every notebooks/[0-9]*.ipynb with small settings; fails on any error
 ## (ARGS="--full --write" regenerates the committed outputs, see notebooks/README.md)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import subprocess_xla_flags
 from ..data.cifar_files import tiny_cifar, write_folder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _run(*args, timeout=600):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = subprocess_xla_flags(8)
     return subprocess.run(
         [sys.executable, "-m", "experiments.train", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

@@ -78,6 +78,9 @@ _NPZ = REFERENCE_DIR / "official_models_seed1.npz"
 _WEIGHTS = REFERENCE_DIR / "model_weights.py"
 
 SEED = 1
+
+#: `make test-slow` runs these again at XLA's default optimisation level (see tests/conftest.py)
+pytestmark = pytest.mark.parity
 BATCH = 3
 
 

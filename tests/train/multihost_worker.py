@@ -6,7 +6,10 @@ Usage: python -m tests.train.multihost_worker PROCESS_ID PORT OUT.npz
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+# one device per process, beside whatever else the parent test set (its compile settings)
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=1"
+).strip()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

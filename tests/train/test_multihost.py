@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..conftest import subprocess_xla_flags
 from . import parallel_case as case
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +24,7 @@ def _free_port() -> int:
 def test_two_processes_end_with_the_single_process_parameters(tmp_path):
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocess_xla_flags(1)
     procs = [
         subprocess.Popen(
             [
@@ -73,7 +74,7 @@ def test_a_missing_process_is_reported_in_one_line_after_the_timeout(tmp_path):
     """Process 1 of 2 starts alone: it says whom it waits for, then gives up clearly."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = subprocess_xla_flags(1)
     out = subprocess.run(
         [sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits.py",
          f"--workdir={tmp_path}", f"--config.distributed.coordinator_address=127.0.0.1:{port}",
@@ -92,7 +93,7 @@ def test_a_missing_process_is_reported_in_one_line_after_the_timeout(tmp_path):
 def _train_two_processes(workdir, *extra):
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["XLA_FLAGS"] = subprocess_xla_flags(1)
     procs = [
         subprocess.Popen(
             [
