@@ -88,10 +88,11 @@ $(MIN_VENV)/.installed: pyproject.toml requirements-min.txt
 	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements-min.txt -e .
 	touch $@
 
-## test-slow: the long tests (whole shipped models on 8 fake devices, ...) and the parity tests
-## again, all compiled at XLA's default optimisation level as a user's run is; CI runs both
+## test-slow: the long tests (whole shipped models on 8 fake devices, ...), then the parity
+## tests again, compiled at XLA's default optimisation level as a user's run is; CI runs both
 test-slow: $(STAMP)
-	MLF_JAX_TEST_OPT=default $(PYTEST) -m "slow or parity" $(ARGS)
+	$(PYTEST) -m slow $(ARGS)
+	MLF_JAX_TEST_OPT=default $(PYTEST) -m parity $(ARGS)
 
 ## notebooks: execute every notebooks/[0-9]*.ipynb with small settings; fails on any error
 ## (ARGS="--full --write" regenerates the committed outputs, see notebooks/README.md)
