@@ -14,7 +14,9 @@ with it before any work is done:
 
 So checkpoints of one configuration are never resumed, or deleted by keep-N, under
 another. A work directory without checkpoints holds no work yet: any config may take it
-over (the recorded one is replaced). The config is recorded only once the data set and
+over (the recorded one is replaced). One with checkpoints but no record is refused: the
+config its checkpoints were trained under is unknown, and recording the new one would make
+the run claim settings it never had. The config is recorded only once the data set and
 the batch plan were accepted, so a start that fails on them leaves the record as it was.
 """
 
@@ -161,8 +163,8 @@ def check(
 
     Raises:
       ConfigMismatchError: the configs differ in a key that is not operational and
-        not allowed; ``allow_change`` names a key that cannot change; or the record
-        is unreadable.
+        not allowed; ``allow_change`` names a key that cannot change; the record is
+        unreadable; or the run has checkpoints and no record.
     """
     allow = set(allow_change)
     if bad := sorted(allow - set(CHANGEABLE)):
@@ -171,6 +173,12 @@ def check(
         )
     path = epath.Path(workdir) / CONFIG_FILE
     record = _read(path)
+    if record is None and started:
+        raise ConfigMismatchError(
+            f"{path.parent} has checkpoints but no {CONFIG_FILE}, so the config they were "
+            f"trained under is unknown: restore {path} (from a copy of the run), or use a new "
+            "--workdir for a new run (this one is left untouched)"
+        )
     if record is None:
         return {}
     changes = {

@@ -353,6 +353,18 @@ def test_unreadable_records_are_named_or_skipped(model, one_epoch_run, tmp_path,
     assert max(r["step"] for r in _records(workdir)) == 12
 
 
+def test_checkpoints_without_their_config_record_are_refused(model, one_epoch_run, tmp_path):
+    """The config the checkpoints were trained under is unknown: no resume under another
+    one, no new record claiming it, nothing deleted."""
+    workdir = _copy(one_epoch_run, tmp_path)
+    (workdir / run_identity.CONFIG_FILE).unlink()
+    before = sorted(os.listdir(workdir / "checkpoints"))
+    with pytest.raises(run_identity.ConfigMismatchError, match="has checkpoints but no config"):
+        _fit(model, _config(num_epochs=2, seed=7), workdir)
+    assert not (workdir / run_identity.CONFIG_FILE).exists()
+    assert sorted(os.listdir(workdir / "checkpoints")) == before
+
+
 def test_a_finished_run_restarted_keeps_its_results(model, one_epoch_run, tmp_path):
     workdir = _copy(one_epoch_run, tmp_path)
     before = (workdir / trainer.RESULTS).read_text()
