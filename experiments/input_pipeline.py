@@ -199,6 +199,11 @@ def _fashion_mnist(config: Any) -> Data:
 
 
 def _digits(config: Any) -> Data:
+    if config.data_dir:
+        raise ConfigError(
+            f"config.data_dir={config.data_dir!r} is set, but the digits data set comes with "
+            "scikit-learn and is read from no folder: leave config.data_dir empty"
+        )
     _no_augment(config)
     preprocess = static_preprocessing(config, digits.normalize, 1.0)  # pixels in [0, 1]
     return Data(digits.load("train"), digits.load("test"), preprocess)

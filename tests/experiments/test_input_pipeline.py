@@ -271,6 +271,15 @@ def test_augmenting_data_sets_without_augmentation_is_refused():
         input_pipeline.get_datasets(config)
 
 
+def test_a_data_dir_for_digits_is_refused_not_ignored(tmp_path):
+    from experiments.configs import digits as digits_config
+
+    config = digits_config.get_config()
+    config.data_dir = str(tmp_path / "nowhere")
+    with pytest.raises(input_pipeline.ConfigError, match="leave config.data_dir empty"):
+        input_pipeline.get_datasets(config)
+
+
 # ---------------------------------------------------------------------------- encoders
 
 
