@@ -196,7 +196,8 @@ def test_adaptive_lif_surrogate_gradients_match_the_hand_derivation(detach):
             return (model(x, params) * w).sum()
 
         params = {k: jnp.float64(v) for k, v in p.items()}
-        dx, dparams = jax.grad(loss, argnums=(0, 1))(jnp.asarray(x), params)
+        # under jit: one compilation, not one per eager operation
+        dx, dparams = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(x), params)
         ref_dx, ref_g = _np_alif_grads(x, w, **p, detach=detach)
         np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-12)
         for name in p:
@@ -210,7 +211,7 @@ def test_plif_leak_gradient_is_the_lif_one_times_the_sigmoid_slope():
         w = np.random.default_rng(8).normal(size=x.shape)
         model = zoo.PLIF(threshold=0.8, tau=0.35, surrogate=mj.sigmoid(ALPHA))
         logit = model.params()["tau_logit"]
-        d_logit = jax.grad(lambda v: (model(jnp.asarray(x), {"tau_logit": v}) * w).sum())(
+        d_logit = jax.jit(jax.grad(lambda v: (model(jnp.asarray(x), {"tau_logit": v}) * w).sum()))(
             jnp.float64(logit)
         )
         _, ref = _np_alif_grads(x, w, 0.8, 0.35, 0.0, 0.0, detach=False)  # beta = 0: LIF

@@ -137,12 +137,15 @@ def test_parameter_gradients_follow_the_chain_rule_through_the_parameter_maps():
         w = jnp.asarray(rng.normal(size=x.shape))
         layer = _layer64(thresholds=(0.5, 1.5, 2.5), tau=0.3, learn_tau=True, learn_thresholds=True)
         params = layer.init(jax.random.key(0), x)["params"]
-        grads = jax.grad(lambda p: (layer.apply({"params": p}, x) * w).sum())(params)
+        # both gradients under jit: one compilation each, not one per eager operation
+        grads = jax.jit(jax.grad(lambda p: (layer.apply({"params": p}, x) * w).sum()))(params)
 
         th, tau = layer.constants(params)
-        g_th, g_tau = jax.grad(
-            lambda th, tau: (mj.mlf(x, thresholds=th, tau=tau, surrogate=SIG) * w).sum(),
-            argnums=(0, 1),
+        g_th, g_tau = jax.jit(
+            jax.grad(
+                lambda th, tau: (mj.mlf(x, thresholds=th, tau=tau, surrogate=SIG) * w).sum(),
+                argnums=(0, 1),
+            )
         )(th, tau)
         raw, logit = np.asarray(params["thresholds_raw"]), np.asarray(params["tau_logit"])
         jac = np.stack(
@@ -217,7 +220,10 @@ def test_the_fused_kernel_gives_the_scans_parameter_gradients():
     for impl in ("scan", "fused"):
         layer = mj.nn.MLF(**kw, impl=impl)
         out[impl] = layer.apply({"params": params}, x)
-        grads[impl] = jax.grad(lambda p, m=layer: (m.apply({"params": p}, x) * w).sum())(params)
+        # under jit: one compilation, not one per eager operation
+        grads[impl] = jax.jit(jax.grad(lambda p, m=layer: (m.apply({"params": p}, x) * w).sum()))(
+            params
+        )
     jaxpr = str(
         jax.make_jaxpr(lambda p: mj.nn.MLF(**kw, impl="fused").apply({"params": p}, x))(params)
     )
