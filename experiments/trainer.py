@@ -190,6 +190,8 @@ class _Run:
             transform=data.augment,
         )
         self.progress = Progress()
+        # the device counts the run has trained on, oldest first (carried in the checkpoints)
+        self.device_counts = [jax.device_count()]
         self.tracing = False
         self.neurons = _dormancy_constants(model)
         self.activity: Any = None  # the mapped activity step, compiled on first use
@@ -226,7 +228,7 @@ class _Run:
 
     def restore(self) -> None:
         """Resumes from the newest readable checkpoint, if any."""
-        like = mj.train.state_to_tree(self.state, self.rng)
+        like = self.dp.restore_target(mj.train.state_to_tree(self.state, self.rng))
         restored = self.ckpt.restore_latest(like)
         if restored is None:
             self.writer.resume_at(0)  # records of a start that died before its first save
@@ -237,12 +239,23 @@ class _Run:
         self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
         self.writer.resume_at(step)
         tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
+        counts = list(meta.get("device_counts", []))
+        if counts and counts[-1] != jax.device_count():
+            tqdm.write(
+                f"the checkpoint was written on {counts[-1]} device(s), this run has "
+                f"{jax.device_count()}: same global batch and data order from step {step + 1}, "
+                "but another split of each batch over the devices (not bit-identical to a run "
+                "that stayed on one count; results.json lists every count used)"
+            )
+        if counts:
+            self.device_counts = counts + [jax.device_count()] * (counts[-1] != jax.device_count())
 
     def save(self, dstate: Any) -> None:
         positions = _gather_strings(self.data_iter.get_state().decode())
         meta = {  # every process's position in its shard of the data
             "data": {str(rank): position for rank, position in enumerate(positions)},
             "processes": len(positions),
+            "device_counts": self.device_counts,
             "best_test_accuracy": self.progress.best,
             "last_eval": self.progress.last_eval,
         }
@@ -416,6 +429,7 @@ class _Run:
             "stopped_by": stopped,
             "wall_seconds": wall,
             "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params)),
+            "device_counts": self.device_counts,
         }
 
 
@@ -439,8 +453,8 @@ def train_and_evaluate(
 
     Returns:
       ``{'state', 'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted',
-      'stopped_by', 'wall_seconds', 'num_params'}``; process 0 also writes all but the
-      state to ``<workdir>/results.json``.
+      'stopped_by', 'wall_seconds', 'num_params', 'device_counts'}``; process 0 also
+      writes all but the state to ``<workdir>/results.json``.
 
     Raises:
       config_check.ConfigError, run_identity.ConfigMismatchError,

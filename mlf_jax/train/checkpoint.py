@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax.sharding import SingleDeviceSharding
 
 from mlf_jax.train._notice import notice
 from mlf_jax.train._paths import is_remote
@@ -106,6 +107,23 @@ def all_finite(tree: Any) -> bool:
         if jnp.issubdtype(getattr(x, "dtype", None) or np.asarray(x).dtype, jnp.inexact)
     ]
     return bool(_finite(leaves)) if leaves else True
+
+
+def _restore_target(x: Any) -> Any:
+    """What to restore one leaf of ``like`` as: an array on ``x``'s devices, or numpy.
+
+    Without a sharding, Orbax would place each array as it was saved, on the devices
+    that wrote it, and refuse the checkpoint on any other device count.
+    """
+    if isinstance(x, jax.ShapeDtypeStruct):
+        if x.sharding is not None:
+            return x
+        device = jax.local_devices()[0]
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=SingleDeviceSharding(device))
+    if isinstance(x, jax.Array):
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+    x = np.asarray(x)
+    return np.zeros(x.shape, x.dtype)
 
 
 @contextmanager
@@ -211,21 +229,16 @@ class Checkpointer:
     def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict] | None:
         """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
 
-        ``like`` is a tree of the same structure (arrays or shape/dtype structs).
-        An unreadable checkpoint is skipped with a one-line notice, falling back to
-        the one before it.
+        ``like`` is a tree of the same structure (arrays or shape/dtype structs). Each
+        array is restored onto ``like``'s devices (its sharding; a struct without one:
+        this process's first device; a numpy leaf: as numpy), never onto the devices
+        that wrote it, so a checkpoint saved on N devices resumes on M. An unreadable
+        checkpoint is skipped with a one-line notice, falling back to the one before it.
 
         Raises:
           CheckpointError: checkpoints exist but none of them can be read.
         """
-        target = jax.tree.map(
-            lambda x: (
-                jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
-                if not isinstance(x, jax.ShapeDtypeStruct)
-                else x
-            ),
-            like,
-        )
+        target = jax.tree.map(_restore_target, like)
         steps = self.all_steps()
         failures = []
         for step in reversed(steps):

@@ -139,6 +139,25 @@ class DataParallel:
         n = len(self.local_devices)
         return jax.tree.map(lambda x: np.stack([np.asarray(x)] * n), state)
 
+    def restore_target(self, tree: Any) -> Any:
+        """Where a checkpoint's arrays go: ``tree`` (a host state's arrays, as
+        :func:`~mlf_jax.train.checkpoint.state_to_tree` gives them) with each array replaced
+        by a shape/dtype struct placed as :meth:`put_state` places it.
+
+        Restoring onto this run's devices, rather than the ones that wrote the checkpoint,
+        is what lets a run resume on another device count. Numpy leaves stay numpy.
+        """
+        if self.mode != "shard_map":
+            return tree  # pmap takes host arrays: restore onto this process's first device
+        return jax.tree.map(
+            lambda x: (
+                jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self._replicated)
+                if isinstance(x, jax.Array)
+                else x
+            ),
+            tree,
+        )
+
     def get_state(self, state: Any) -> Any:
         """Device state -> one copy of it (for checkpoints and evaluation on the host)."""
         if self.mode == "shard_map":

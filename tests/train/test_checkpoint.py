@@ -138,3 +138,65 @@ def test_keep_zero_is_refused(tmp_path):
 
 def test_empty_directory_restores_nothing(state, tmp_path):
     assert Checkpointer(tmp_path).restore_latest(state_to_tree(state, jax.random.key(0))) is None
+
+
+# -- another device count ---------------------------------------------------------------------
+
+_ON_ONE_DEVICE = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+import jax, jax.numpy as jnp, numpy as np
+from mlf_jax.train.checkpoint import Checkpointer
+ckpt = Checkpointer(sys.argv[2])
+if sys.argv[1] == "save":
+    ckpt.save(3, {"w": jnp.arange(6.0).reshape(2, 3), "rng": np.arange(2, dtype=np.uint32)}, {})
+else:
+    step, tree, _ = ckpt.restore_latest({"w": jnp.zeros((2, 3)), "rng": np.zeros(2, np.uint32)})
+    assert step == 3 and jax.device_count() == 1, (step, jax.device_count())
+    assert isinstance(tree["rng"], np.ndarray), type(tree["rng"])
+    print(np.asarray(tree["w"]).tolist(), tree["rng"].tolist())
+"""
+
+
+def _one_device(tmp_path, *args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", _ON_ONE_DEVICE, *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _replicated_on_two():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
+    return NamedSharding(mesh, PartitionSpec())
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+def test_a_checkpoint_of_two_devices_resumes_on_one(tmp_path):
+    tree = {
+        "w": jax.device_put(jnp.arange(6.0).reshape(2, 3) + 1, _replicated_on_two()),
+        "rng": np.array([7, 8], np.uint32),
+    }
+    Checkpointer(tmp_path / "ckpt").save(3, tree, {})
+    out = _one_device(tmp_path, "restore", str(tmp_path / "ckpt"))
+    assert out.strip() == "[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]] [7, 8]"
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+def test_a_checkpoint_of_one_device_resumes_on_two_in_their_sharding(tmp_path):
+    _one_device(tmp_path, "save", str(tmp_path / "ckpt"))
+    sharding = _replicated_on_two()
+    like = {"w": jax.device_put(jnp.zeros((2, 3)), sharding), "rng": np.zeros(2, np.uint32)}
+    step, tree, _ = Checkpointer(tmp_path / "ckpt").restore_latest(like)
+    assert step == 3 and tree["w"].sharding == sharding
+    np.testing.assert_array_equal(np.asarray(tree["w"]), np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(tree["rng"], [0, 1])
