@@ -142,8 +142,9 @@ def _quiet_orbax() -> Iterator[None]:
 
 
 def _short(e: BaseException) -> str:
+    """The error's type and the first line of its message (whole: it may end in a path)."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first[:200]}"
+    return f"{type(e).__name__}: {first}"
 
 
 class Checkpointer:

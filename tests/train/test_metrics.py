@@ -69,3 +69,24 @@ def test_a_disabled_writer_writes_nothing(tmp_path, enabled):
     w.write(1, "train", {"loss": 1.0})
     w.resume_at(0)
     assert not (tmp_path / "w").exists()
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from etils import epath
+
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    writer.write(1, "train", {"loss": 1.0})
+    before = (tmp_path / "metrics.jsonl").read_text()
+
+    def full_disk(self, data):  # as a write to a full disk: the file is created, then ENOSPC
+        open(self, "wb").close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(type(epath.Path(tmp_path)), "write_bytes", full_disk)
+    with pytest.raises(OSError, match=r"could not write .*metrics\.jsonl \(No space left") as e:
+        writer.write(2, "train", {"loss": 0.5})
+    assert e.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no .tmp left
+    assert (tmp_path / "metrics.jsonl").read_text() == before
