@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,6 +142,51 @@ def _quiet_orbax() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _is_closed_loop_echo(unraisable: Any) -> bool:
+    """Whether an unraisable error is a write callback finding Orbax's event loop closed.
+
+    When a save fails (a full disk), TensorStore's pending writes fail one by one and each
+    calls back into the event loop that the failed save has already closed: hundreds of
+    identical ``RuntimeError: Event loop is closed`` tracebacks, printed as "unraisable"
+    errors, about an error the caller reports itself.
+    """
+    value = unraisable.exc_value
+    return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
+
+
+def _unraisable_hook_without_loop_echoes(previous: Callable[[Any], Any]) -> Callable[[Any], None]:
+    def hook(unraisable: Any) -> None:
+        if not _is_closed_loop_echo(unraisable):
+            previous(unraisable)
+
+    hook._drops_loop_echoes = True  # type: ignore[attr-defined]
+    return hook
+
+
+def _drop_closed_loop_echoes() -> None:
+    """Installs (once) an unraisable-error hook that drops :func:`_is_closed_loop_echo`
+    errors and passes every other one on to the hook it replaces."""
+    if not getattr(sys.unraisablehook, "_drops_loop_echoes", False):
+        sys.unraisablehook = _unraisable_hook_without_loop_echoes(sys.unraisablehook)
+
+
+class _NoUnretrievedTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records: after a failed save,
+    the tasks of its other writes log their own copy of the error when collected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Task exception was never retrieved")
+
+
+def _quiet_after_a_failed_save() -> None:
+    """Keeps the echoes of a failed save's background writes out of the output for the rest
+    of the process (which is stopping on the error the caller reports in one line)."""
+    _drop_closed_loop_echoes()
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, _NoUnretrievedTasks) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(_NoUnretrievedTasks())
+
+
 def _short(e: BaseException) -> str:
     """The error's type and the first line of its message (whole: it may end in a path)."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -209,6 +255,8 @@ class Checkpointer:
             raise NonFiniteStateError(
                 f"the state at step {step} holds NaN or infinite values; not saving it"
             )
+        hook = sys.unraisablehook
+        _drop_closed_loop_echoes()  # from the start: a failing save echoes while it fails
         try:
             with _quiet_orbax():
                 self.manager.save(
@@ -220,12 +268,14 @@ class Checkpointer:
                 )
                 self.manager.wait_until_finished()
         except Exception as e:
+            _quiet_after_a_failed_save()
             if jax.process_index() == 0:
                 for p in self.partial_saves():
                     p.rmtree(missing_ok=True)
             raise CheckpointError(
                 f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
             ) from e
+        sys.unraisablehook = hook  # a save that succeeded leaves the process as it was
 
     def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict] | None:
         """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.

@@ -200,3 +200,72 @@ def test_a_checkpoint_of_one_device_resumes_on_two_in_their_sharding(tmp_path):
     assert step == 3 and tree["w"].sharding == sharding
     np.testing.assert_array_equal(np.asarray(tree["w"]), np.arange(6.0).reshape(2, 3))
     np.testing.assert_array_equal(tree["rng"], [0, 1])
+
+
+# -- a failed save says it once ---------------------------------------------------------------
+
+
+class _LoopEcho:
+    """Collected, raises what a failed save's background write raises when it calls back
+    into the save's closed event loop."""
+
+    def __del__(self):
+        raise RuntimeError("Event loop is closed")
+
+
+class _OtherError:
+    def __del__(self):
+        raise ValueError("not an echo of a failed save")
+
+
+def _unretrieved_task_error():
+    """A task whose exception nobody retrieves: asyncio logs it when the task is collected."""
+    import asyncio
+    import gc
+
+    async def write():
+        raise OSError(28, "No space left on device")
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(write())
+    loop.run_until_complete(asyncio.sleep(0.01))
+    loop.close()
+    del task
+    gc.collect()
+
+
+def test_a_failed_save_echoes_nothing_but_other_errors_still_show(
+    state, tmp_path, monkeypatch, caplog
+):
+    import logging
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
+    asyncio_logger = logging.getLogger("asyncio")
+    monkeypatch.setattr(asyncio_logger, "filters", list(asyncio_logger.filters))
+    ckpt = Checkpointer(tmp_path / "ckpt")
+
+    def full_disk(*args, **kwargs):  # the writes fail, echo into the closed loop, then raise
+        _LoopEcho()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"step 1 .*\(OSError: \[Errno 28\] No space left"):
+        ckpt.save(1, state_to_tree(state, jax.random.key(0)), {})
+    _LoopEcho()  # stragglers after the error
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        _unretrieved_task_error()
+    _OtherError()
+    assert seen == ["not an echo of a failed save"]
+    assert "Task exception was never retrieved" not in caplog.text
+
+
+def test_a_successful_save_leaves_the_unraisable_hook_as_it_was(state, tmp_path, monkeypatch):
+    import sys
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u))
+    before = sys.unraisablehook
+    Checkpointer(tmp_path / "ckpt").save(1, state_to_tree(state, jax.random.key(0)), {})
+    assert sys.unraisablehook is before
