@@ -23,7 +23,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +52,26 @@ __all__ = [
 ]
 
 USER_ERRORS = weights.USER_ERRORS
+
+#: Set by the command line's Ctrl-C handler (:func:`_on_interrupt`), checked by the loop.
+_INTERRUPTED = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: raises ``KeyboardInterrupt`` as Python's own handler does, and remembers it.
+
+    Raised while a garbage-collection callback runs (JAX registers one), the exception is
+    swallowed ("Exception ignored in ..."), and the evaluation would go on to write its JSON
+    and exit 0; so the loop and the writing check :func:`_check_interrupted` as well.
+    """
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _check_interrupted() -> None:
+    """Raises ``KeyboardInterrupt`` if a Ctrl-C arrived (see :func:`_on_interrupt`)."""
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def predict(
@@ -86,6 +108,7 @@ def predict(
     labels, predictions = [], []
     with tqdm(total=n, unit="img", desc="evaluate", file=sys.stderr, disable=not progress) as bar:
         for start in range(0, n, batch_size):
+            _check_interrupted()
             idx = np.arange(start, min(start + batch_size, n))
             batch = data.preprocess(data.test[idx], False)
             padded = mj.train.pad_batch(batch, batch_size)
@@ -223,6 +246,7 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
         "config_overrides": [a for a in command if a.startswith(("--config.", "--noconfig."))],
     }
     text = weights.dumps(result)
+    _check_interrupted()  # never a result (or exit code 0) after a Ctrl-C
     if fv.json_out:
         out = epath.Path(fv.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +270,8 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
 def run(argv: Sequence[str] | None = None) -> None:
     """The command line: ``main`` under absl, user errors as one line and exit code 1."""
     argv = list(sys.argv if argv is None else argv)
+    _INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, _on_interrupt)
     try:
         config_check.check_overrides(argv[1:])
         _define_flags()
@@ -257,6 +283,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except SystemExit:  # absl's exit after main: a Ctrl-C swallowed after the last check
+        if _INTERRUPTED.is_set():
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

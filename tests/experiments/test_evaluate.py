@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from flax import serialization, traverse_util
 from PIL import Image
 
+from experiments import evaluate as evaluate_module
 from experiments import train, weights
 from experiments.configs import digits as digits_config
 from experiments.configs import fashion_mnist as fmnist_config
@@ -320,3 +322,22 @@ def test_load_refuses_a_stale_sidecar_and_a_config_that_is_not_the_run(run, tmp_
         weights.export(run["tmp"] / "run", _config(tau=0.5), tmp_path / "never")
     with pytest.raises(weights.WeightsError, match="holds no final_variables.msgpack"):
         weights.export(tmp_path, run["config"], tmp_path / "never")
+
+
+class _InterruptedInAGcCallback:
+    """A Ctrl-C arriving while a garbage-collection callback runs: Python swallows the
+    ``KeyboardInterrupt`` ("Exception ignored in ...")."""
+
+    def __del__(self):
+        evaluate_module._on_interrupt(signal.SIGINT, None)
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_evaluation(run, monkeypatch):
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: None)  # what Python does: ignore it
+    evaluate_module._INTERRUPTED.clear()
+    try:
+        _InterruptedInAGcCallback()
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_module.predict(run["config"], run["final"], batch_size=BATCH, progress=False)
+    finally:
+        evaluate_module._INTERRUPTED.clear()
