@@ -99,7 +99,7 @@ def test_spikes_between_ds_blocks_are_nonnegative_integers(small):
 
 def test_kaiming_normal_initialisation():
     m = mj.models.resnet(8, widths=(64, 64, 64), num_classes=10)
-    v = m.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    v = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
     k = np.asarray(v["params"]["stage1_block1"]["conv1"]["kernel"])  # fan_in = 9 * 64
     assert abs(k.std() - np.sqrt(2 / (9 * 64))) < 0.03 * np.sqrt(2 / (9 * 64))
     assert np.abs(k).max() > 2.5 * np.sqrt(2 / (9 * 64))  # untruncated normal
@@ -108,7 +108,7 @@ def test_kaiming_normal_initialisation():
 
 def test_gesture_preset_normalises_its_input_without_affine_parameters():
     m = mj.models.gesture_resnet20(widths=(4, 4, 4), time_steps=2)
-    v = m.init(jax.random.key(0), jnp.zeros((2, 1, 8, 8, 2)))
+    v = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((2, 1, 8, 8, 2)))  # names only
     assert "input_bn" in v["batch_stats"] and "input_bn" not in v["params"]
 
 
@@ -163,11 +163,13 @@ def test_bfloat16_convolutions_keep_float32_parameters_and_neuron_state():
         8, widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1, dtype=jnp.bfloat16
     )
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
-    v = m.init(jax.random.key(1), x, train=False)
+    v = jax.jit(lambda k, x: m.init(k, x, train=False))(jax.random.key(1), x)
     assert {p.dtype for p in jax.tree.leaves(v["params"])} == {jnp.dtype(jnp.float32)}
-    logits, state = m.apply(
-        v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
-    )
+    logits, state = jax.jit(
+        lambda v, x: m.apply(
+            v, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+        )
+    )(v, x)
     inter = state["intermediates"]
     assert inter["stem_conv"]["__call__"][0].dtype == jnp.bfloat16  # compute in bf16
     assert inter["stem_neuron"]["membrane"][0].dtype == jnp.float32  # neuron state in f32

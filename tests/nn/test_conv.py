@@ -115,12 +115,14 @@ def test_unknown_impl_is_an_error():
 def test_resnet_conv_impls_agree():
     model = mj.models.resnet(8, widths=(4, 8, 8), time_steps=2, in_channels=1)
     x = jax.random.uniform(jax.random.key(0), (3, 8, 8, 1))
-    variables = model.init(jax.random.key(1), x)
-    outs = {
-        impl: model.clone(conv_impl=impl).apply(variables, x, train=True, mutable=["batch_stats"])[
-            0
-        ]
-        for impl in ("xla", "im2col", "patch_grad")
-    }
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+
+    def logits(impl):  # under jit: one compilation each, not one per operation run eagerly
+        m = model.clone(conv_impl=impl)
+        return jax.jit(lambda v, x: m.apply(v, x, train=True, mutable=["batch_stats"])[0])(
+            variables, x
+        )
+
+    outs = {impl: logits(impl) for impl in ("xla", "im2col", "patch_grad")}
     np.testing.assert_allclose(outs["im2col"], outs["xla"], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(outs["patch_grad"], outs["xla"])
