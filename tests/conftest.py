@@ -15,9 +15,9 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 # level 0 compiles these small programs about 5x faster. The code it makes computes the same
 # operations, but may round a float sum differently (a ResNet's gradients moved by up to 1e-7),
 # so a test compares two results computed in one process, or holds them to a tolerance, as it
-# would anyway. MLF_JAX_TEST_OPT=default keeps XLA's own level (`make test-slow` does, so the
-# whole models and the parity tests also run as a user compiles them), as does a level already
-# set in XLA_FLAGS.
+# would anyway. MLF_JAX_TEST_OPT=default keeps XLA's own level (`make test-slow` runs the parity
+# tests with the authors' nets again that way, as a user compiles them), as does a level
+# already set in XLA_FLAGS.
 FAST_COMPILE = (
     ""
     if os.environ.get("MLF_JAX_TEST_OPT") == "default"
