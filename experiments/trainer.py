@@ -239,16 +239,17 @@ class _Run:
         self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
         self.writer.resume_at(step)
         tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
-        counts = list(meta.get("device_counts", []))
-        if counts and counts[-1] != jax.device_count():
+        # (checkpoints from before device counts were recorded: taken as this run's)
+        self.device_counts = list(meta.get("device_counts", [jax.device_count()]))
+        if self.device_counts[-1] != jax.device_count():
             tqdm.write(
-                f"the checkpoint was written on {counts[-1]} device(s), this run has "
-                f"{jax.device_count()}: same global batch and data order from step {step + 1}, "
-                "but another split of each batch over the devices (not bit-identical to a run "
-                "that stayed on one count; results.json lists every count used)"
+                f"the checkpoint was written on {self.device_counts[-1]} device(s), this run "
+                f"has {jax.device_count()}: same global batch and data order from step "
+                f"{step + 1}, but another split of each batch over the devices (not "
+                "bit-identical to a run that stayed on one count; results.json lists every "
+                "count used)"
             )
-        if counts:
-            self.device_counts = counts + [jax.device_count()] * (counts[-1] != jax.device_count())
+            self.device_counts.append(jax.device_count())
 
     def save(self, dstate: Any) -> None:
         positions = _gather_strings(self.data_iter.get_state().decode())

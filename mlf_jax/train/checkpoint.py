@@ -154,22 +154,6 @@ def _is_closed_loop_echo(unraisable: Any) -> bool:
     return isinstance(value, RuntimeError) and str(value) == "Event loop is closed"
 
 
-def _unraisable_hook_without_loop_echoes(previous: Callable[[Any], Any]) -> Callable[[Any], None]:
-    def hook(unraisable: Any) -> None:
-        if not _is_closed_loop_echo(unraisable):
-            previous(unraisable)
-
-    hook._drops_loop_echoes = True  # type: ignore[attr-defined]
-    return hook
-
-
-def _drop_closed_loop_echoes() -> None:
-    """Installs (once) an unraisable-error hook that drops :func:`_is_closed_loop_echo`
-    errors and passes every other one on to the hook it replaces."""
-    if not getattr(sys.unraisablehook, "_drops_loop_echoes", False):
-        sys.unraisablehook = _unraisable_hook_without_loop_echoes(sys.unraisablehook)
-
-
 class _NoUnretrievedTasks(logging.Filter):
     """Drops asyncio's "Task exception was never retrieved" records: after a failed save,
     the tasks of its other writes log their own copy of the error when collected."""
@@ -178,13 +162,33 @@ class _NoUnretrievedTasks(logging.Filter):
         return not str(record.msg).startswith("Task exception was never retrieved")
 
 
-def _quiet_after_a_failed_save() -> None:
-    """Keeps the echoes of a failed save's background writes out of the output for the rest
-    of the process (which is stopping on the error the caller reports in one line)."""
-    _drop_closed_loop_echoes()
-    asyncio_logger = logging.getLogger("asyncio")
-    if not any(isinstance(f, _NoUnretrievedTasks) for f in asyncio_logger.filters):
-        asyncio_logger.addFilter(_NoUnretrievedTasks())
+@contextmanager
+def _without_failed_save_echoes() -> Iterator[None]:
+    """Keeps the echoes of a failing save's background writes out of the output.
+
+    During the save, :func:`_is_closed_loop_echo` errors are dropped (every other
+    unraisable error goes on to the hook in place before). If the save fails, that stays
+    so, and asyncio's unretrieved-task records are dropped too, for the rest of the
+    process, which is stopping on the error the caller reports in one line; if it
+    succeeds, the process is left as it was.
+    """
+    previous = sys.unraisablehook
+    if not getattr(previous, "_drops_loop_echoes", False):
+
+        def hook(unraisable: Any) -> None:
+            if not _is_closed_loop_echo(unraisable):
+                previous(unraisable)
+
+        hook._drops_loop_echoes = True  # type: ignore[attr-defined]
+        sys.unraisablehook = hook
+    try:
+        yield
+    except BaseException:
+        asyncio_logger = logging.getLogger("asyncio")
+        if not any(isinstance(f, _NoUnretrievedTasks) for f in asyncio_logger.filters):
+            asyncio_logger.addFilter(_NoUnretrievedTasks())
+        raise
+    sys.unraisablehook = previous
 
 
 def _short(e: BaseException) -> str:
@@ -255,10 +259,8 @@ class Checkpointer:
             raise NonFiniteStateError(
                 f"the state at step {step} holds NaN or infinite values; not saving it"
             )
-        hook = sys.unraisablehook
-        _drop_closed_loop_echoes()  # from the start: a failing save echoes while it fails
         try:
-            with _quiet_orbax():
+            with _without_failed_save_echoes(), _quiet_orbax():
                 self.manager.save(
                     int(step),
                     args=ocp.args.Composite(
@@ -268,14 +270,12 @@ class Checkpointer:
                 )
                 self.manager.wait_until_finished()
         except Exception as e:
-            _quiet_after_a_failed_save()
             if jax.process_index() == 0:
                 for p in self.partial_saves():
                     p.rmtree(missing_ok=True)
             raise CheckpointError(
                 f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
             ) from e
-        sys.unraisablehook = hook  # a save that succeeded leaves the process as it was
 
     def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict] | None:
         """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
