@@ -1,10 +1,34 @@
 # One entry point for people and CI. Every target creates .venv on first use and installs the
 # locked versions of requirements.lock (again when it or pyproject.toml changes), then mlf_jax
 # itself, editable. `make lock` re-resolves the lock from pyproject.toml's ranges.
-PYTHON ?= python3
+# The interpreters: .venv (the locked, newest versions; jax 0.11 and later need Python 3.12 or
+# newer) is built with Python 3.12 or 3.13, .venv-min (the lowest versions) with Python 3.11,
+# .venv-image (the accelerator image's versions) with Python 3.12. PYTHON=..., MIN_PYTHON=...,
+# IMAGE_PYTHON=... name one; otherwise each is the first in range of pythonX.Y and python3 on
+# PATH, then pyenv's installs. Looked up only when a virtualenv is (re)built.
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
+py_version = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+find_python = $(firstword $(foreach p,$(2),$(if $(filter $(1),$(call py_version,$(p))),$(p))))
+candidates = $(or $(1),$(foreach v,$(2),python$(v)) python3 \
+  $(if $(PYENV_ROOT),$(foreach v,$(2),$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python3))))
+PYTHON_VERSIONS := 3.12 3.13
+MIN_PYTHON_VERSIONS := 3.11
+IMAGE_PYTHON_VERSIONS := 3.12
+# $(call make_venv,DIR,VERSIONS,VARIABLE): a fresh virtualenv in DIR from the first interpreter
+# of VERSIONS (the one VARIABLE names, if set), or one line saying what is missing and what to do
+define make_venv
+	@py="$(call find_python,$(2),$(call candidates,$($(3)),$(2)))"; \
+	if [ -z "$$py" ]; then \
+	  echo "make: $(1) needs Python $(subst $(eval) , or ,$(2))$(if $($(3)), and $(3)=$($(3)) is not one,; none is on PATH or under pyenv):" \
+	    "install one (e.g. 'pyenv install $(firstword $(2))') or name it (make $(3)=/path/to/python$(firstword $(2)))" >&2; \
+	  exit 1; fi; \
+	echo "$(1): Python $$($$py -c 'import sys; print(sys.version.split()[0], "at", sys.executable)')"; \
+	$$py -m venv --clear $(1)
+endef
 VENV := .venv
 STAMP := $(VENV)/.installed
 MIN_VENV := .venv-min
+IMAGE_VENV := .venv-image
 CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
@@ -12,10 +36,10 @@ comma := ,
 # The extras a clone installs (all but the accelerator runtimes).
 EXTRAS := train,data,notebooks,docs,dev
 
-.PHONY: train converged test test-fast test-profile test-slow test-min notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
+.PHONY: train converged test test-fast test-profile test-slow test-min test-image notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
 
 $(STAMP): pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
+	$(call make_venv,$(VENV),$(PYTHON_VERSIONS),PYTHON)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
 	$(VENV)/bin/python -m pip install --quiet --no-deps -e .
@@ -25,7 +49,7 @@ $(STAMP): pyproject.toml requirements.lock
 ## they still fit; `make lock ARGS=--upgrade` moves every package to its newest version in range)
 lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
-	  --python-version 3.11 --no-emit-package mlf-jax --custom-compile-command "make lock" \
+	  --python-version $(firstword $(PYTHON_VERSIONS)) --no-emit-package mlf-jax --custom-compile-command "make lock" \
 	  -o requirements.lock $(ARGS)
 
 ## train: DS-ResNet with MLF on Fashion-MNIST (installs the data set with apt if needed)
@@ -75,7 +99,7 @@ test-profile: $(STAMP)
 
 ## test-min: the core tests on the lowest versions pyproject.toml allows (requirements-min.txt),
 ## in $(MIN_VENV) with the core install only; not the Pallas kernel's CUDA lowering (Mosaic GPU),
-## which fails to lower on jax 0.8.0 and is tested at the locked jax only
+## which needs jax 0.11 or later (test-image and test cover it at jax 0.11.2 and the lock's)
 test-min: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" -p no:cacheprovider \
 	  tests/test_neurons.py tests/test_surrogate.py tests/nn \
@@ -83,9 +107,21 @@ test-min: $(MIN_VENV)/.installed
 	  -k "not (pallas and cuda)" $(ARGS)
 
 $(MIN_VENV)/.installed: pyproject.toml requirements-min.txt
-	$(PYTHON) -m venv $(MIN_VENV)
+	$(call make_venv,$(MIN_VENV),$(MIN_PYTHON_VERSIONS),MIN_PYTHON)
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(MIN_VENV)/bin/python -m pip install --quiet -r requirements-min.txt -e .
+	touch $@
+
+## test-image: the kernel, export and parity tests at the JAX of the lent accelerator machine's
+## image (jax 0.11.2 on Python 3.12, requirements-image.txt), in $(IMAGE_VENV), here on the CPU
+test-image: $(IMAGE_VENV)/.installed
+	$(IMAGE_VENV)/bin/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" -p no:cacheprovider \
+	  tests/kernels tests/models/test_official_parity.py $(ARGS)
+
+$(IMAGE_VENV)/.installed: pyproject.toml requirements-image.txt
+	$(call make_venv,$(IMAGE_VENV),$(IMAGE_PYTHON_VERSIONS),IMAGE_PYTHON)
+	$(IMAGE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IMAGE_VENV)/bin/python -m pip install --quiet -r requirements-image.txt -e .
 	touch $@
 
 ## test-slow: the long tests (whole shipped models on 8 fake devices, ...), then the parity
@@ -161,4 +197,4 @@ data:
 	fi
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .jax_cache .pytest_cache .bench-venvs
+	rm -rf $(VENV) $(MIN_VENV) $(IMAGE_VENV) .jax_cache .pytest_cache .bench-venvs

@@ -72,6 +72,14 @@ def _is_concrete(value) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
+def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
+    """``impl``, or for ``'pallas'`` with a traced threshold or leak (learned, under
+    ``grad`` or ``jit``) what ``'auto'`` picks for ``time_steps``: the Pallas kernels bake
+    these in as constants and give them no gradient; the scan and the fused kernel do."""
+    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(params))
+    return auto_impl(time_steps) if impl == "pallas" and traced else impl
+
+
 def _check_tau(tau) -> None:
     if _is_concrete(tau):
         t = np.asarray(tau)
@@ -211,8 +219,8 @@ def lif(
 
     Args:
       x: input current ``[T, ...]``.
-      threshold: firing threshold (may be traced, except with ``impl='pallas'``).
-      tau: leak factor in ``[0, 1]`` (may be traced, except with ``impl='pallas'``).
+      threshold: firing threshold (may be traced, e.g. learned).
+      tau: leak factor in ``[0, 1]`` (may be traced).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
       unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
@@ -230,6 +238,7 @@ def lif(
     _check_tau(tau)
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
+    impl = _pallas_fallback(impl, x.shape[0], threshold, tau)
     if impl in ("fused", "pallas") and not return_potential:
         # a static threshold stays a Python tuple: the fused kernel then skips the
         # threshold and tau gradients (jnp.reshape would make it a tracer under jit)
@@ -324,10 +333,11 @@ def mlf(
         * ``'scan'``: ``lax.scan`` over :func:`mlf_step`, differentiated by autodiff.
         * ``'fused'``: :func:`mlf_jax.kernels.fused.mlf_fused` (a scan with a
           hand-written backward pass).
-        * ``'pallas'``: :func:`mlf_jax.kernels.pallas_mlf.mlf_pallas` (Pallas kernels,
-          compiled on GPU/TPU, interpret mode on CPU: slow but exact). Needs
-          ``thresholds`` and ``tau`` as static Python floats and gives them no
-          gradient.
+        * ``'pallas'``: :func:`mlf_jax.kernels.pallas_mlf.mlf_pallas` (Pallas kernels
+          that loop over time inside, compiled on GPU/TPU, interpret mode on CPU: slow
+          but exact). They bake ``thresholds`` and ``tau`` in as constants, so when
+          either is traced (learned: under ``grad`` or ``jit``) ``'pallas'`` computes
+          with what ``'auto'`` picks instead, which gives them their gradients.
         * ``'auto'`` (default): ``'scan'`` or ``'fused'`` by T and backend, see
           :func:`auto_impl`; ``unroll=None`` keeps this choice, an explicit ``unroll``
           selects the scan (as before ``impl`` existed).
@@ -341,6 +351,7 @@ def mlf(
     th = _as_thresholds(thresholds, x.dtype)
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
+    impl = _pallas_fallback(impl, x.shape[0], thresholds, tau)
     if impl != "scan" and not return_potential:
         th_arg = thresholds if impl == "pallas" or _is_concrete(thresholds) else th
         return _mlf_kernel(impl, x, th_arg, tau, surrogate, detach_reset, unroll)

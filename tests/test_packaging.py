@@ -158,3 +158,41 @@ def test_console_script_without_a_clone_says_what_to_do(monkeypatch, capsys):
         _cli.train(["--config=x.py", "--workdir=w"])
     assert "clone of the mlf_jax repository" in str(e.value)
     assert "pip install -e '.[train,data]'" in str(e.value)
+
+
+def test_image_requirements_pin_the_core_within_its_ranges():
+    pins = {}
+    for line in (ROOT / "requirements-image.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line and "==" in line:
+            req = Requirement(line)
+            pins[canonicalize_name(req.name)] = next(iter(req.specifier)).version
+    assert pins["jax"] == pins["jaxlib"] == "0.11.2"  # the accelerator image's
+    for req in _requirements():
+        name = canonicalize_name(req.name)
+        assert req.specifier.contains(pins[name]), f"requirements-image.txt: {name} outside {req}"
+
+
+def _make_venv(tmp_path, **variables) -> subprocess.CompletedProcess:
+    """The Makefile's ``make_venv`` for .venv's Python versions, into ``tmp_path / 'v'``."""
+    venv = tmp_path / "v"
+    probe = f"include Makefile\nprobe:\n\t$(call make_venv,{venv},$(PYTHON_VERSIONS),PYTHON)\n"
+    args = [f"{k}={v}" for k, v in variables.items()]
+    return subprocess.run(
+        ["make", "-s", "-f", "-", "probe", *args],
+        input=probe, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_make_builds_the_venv_with_a_python_in_range_or_says_what_it_needs(tmp_path):
+    wrong = _make_venv(tmp_path, PYTHON="/nonexistent/python3")
+    assert wrong.returncode != 0 and not (tmp_path / "v").exists()
+    assert "needs Python 3.12 or 3.13 and PYTHON=/nonexistent/python3 is not one" in wrong.stderr
+    assert "make PYTHON=/path/to/python3.12" in wrong.stderr
+    none = _make_venv(tmp_path, PYTHON="", PATH="/nonexistent", PYENV_ROOT="")
+    assert "none is on PATH or under pyenv" in none.stderr and none.returncode != 0
+    if sys.version_info[:2] in ((3, 12), (3, 13)):  # the interpreter running the tests will do
+        done = _make_venv(tmp_path, PYTHON=sys.executable)
+        assert done.returncode == 0, done.stderr
+        assert f"Python {sys.version.split()[0]}" in done.stdout
+        assert (tmp_path / "v" / "bin" / "python").exists()

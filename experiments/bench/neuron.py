@@ -127,8 +127,6 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=positive_int, default=5)
     parser.add_argument("--impls", nargs="+", default=None,
                         choices=["plain", "ours", "fused", "pallas"])  # fmt: skip
-    parser.add_argument("--impls", nargs="+", default=None,
-                        choices=["plain", "ours", "fused", "pallas"])  # fmt: skip
     parser.add_argument("--out", default="experiments/bench/results/neuron.json")
     args = parser.parse_args(argv)
     print(

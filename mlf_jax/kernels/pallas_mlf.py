@@ -16,38 +16,42 @@ derivative at ``u_k[t] - th_k`` and ``delta[t] = dL/du_k[t]``::
     dL/dx[t] = sum_k delta_k[t]
 
 Layout: x is flattened to ``[T, N]``, N padded with zeros to a multiple of 1024
-and viewed as ``[T, N / 128, 128]``. The grid is ``(row blocks, time blocks)``:
-blocks of ``rows x 128`` units are independent programs; the time axis is
-sequential (``dimension_semantics``), each program looping over its time steps
-(``lax.fori_loop``) and handing the K potentials (forward) or the K
-``delta[t+1]`` (backward, time blocks in reverse) to the next time block in
-scratch memory. The forward kernel writes the spike counts and the K potentials
-``u_k`` (the only residuals); the backward kernel recomputes spikes and surrogate
-derivatives from them and writes ``dx``.
+and viewed as ``[T, N / 128, 128]``. Blocks of ``rows x 128`` units are independent
+programs; each runs through its time blocks in order (backward: in reverse), looping
+over the time steps of a block (``lax.fori_loop``) and handing the K potentials
+(forward) or the K ``delta[t+1]`` (backward) to the next time block in scratch
+memory. The forward kernel writes the spike counts and the K potentials ``u_k`` (the
+only residuals); the backward kernel recomputes spikes and surrogate derivatives from
+them and writes ``dx``.
 
-Blocks per platform (see :func:`_plan`), chosen when lowering through
-``lax.platform_dependent``:
+Per platform (see :func:`_plan`), chosen when lowering through ``lax.platform_dependent``:
 
-* CUDA: Mosaic GPU (the default Pallas GPU backend of jax 0.10.2, and the one whose
-  custom call ``jax.export`` accepts; Triton's is not covered by its compatibility
-  guarantees). ``pl.pallas_call`` stages each block once in shared memory, which is
-  checked when lowering: 2 rows (256 units) per program and as many time steps as
-  fit in 160 KiB. Holding all of T for 1024 units (the previous layout) needed
-  819,208 bytes at T = 40, over the 232,448 of an H100/H200.
-* TPU: Mosaic TPU, blocks ``(steps, 8k, 128)`` (the last two dims multiples of
+* CUDA: Mosaic GPU, through its own entry points (``plgpu.kernel``: one program per
+  block of rows; ``plgpu.emit_pipeline``: its time blocks copied into shared memory and
+  the results back). Mosaic GPU's custom call is the one ``jax.export`` accepts
+  (Triton's is not covered by its compatibility guarantees); ``pl.pallas_call`` no
+  longer lowers to Mosaic GPU since jax 0.11. 2 rows (256 units) per program and as many
+  time steps as fit in 160 KiB of shared memory (an H100/H200 block has 232,448 bytes).
+  Lowers with jax 0.11 and later; jax 0.8's Mosaic GPU lacks some of the operations.
+* TPU: ``pl.pallas_call`` on Mosaic TPU, grid ``(row blocks, time blocks)`` with the
+  time axis sequential, blocks ``(steps, 8k, 128)`` (the last two dims multiples of
   (8, 128) for float32), at most 32 rows, double-buffered within 8 MiB of VMEM.
-* CPU: interpret mode with the TPU blocks.
+* CPU: ``pl.pallas_call`` in interpret mode with the TPU blocks (``platform='gpu'`` with
+  ``interpret=True``: the same with the GPU blocks).
 
 Status: run and checked against autodiff through :func:`mlf_jax.neurons.mlf` in
 interpret mode on CPU only. The compiled kernels lower (``jax.export`` for
 ``cuda`` and ``tpu``, forward and backward; ``tests/kernels/test_export_kernels.py``)
 but have never been compiled on or run on a GPU or TPU; Mosaic TPU checks its
-tiling rules and Mosaic GPU its layouts in full only there.
+tiling rules and Mosaic GPU its layouts in full only there. The compiled GPU kernel's
+pipeline is not run here: Mosaic GPU's interpret mode does not take its predicated
+copies.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import operator
 from collections.abc import Sequence
@@ -112,7 +116,7 @@ def _largest_divisor(n: int, at_most: int, multiple_of: int = 1) -> int:
 def _plan(platform, m, time_steps, arrays, itemsize, rows=None, steps=None) -> _Plan:
     """Blocks for ``arrays`` arrays ``[T, M, LANES]`` (inputs and outputs together).
 
-    GPU (Mosaic GPU, ``pl.pallas_call`` stages every block in shared memory, one
+    GPU (Mosaic GPU, ``plgpu.emit_pipeline`` stages every block in shared memory, one
     buffer each): ``_GPU_ROWS`` rows and as many time steps (a divisor of T) as fit
     in ``_GPU_SMEM_BUDGET``. TPU and interpret mode (Mosaic TPU double-buffers each
     block in VMEM): up to ``_TPU_MAX_ROWS`` rows (a multiple of 8 dividing M, so the
@@ -123,7 +127,7 @@ def _plan(platform, m, time_steps, arrays, itemsize, rows=None, steps=None) -> _
         rows = rows or _largest_divisor(m, _GPU_ROWS)
         per_step = arrays * rows * LANES * itemsize
         budget, scratch = _GPU_SMEM_BUDGET, plgpu.SMEM
-        params = plgpu.CompilerParams(dimension_semantics=("parallel", "sequential"))
+        params = plgpu.CompilerParams()
     else:
         rows = rows or _largest_divisor(m, _TPU_MAX_ROWS, 8)
         per_step = 2 * arrays * rows * LANES * itemsize
@@ -141,15 +145,9 @@ def _plan(platform, m, time_steps, arrays, itemsize, rows=None, steps=None) -> _
     return _Plan(rows, steps, scratch, params)
 
 
-def _forward_kernel(x_ref, o_ref, *refs, thresholds, tau, steps):
-    """One block of ``steps`` time steps; the K potentials carried in scratch."""
+def _forward_steps(x_ref, o_ref, u_refs, us, *, thresholds, tau, steps):
+    """``steps`` forward time steps of one block from potentials ``us``; returns the last."""
     levels = len(thresholds)
-    u_refs, carry_refs = refs[:levels], refs[levels:]
-
-    @pl.when(pl.program_id(1) == 0)
-    def _():
-        for ref in carry_refs:
-            ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
     def body(t, carry):
         us, os = carry
@@ -162,23 +160,16 @@ def _forward_kernel(x_ref, o_ref, *refs, thresholds, tau, steps):
             u_refs[k][t] = new_u[k].astype(u_refs[k].dtype)
         return new_u, new_o
 
-    us = tuple(ref[...] for ref in carry_refs)
     # The spikes of the previous step, recomputed from its potentials (o = H(u - th)).
     os = tuple(heaviside(us[k] - thresholds[k]) for k in range(levels))
-    us, _ = lax.fori_loop(0, steps, body, (us, os))
-    for k in range(levels):
-        carry_refs[k][...] = us[k]
+    return lax.fori_loop(0, steps, body, (tuple(us), os))[0]
 
 
-def _backward_kernel(g_ref, *refs, thresholds, tau, surrogate, detach_reset, steps):
-    """One block of ``steps`` time steps in reverse; the K ``delta[t+1]`` in scratch."""
+def _backward_steps(g_ref, u_refs, dx_ref, deltas, *, thresholds, tau, surrogate, detach_reset,
+                    steps):  # fmt: skip
+    """``steps`` backward time steps of one block, last first, from ``delta[t+1]`` =
+    ``deltas``; returns the block's first ``delta``."""
     levels = len(thresholds)
-    u_refs, dx_ref, carry_refs = refs[:levels], refs[levels], refs[levels + 1 :]
-
-    @pl.when(pl.program_id(1) == 0)
-    def _():
-        for ref in carry_refs:
-            ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
     def body(i, deltas):
         t = steps - 1 - i
@@ -194,32 +185,56 @@ def _backward_kernel(g_ref, *refs, thresholds, tau, surrogate, detach_reset, ste
         dx_ref[t] = functools.reduce(operator.add, new_deltas).astype(dx_ref.dtype)
         return tuple(new_deltas)
 
-    deltas = lax.fori_loop(0, steps, body, tuple(ref[...] for ref in carry_refs))
-    for k in range(levels):
-        carry_refs[k][...] = deltas[k]
+    return lax.fori_loop(0, steps, body, tuple(deltas))
 
 
-def _call(kernel, inputs, n_out, levels, platform, interpret, reverse, rows, steps, name):
-    """``pallas_call`` of ``kernel`` over ``[T, M, LANES]`` arrays, blocks per ``_plan``."""
+def _run_forward(refs, carry, *, levels, **kw):
+    x_ref, o_ref, *u_refs = refs[: 2 + levels]
+    return _forward_steps(x_ref, o_ref, u_refs, carry, **kw)
+
+
+def _run_backward(refs, carry, *, levels, **kw):
+    g_ref, *rest = refs[: 2 + levels]
+    u_refs, dx_ref = rest[:levels], rest[levels]
+    return _backward_steps(g_ref, u_refs, dx_ref, carry, **kw)
+
+
+def _scratch_kernel(*refs, run, levels):
+    """A ``pallas_call`` kernel (TPU, interpret mode): ``run`` over this program's time
+    block, the K carried values in scratch, zeroed at the first time block."""
+    carry_refs = refs[-levels:]
+
+    @pl.when(pl.program_id(1) == 0)
+    def _():
+        for ref in carry_refs:
+            ref[...] = jnp.zeros(ref.shape, ref.dtype)
+
+    carry = run(refs[:-levels], tuple(ref[...] for ref in carry_refs))
+    for ref, value in zip(carry_refs, carry, strict=True):
+        ref[...] = value
+
+
+def _call(run, inputs, n_out, levels, platform, interpret, reverse, rows, steps, name):
+    """``run`` over ``[T, M, LANES]`` arrays, blocks per ``_plan``: ``plgpu.kernel`` with a
+    pipeline over the time blocks for compiled GPU kernels, ``pallas_call`` otherwise."""
     time_steps, m, _ = inputs[0].shape
     dtype = inputs[0].dtype
     plan = _plan(
         platform, m, time_steps, len(inputs) + n_out, dtype.itemsize, rows=rows, steps=steps
     )
     time_blocks = time_steps // plan.steps
-    if reverse:
-
-        def index(i, j):
-            return (time_blocks - 1 - j, i, 0)
-    else:
-
-        def index(i, j):
-            return (j, i, 0)
-
-    spec = pl.BlockSpec((plan.steps, plan.rows, LANES), index)
+    run = functools.partial(run, levels=levels, steps=plan.steps)
     shape = jax.ShapeDtypeStruct(inputs[0].shape, dtype)
+
+    def time_block(j):
+        return time_blocks - 1 - j if reverse else j
+
+    if platform == "gpu" and not interpret:
+        return _call_mosaic_gpu(run, inputs, n_out, levels, plan, time_blocks, time_block)
+
+    spec = pl.BlockSpec((plan.steps, plan.rows, LANES), lambda i, j: (time_block(j), i, 0))
     return pl.pallas_call(
-        functools.partial(kernel, steps=plan.steps),
+        functools.partial(_scratch_kernel, run=run, levels=levels),
         out_shape=(shape,) * n_out,
         grid=(m // plan.rows, time_blocks),
         in_specs=[spec] * len(inputs),
@@ -229,6 +244,51 @@ def _call(kernel, inputs, n_out, levels, platform, interpret, reverse, rows, ste
         interpret=interpret,
         name=name,
     )(*inputs)
+
+
+#: ``plgpu.kernel``'s names for the output and scratch types: ``out_type`` and
+#: ``scratch_types`` in current JAX, ``out_shape`` and ``scratch_shapes`` in jax 0.8
+#: (whose ``lax.platform_dependent`` traces the GPU branch on every platform).
+_NEW_KERNEL_API = "out_type" in inspect.signature(plgpu.kernel).parameters
+_KERNEL_OUT, _KERNEL_SCRATCH = (
+    ("out_type", "scratch_types") if _NEW_KERNEL_API else ("out_shape", "scratch_shapes")
+)
+
+
+def _call_mosaic_gpu(run, inputs, n_out, levels, plan, time_blocks, time_block):
+    """The compiled GPU kernel: one Mosaic GPU program (``plgpu.kernel``) per block of
+    ``plan.rows`` rows, each running a pipeline (``plgpu.emit_pipeline``) over its time
+    blocks that copies each block into shared memory and the results back; the K
+    carried values wait in shared memory from one time block to the next."""
+    shape = jax.ShapeDtypeStruct(inputs[0].shape, inputs[0].dtype)
+
+    def program(*refs):
+        refs, carry_refs = refs[:-levels], refs[-levels:]
+        for ref in carry_refs:
+            ref[...] = jnp.zeros(ref.shape, ref.dtype)
+        row = lax.axis_index("rows")
+        spec = pl.BlockSpec((plan.steps, plan.rows, LANES), lambda j: (time_block(j), row, 0))
+
+        def step(_, *block_refs):
+            carry = run(block_refs, tuple(ref[...] for ref in carry_refs))
+            for ref, value in zip(carry_refs, carry, strict=True):
+                ref[...] = value
+
+        plgpu.emit_pipeline(
+            step, grid=(time_blocks,), in_specs=[spec] * len(inputs), out_specs=[spec] * n_out
+        )(*refs)
+
+    kernel = plgpu.kernel(
+        program,
+        **{
+            _KERNEL_OUT: (shape,) * n_out,
+            _KERNEL_SCRATCH: [plan.scratch((plan.rows, LANES), shape.dtype)] * levels,
+        },
+        grid=(shape.shape[1] // plan.rows,),
+        grid_names=("rows",),
+        compiler_params=plan.compiler_params,
+    )
+    return kernel(*inputs)
 
 
 def _per_platform(fn, args, platform, interpret):
@@ -247,22 +307,22 @@ def _per_platform(fn, args, platform, interpret):
 
 def _forward(x, thresholds, tau, platform, interpret, rows, steps):
     """``x[T, M, LANES]`` -> spike counts and the K potentials (all ``[T, M, LANES]``)."""
-    kernel = functools.partial(_forward_kernel, thresholds=thresholds, tau=tau)
+    run = functools.partial(_run_forward, thresholds=thresholds, tau=tau)
     levels = len(thresholds)
 
-    def run(x, *, platform, interpret):
+    def call(x, *, platform, interpret):
         return _call(
-            kernel, (x,), 1 + levels, levels, platform, interpret, False, rows, steps, "mlf_forward"
+            run, (x,), 1 + levels, levels, platform, interpret, False, rows, steps, "mlf_forward"
         )
 
-    out = _per_platform(run, (x,), platform, interpret)
+    out = _per_platform(call, (x,), platform, interpret)
     return out[0], tuple(out[1:])
 
 
 def _backward(g, us, thresholds, tau, surrogate, detach_reset, platform, interpret, rows, steps):
     """Cotangent ``g`` of the spike counts and the potentials -> ``dx`` (``[T, M, LANES]``)."""
-    kernel = functools.partial(
-        _backward_kernel,
+    run = functools.partial(
+        _run_backward,
         thresholds=thresholds,
         tau=tau,
         surrogate=surrogate,
@@ -270,12 +330,12 @@ def _backward(g, us, thresholds, tau, surrogate, detach_reset, platform, interpr
     )
     levels = len(thresholds)
 
-    def run(g, *us, platform, interpret):
+    def call(g, *us, platform, interpret):
         return _call(
-            kernel, (g, *us), 1, levels, platform, interpret, True, rows, steps, "mlf_backward"
+            run, (g, *us), 1, levels, platform, interpret, True, rows, steps, "mlf_backward"
         )[0]
 
-    return _per_platform(run, (g, *us), platform, interpret)
+    return _per_platform(call, (g, *us), platform, interpret)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5, 6, 7, 8))

@@ -12,7 +12,8 @@ def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> Path:
     array = np.ascontiguousarray(array, np.uint8)
     raw = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     raw += array.tobytes()
-    (gzip.open if compress else open)(path, "wb").write(raw)
+    with (gzip.open if compress else open)(path, "wb") as f:  # closed: the gzip trailer written
+        f.write(raw)
     return path
 
 

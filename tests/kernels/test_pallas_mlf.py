@@ -213,10 +213,28 @@ def test_unknown_impl_names_the_valid_ones():
         MLF(impl="triton").init(jax.random.key(0), x)
 
 
-def test_pallas_impl_rejects_traced_thresholds():
-    x = jnp.ones((3, 4), jnp.float32)
-    with pytest.raises(TypeError, match="static"):
-        jax.jit(lambda th: mlf(x, thresholds=th, impl="pallas"))(jnp.array([0.6, 1.6]))
+@pytest.mark.parametrize("time_steps", [3, 12])  # 'auto': the scan / the fused kernel
+def test_pallas_impl_with_learned_thresholds_and_leak_falls_back_with_their_gradients(
+    time_steps,
+):
+    x, g = _inputs((time_steps, 5), seed=time_steps)
+    th, tau = jnp.array([0.6, 1.6]), jnp.float32(0.3)
+
+    def loss(impl):
+        def f(x, th, tau):
+            return (mlf(x, thresholds=th, tau=tau, impl=impl) * g).sum()
+
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1, 2)))
+
+    value, grads = loss("pallas")(x, th, tau)
+    ref_value, ref_grads = loss("scan")(x, th, tau)  # autodiff through the scan
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(grads[1]).sum()) > 0 and float(jnp.abs(grads[2])) > 0
+    traced = str(jax.make_jaxpr(lambda x, th: mlf(x, thresholds=th, impl="pallas"))(x, th))
+    static = str(jax.make_jaxpr(lambda x: mlf(x, thresholds=(0.6, 1.6), impl="pallas"))(x))
+    assert "pallas_call" not in traced and "pallas_call" in static
 
 
 def test_mlf_module_impls_agree():
@@ -244,3 +262,22 @@ def test_resnet_neuron_impl_is_passed_down():
     np.testing.assert_allclose(np.asarray(outs["pallas"]), np.asarray(outs["scan"]), atol=1e-6)
     with pytest.raises(ValueError, match="unknown impl"):
         apply("bogus")(variables, x)
+
+
+@pytest.mark.skipif(
+    jax.default_backend() not in ("gpu", "tpu"),
+    reason="the compiled kernels need a GPU or TPU (here: interpret mode only, tested above)",
+)
+@pytest.mark.parametrize("levels", [1, 3])
+@pytest.mark.parametrize("shape", [(4, 1000), (40, 2, 16, 8, 8), (400, 4096)], ids=str)
+def test_compiled_kernels_match_autodiff_on_the_accelerator(levels, shape):
+    # The accelerator script runs this on the lent GPU: the same check as interpret mode,
+    # on Mosaic GPU (or TPU) code; T = 400 takes several time blocks per program.
+    x, g = _inputs(shape, seed=levels + len(shape))
+    kw = dict(thresholds=THRESHOLDS[levels], tau=0.25)
+    _check(
+        lambda x: mlf_pallas(x, interpret=False, **kw),
+        lambda x: mlf(x, impl="scan", **kw),
+        x,
+        g,
+    )
