@@ -249,7 +249,7 @@ def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessin
             f"into whole microseconds ({window / time_steps:g} us per frame); pick a divisor "
             f"of {window}, e.g. {default.n_bins} (the default, {default.bin_us} us per frame)"
         )
-    return neuromorphic.Preprocessing(int(time_steps), window // int(time_steps), default.size)
+    return dataclasses.replace(default, n_bins=int(time_steps), bin_us=window // int(time_steps))
 
 
 def _event_frames(batch: Mapping[str, np.ndarray], train: bool) -> dict[str, np.ndarray]:

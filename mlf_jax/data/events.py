@@ -17,18 +17,38 @@ __all__ = ["FRAME_DTYPE", "downsample", "events_to_frames"]
 FRAME_DTYPE = np.uint16
 
 
-def downsample(coords: np.ndarray, sensor: int, target: int) -> np.ndarray:
-    """Maps sensor coordinates ``0..sensor-1`` to ``0..target-1``: ``floor(c * target / sensor)``.
+def downsample(
+    coords: np.ndarray, sensor: int, target: int, divisor: float | None = None
+) -> np.ndarray:
+    """Maps sensor coordinates ``0..sensor-1`` to ``0..target-1``.
 
-    Computed exactly in integers as ``(c * target) // sensor``. When ``target`` divides
-    ``sensor`` this is the integer division ``c // (sensor // target)`` of the authors' code (DVS128
-    Gesture: 128 -> 32 is ``x // 4``). For CIFAR10-DVS (128 -> 42) the paper does not say how the
-    reference code resized; this floor mapping is our choice: each target pixel gathers 3 or 4
-    sensor pixels (``floor(127 * 42 / 128) = 41``), none is dropped.
+    * ``divisor=None``: ``floor(c * target / sensor)``, computed exactly in integers as
+      ``(c * target) // sensor``. When ``target`` divides ``sensor`` this is the integer
+      division ``c // (sensor // target)`` of the authors' code (DVS128 Gesture: 128 -> 32 is
+      ``x // 4``); otherwise each target pixel gathers the sensor pixels whose scaled
+      coordinate falls in it, none dropped.
+    * ``divisor``: ``c // divisor`` in float64, numpy's floor division, as the authors map
+      CIFAR10-DVS's 128 sensor pixels to 42 with ``divisor = 3.04``. Mind the rounding: in
+      float64 ``76 // 3.04 == 24`` while ``floor(76 / 3.04) == 25``; and 3.04 is not 128 / 42,
+      so these frames differ from ``divisor=None``'s at some rows and columns (67, 70, 73 map
+      to 22, 23, 24 instead of 21, 22, 23).
+
+    Raises:
+      ValueError: for non-positive sizes or divisor, or a divisor that maps a coordinate of
+        the sensor beyond ``target - 1``.
     """
     if sensor < 1 or target < 1:
         raise ValueError(f"sizes must be positive, got sensor {sensor}, target {target}")
-    return (np.asarray(coords, np.int64) * target) // sensor
+    if divisor is None:
+        return (np.asarray(coords, np.int64) * target) // sensor
+    if not divisor > 0:
+        raise ValueError(f"divisor must be positive, got {divisor!r}")
+    if (sensor - 1) // float(divisor) >= target:
+        raise ValueError(
+            f"divisor {divisor} maps sensor coordinate {sensor - 1} to "
+            f"{int((sensor - 1) // float(divisor))}, beyond the {target} target pixels"
+        )
+    return np.floor_divide(np.asarray(coords, np.float64), float(divisor)).astype(np.int64)
 
 
 def events_to_frames(
@@ -40,6 +60,7 @@ def events_to_frames(
     size: tuple[int, int] | None = None,
     t_start: int | None = None,
     dtype: DTypeLike = FRAME_DTYPE,
+    divisor: float | None = None,
 ) -> np.ndarray:
     """Counts of events per time bin, pixel and polarity.
 
@@ -58,13 +79,15 @@ def events_to_frames(
       t_start: start of the window; the earliest timestamp of ``events`` when None (the first
         event of a time-ordered stream; 0 for an empty one).
       dtype: integer dtype of the counts.
+      divisor: maps coordinates by ``c // divisor`` (see :func:`downsample`); None: by
+        ``floor(c * size / sensor)``.
 
     Returns:
       counts ``[n_bins, height, width, 2]`` of ``dtype``.
 
     Raises:
-      ValueError: for non-positive sizes, events whose coordinates lie outside the sensor, or
-        polarities other than 0 / 1.
+      ValueError: for non-positive sizes, events whose coordinates lie outside the sensor,
+        polarities other than 0 / 1, or a divisor that does not fit ``size``.
       OverflowError: when a count does not fit in ``dtype`` (it never wraps).
     """
     if n_bins < 1 or bin_us < 1:
@@ -94,8 +117,8 @@ def events_to_frames(
         if p.min() < 0 or p.max() > 1:
             raise ValueError(f"polarities must be 0 or 1, got values in [{p.min()}, {p.max()}]")
     b = rel[keep] // bin_us
-    x = downsample(x, sensor_w, out_w)
-    y = downsample(y, sensor_h, out_h)
+    x = downsample(x, sensor_w, out_w, divisor)
+    y = downsample(y, sensor_h, out_h, divisor)
     flat = ((b * out_h + y) * out_w + x) * 2 + p
     counts = np.bincount(flat, minlength=n_bins * out_h * out_w * 2)
     limit = np.iinfo(dtype).max

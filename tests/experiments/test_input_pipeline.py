@@ -103,7 +103,7 @@ def test_event_preprocessing_keeps_the_window_and_divides_it_by_time_steps():
     )
     # CIFAR10-DVS: 100 ms, T = 4 -> 25 ms; N-MNIST: 300 ms, T = 3 -> 100 ms
     assert input_pipeline.event_preprocessing("cifar10_dvs", 4) == Preprocessing(
-        4, 25_000, (42, 42)
+        4, 25_000, (42, 42), divisor=3.04
     )
     assert input_pipeline.event_preprocessing("nmnist", 3) == Preprocessing(3, 100_000, (34, 34))
 
