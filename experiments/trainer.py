@@ -37,7 +37,7 @@ from experiments import config_check, input_pipeline, run_identity
 from experiments.models import build_model
 from mlf_jax.data import DataFileError
 from mlf_jax.data.fashion_mnist import DatasetNotFoundError
-from mlf_jax.data.loader import make_loader
+from mlf_jax.data.loader import make_loader, state_after
 
 __all__ = [
     "RESULTS",
@@ -192,6 +192,7 @@ class _Run:
         self.progress = Progress()
         # the device counts the run has trained on, oldest first (carried in the checkpoints)
         self.device_counts = [jax.device_count()]
+        self.process_counts = [jax.process_count()]
         self.tracing = False
         self.neurons = _dormancy_constants(model)
         self.activity: Any = None  # the mapped activity step, compiled on first use
@@ -235,12 +236,26 @@ class _Run:
             return
         step, tree, meta = restored
         self.state, self.rng = mj.train.tree_to_state(tree, self.state)
-        self.data_iter.set_state(_data_position(meta, step).encode())
+        position = _data_position(meta)
+        if position is None:  # written by another number of processes
+            position = state_after(self.data_iter.get_state(), step * self.local_batch).decode()
+            tqdm.write(
+                f"the checkpoint was written by {_processes_of(meta)} process(es), this run has "
+                f"{jax.process_count()}: each reads another shard of the data in another "
+                f"order; the run goes on at step {step} with {self.local_batch} examples per "
+                "process and step, so the rest of the interrupted epoch may repeat some of "
+                "its examples and miss others, and every later epoch is whole (results.json "
+                "lists every count used)"
+            )
+        self.data_iter.set_state(position.encode())
         self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
         self.writer.resume_at(step)
         tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
         # (checkpoints from before device counts were recorded: taken as this run's)
         self.device_counts = list(meta.get("device_counts", [jax.device_count()]))
+        self.process_counts = list(meta.get("process_counts", [_processes_of(meta)]))
+        if self.process_counts[-1] != jax.process_count():
+            self.process_counts.append(jax.process_count())
         if self.device_counts[-1] != jax.device_count():
             tqdm.write(
                 f"the checkpoint was written on {self.device_counts[-1]} device(s), this run "
@@ -257,6 +272,7 @@ class _Run:
             "data": {str(rank): position for rank, position in enumerate(positions)},
             "processes": len(positions),
             "device_counts": self.device_counts,
+            "process_counts": self.process_counts,
             "best_test_accuracy": self.progress.best,
             "last_eval": self.progress.last_eval,
         }
@@ -431,6 +447,7 @@ class _Run:
             "wall_seconds": wall,
             "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params)),
             "device_counts": self.device_counts,
+            "process_counts": self.process_counts,
         }
 
 
@@ -454,7 +471,8 @@ def train_and_evaluate(
 
     Returns:
       ``{'state', 'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted',
-      'stopped_by', 'wall_seconds', 'num_params', 'device_counts'}``; process 0 also
+      'stopped_by', 'wall_seconds', 'num_params', 'device_counts', 'process_counts'}``
+      (the counts the run trained on, oldest first); process 0 also
       writes all but the state to ``<workdir>/results.json``.
 
     Raises:
@@ -527,22 +545,20 @@ def _gather_strings(text: str) -> list[str]:
     return [bytes(row[:n]).decode() for row, n in zip(rows, sizes, strict=True)]
 
 
-def _data_position(meta: dict[str, Any], step: int) -> str:
-    """This process's data position in a checkpoint's ``meta``.
+def _processes_of(meta: dict[str, Any]) -> int:
+    """The number of processes that wrote a checkpoint's ``meta``."""
+    data = meta["data"]
+    return len(data) if isinstance(data, dict) else 1
 
-    Raises:
-      config_check.ConfigError: the checkpoint was written by another number of processes
-        (each reads its own shard of the data, so the data order depends on it).
-    """
+
+def _data_position(meta: dict[str, Any]) -> str | None:
+    """This process's data position in a checkpoint's ``meta``; None when it was written by
+    another number of processes (each reads its own shard of the data, in its own order)."""
     data = meta["data"]
     if isinstance(data, str):  # one process
         data = {"0": data}
     if len(data) != jax.process_count():
-        raise config_check.ConfigError(
-            f"the checkpoint at step {step} was written by {len(data)} process(es), this run "
-            f"has {jax.process_count()}: each reads its own shard of the data, so resume with "
-            f"{len(data)} process(es) (or start a new run in a new --workdir)"
-        )
+        return None
     return data[str(jax.process_index())]
 
 

@@ -22,13 +22,21 @@ wrapper) in a ``grain.python.DataLoader`` and returns its iterator:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 import grain.python as grain
 import numpy as np
 
-__all__ = ["ShardSource", "Transform", "make_loader", "shard_bounds", "steps_per_epoch"]
+__all__ = [
+    "ShardSource",
+    "Transform",
+    "make_loader",
+    "shard_bounds",
+    "state_after",
+    "steps_per_epoch",
+]
 
 #: A per-example augmentation: ``(example, rng) -> example``. It must draw all its
 #: randomness from ``rng`` (and be picklable, e.g. a module-level function, when
@@ -215,3 +223,26 @@ def make_loader(
         shard_options=grain.NoSharding(),
     )
     return iter(loader)
+
+
+def state_after(state: bytes, examples: int) -> bytes:
+    """``state`` (``get_state()``) of an iterator of :func:`make_loader` with
+    ``worker_count=0``, moved to where it is after reading ``examples`` examples of its order
+    from the start: the same sampler and source, another position.
+
+    A run resumed on another number of processes reads other shards in another order; this
+    puts each new shard at the run's number of examples per process, so that the epoch and
+    the step within it carry over.
+
+    Raises:
+      ValueError: for a negative ``examples``, or a state of a loader with worker processes
+        (each worker keeps its own position).
+    """
+    if examples < 0:
+        raise ValueError(f"examples must be non-negative, got {examples}")
+    fields = json.loads(state)
+    if fields.get("worker_count", 0) != 0 or set(fields["last_seen_indices"]) != {"0"}:
+        raise ValueError("state_after takes the state of a loader without worker processes")
+    # grain's position: the index in the sampler's order of the last example read
+    fields["last_seen_indices"] = {"0": examples - 1}
+    return json.dumps(fields, indent=4).encode()

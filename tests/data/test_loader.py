@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mlf_jax.data import ArraySource
-from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
+from mlf_jax.data.loader import make_loader, shard_bounds, state_after, steps_per_epoch
 
 
 def _source(n=12):
@@ -143,6 +143,30 @@ def test_resume_from_saved_state(k):
     other = loader(seed=12)
     with pytest.raises(ValueError, match="Sampler in checkpoint does not match"):
         other.set_state(state)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5])
+def test_state_after_k_batches_is_where_reading_them_leads(k):
+    def loader():
+        return make_loader(_source(10), batch_size=3, shuffle=True, seed=3, transform=_draw)
+
+    def take(it, n):
+        return [(b["x"].tolist(), b["r"].tolist()) for b in (next(it) for _ in range(n))]
+
+    read = loader()
+    take(read, k)  # k = 5: 15 examples, past the first epoch's 10
+    moved = loader()
+    moved.set_state(state_after(moved.get_state(), 3 * k))
+    assert take(moved, 4) == take(read, 4)
+
+
+def test_state_after_refuses_worker_states_and_negative_counts():
+    state = make_loader(_source(10), batch_size=3, shuffle=False, seed=0).get_state()
+    with pytest.raises(ValueError, match="non-negative"):
+        state_after(state, -1)
+    workers = state.replace(b'"worker_count": 0', b'"worker_count": 2')
+    with pytest.raises(ValueError, match="without worker processes"):
+        state_after(workers, 3)
 
 
 def test_resume_a_shard():

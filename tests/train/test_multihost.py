@@ -140,3 +140,27 @@ def test_two_processes_resume_each_from_its_own_data_position(tmp_path):
         assert f"resumed from checkpoint at step {steps // 2}" in out
     results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
     assert results["steps"] == steps and not results["preempted"]
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_in_one_process_and_finishes(tmp_path):
+    """Another number of processes: other shards; the run goes on at its step, saying so."""
+    _train_two_processes(tmp_path / "run", "--config.num_epochs=1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
+    env["XLA_FLAGS"] = subprocess_xla_flags(1)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits.py",
+         f"--workdir={tmp_path / 'run'}", "--config.model.widths=(4,4,4)",
+         "--config.model.time_steps=1", "--config.compilation_cache_dir=",
+         "--config.num_epochs=2", "--allow_change=num_epochs"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    steps = 1437 // 32  # per epoch, the config's global batch of 32
+    assert f"resumed from checkpoint at step {steps}" in out
+    notice = [line for line in out.splitlines() if "written by 2 process(es)" in line]
+    assert len(notice) == 1 and "this run has 1" in notice[0], out[-3000:]
+    results = __import__("json").loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 2 * steps and not results["preempted"]
+    assert results["process_counts"] == [2, 1] and results["device_counts"] == [2, 1]
