@@ -99,7 +99,7 @@ test-profile: $(STAMP)
 
 ## test-min: the core tests on the lowest versions pyproject.toml allows (requirements-min.txt),
 ## in $(MIN_VENV) with the core install only; not the Pallas kernel's CUDA lowering (Mosaic GPU),
-## which needs jax 0.11 or later (test-image and test cover it at jax 0.11.2 and the lock's)
+## which needs jax 0.10 or later (test-image and test cover it at jax 0.11.2 and the lock's)
 test-min: $(MIN_VENV)/.installed
 	$(MIN_VENV)/bin/python -m pytest -q -n $(JOBS) --dist loadfile -m "not slow" -p no:cacheprovider \
 	  tests/test_neurons.py tests/test_surrogate.py tests/nn \

@@ -32,7 +32,8 @@ Per platform (see :func:`_plan`), chosen when lowering through ``lax.platform_de
   (Triton's is not covered by its compatibility guarantees); ``pl.pallas_call`` no
   longer lowers to Mosaic GPU since jax 0.11. 2 rows (256 units) per program and as many
   time steps as fit in 160 KiB of shared memory (an H100/H200 block has 232,448 bytes).
-  Lowers with jax 0.11 and later; jax 0.8's Mosaic GPU lacks some of the operations.
+  Lowers with jax 0.10 and later (tested: 0.10.2, 0.11.2, 0.12); jax 0.8's Mosaic GPU
+  lacks some of the operations, so there ``mlf_pallas`` refuses the GPU in one line.
 * TPU: ``pl.pallas_call`` on Mosaic TPU, grid ``(row blocks, time blocks)`` with the
   time axis sequential, blocks ``(steps, 8k, 128)`` (the last two dims multiples of
   (8, 128) for float32), at most 32 rows, double-buffered within 8 MiB of VMEM.
@@ -247,8 +248,8 @@ def _call(run, inputs, n_out, levels, platform, interpret, reverse, rows, steps,
 
 
 #: ``plgpu.kernel``'s names for the output and scratch types: ``out_type`` and
-#: ``scratch_types`` in current JAX, ``out_shape`` and ``scratch_shapes`` in jax 0.8
-#: (whose ``lax.platform_dependent`` traces the GPU branch on every platform).
+#: ``scratch_types`` in current JAX (0.10 and later), ``out_shape`` and ``scratch_shapes`` in
+#: jax 0.8, whose Mosaic GPU cannot lower the kernel (see :func:`mlf_pallas`).
 _NEW_KERNEL_API = "out_type" in inspect.signature(plgpu.kernel).parameters
 _KERNEL_OUT, _KERNEL_SCRATCH = (
     ("out_type", "scratch_types") if _NEW_KERNEL_API else ("out_shape", "scratch_shapes")
@@ -297,9 +298,11 @@ def _per_platform(fn, args, platform, interpret):
     TPU, interpret mode with the TPU blocks elsewhere (CPU)."""
     if platform is not None:
         return fn(*args, platform=platform, interpret=interpret)
+    # (before plgpu.kernel's current API, no CUDA branch: every branch is traced)
+    cuda = {"cuda": functools.partial(fn, platform="gpu", interpret=interpret)}
     return lax.platform_dependent(
         *args,
-        cuda=functools.partial(fn, platform="gpu", interpret=interpret),
+        **(cuda if _NEW_KERNEL_API else {}),
         tpu=functools.partial(fn, platform="tpu", interpret=interpret),
         default=functools.partial(fn, platform="cpu", interpret=True),
     )
@@ -412,6 +415,11 @@ def mlf_pallas(
       constants baked into the kernels and get no gradient (use
       :func:`mlf_jax.neurons.mlf` or :func:`mlf_jax.kernels.fused.mlf_fused` to
       learn them).
+
+    Raises:
+      TypeError: for traced thresholds or tau.
+      ValueError: for bad thresholds, tau, block sizes or platform.
+      NotImplementedError: for the compiled GPU kernel on a jax older than 0.10.
     """
     x = _check_sequence_input(x, "mlf_pallas")
     if isinstance(thresholds, (int, float)):
@@ -439,6 +447,12 @@ def mlf_pallas(
         raise ValueError(f"unknown platform {platform!r}; expected one of {PLATFORMS} or None")
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
+    on_gpu = platform == "gpu" or (platform is None and jax.default_backend() == "gpu")
+    if on_gpu and not interpret and not _NEW_KERNEL_API:
+        raise NotImplementedError(
+            f"the compiled GPU kernel of mlf_pallas needs jax 0.10 or later (this is jax "
+            f"{jax.__version__}); use impl='fused' (or 'scan'), or interpret=True"
+        )
     shape = x.shape
     n = math.prod(shape[1:])
     if shape[0] == 0 or n == 0:

@@ -281,3 +281,13 @@ def test_compiled_kernels_match_autodiff_on_the_accelerator(levels, shape):
         x,
         g,
     )
+
+
+def test_compiled_gpu_kernel_on_an_old_jax_is_refused_in_one_line(monkeypatch):
+    from mlf_jax.kernels import pallas_mlf
+
+    monkeypatch.setattr(pallas_mlf, "_NEW_KERNEL_API", False)  # as on jax 0.8
+    x = jnp.ones((3, 4), jnp.float32)
+    with pytest.raises(NotImplementedError, match="needs jax 0.10 or later"):
+        mlf_pallas(x, platform="gpu", interpret=False)
+    mlf_pallas(x, platform="gpu", interpret=True)  # interpret mode still runs
