@@ -17,6 +17,13 @@ The reset term goes through the surrogate gradient unless ``detach_reset=True``
 Time is axis 0 (time-major); any trailing shape is allowed. Everything works
 under ``jit``, ``vmap``, ``grad`` and ``jax.checkpoint``; ``thresholds`` and
 ``tau`` may be traced (e.g. to differentiate with respect to them).
+
+Input checks: shapes and dtypes are checked always, under ``jit`` too (a scalar
+``tau``, 1-D ``thresholds``, at least one time step, a floating input). Values can be
+checked only when they are concrete: under ``jit``, a traced ``tau`` outside ``[0, 1]``
+or traced thresholds that are not finite and strictly increasing are not caught. Check
+such values before tracing them, or learn them through a parametrisation that keeps them
+valid (:mod:`mlf_jax.reparam`, as :class:`mlf_jax.nn.MLF` does).
 """
 
 from __future__ import annotations
@@ -69,7 +76,8 @@ def default_thresholds(levels: int = 3, v_th: float = 0.6, spacing: float = 1.0)
 
 
 def _is_concrete(value) -> bool:
-    return not isinstance(value, jax.core.Tracer)
+    """No tracer in ``value`` (an array, a number or a sequence of them)."""
+    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(value))
 
 
 def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
@@ -81,10 +89,11 @@ def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
 
 
 def _check_tau(tau) -> None:
-    if _is_concrete(tau):
-        t = np.asarray(tau)
-        if t.ndim != 0 or not (0.0 <= float(t) <= 1.0):
-            raise ValueError(f"tau must be a scalar decay factor in [0, 1], got {tau!r}")
+    """``tau`` is a scalar (checked under ``jit`` too) in ``[0, 1]`` (when concrete)."""
+    if np.ndim(tau) != 0:
+        raise ValueError(f"tau must be a scalar decay factor in [0, 1], got shape {np.shape(tau)}")
+    if _is_concrete(tau) and not (0.0 <= float(tau) <= 1.0):
+        raise ValueError(f"tau must be a scalar decay factor in [0, 1], got {tau!r}")
 
 
 def _as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:
@@ -103,16 +112,28 @@ def _as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:
                 "thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got "
                 f"{given.tolist()}"
             )
-    th = jnp.asarray(thresholds, dtype=dtype)
-    if th.ndim != 1:
-        raise ValueError(f"thresholds must be 1-D, got shape {th.shape}")
+    th = jnp.asarray(thresholds, dtype=_floating(dtype))
+    if th.ndim != 1 or th.shape[0] == 0:
+        raise ValueError(
+            f"thresholds must be a non-empty 1-D sequence (one per level), got shape {th.shape}"
+        )
     return th
+
+
+def _floating(dtype):
+    """``dtype`` if floating, else float32: thresholds are never rounded to an integer
+    input's dtype (1.5 would become 1 and fire at 1.25)."""
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
 
 
 def _check_sequence_input(x: Array, name: str) -> Array:
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"{name} expects input of shape [T, ...] (time-major), got a scalar")
+    if x.shape[0] == 0:
+        raise ValueError(
+            f"{name} expects input of shape [T, ...] with T >= 1 time steps, got shape {x.shape}"
+        )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} expects a floating input, got dtype {x.dtype}")
     return x
@@ -204,6 +225,28 @@ def lif_step(
     return LIFState(u, o), o
 
 
+def _lif_threshold(threshold, step_shape: tuple[int, ...]):
+    """``threshold`` as a number or an array that broadcasts to one step's shape.
+
+    Raises:
+      ValueError: naming both shapes when it does not (several thresholds, one per level,
+        are :func:`mlf`'s).
+    """
+    if isinstance(threshold, (list, tuple)):
+        threshold = jnp.asarray(threshold)
+    shape = np.shape(threshold)
+    try:
+        fits = np.broadcast_shapes(shape, step_shape) == tuple(step_shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"lif's threshold must be a number or broadcast to one step's shape {step_shape} "
+            f"(one per unit), got shape {shape}; for several thresholds (levels) use mlf"
+        )
+    return threshold
+
+
 def lif(
     x: Array,
     *,
@@ -219,7 +262,8 @@ def lif(
 
     Args:
       x: input current ``[T, ...]``.
-      threshold: firing threshold (may be traced, e.g. learned).
+      threshold: firing threshold: a number, or an array that broadcasts to one step's
+        shape (one per unit, computed with the scan); may be traced, e.g. learned.
       tau: leak factor in ``[0, 1]`` (may be traced).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
@@ -236,9 +280,12 @@ def lif(
     x = _check_sequence_input(x, "lif")
     surrogate = get_surrogate(surrogate)
     _check_tau(tau)
+    threshold = _lif_threshold(threshold, x.shape[1:])
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     impl = _pallas_fallback(impl, x.shape[0], threshold, tau)
+    if np.ndim(threshold) != 0:
+        impl = "scan"  # the kernels take one threshold per level, not one per unit
     if impl in ("fused", "pallas") and not return_potential:
         # a static threshold stays a Python tuple: the fused kernel then skips the
         # threshold and tau gradients (jnp.reshape would make it a tracer under jit)
@@ -293,7 +340,7 @@ def mlf_step(
     elementwise loop (figures: the benchmarks guide, section
     [Level layout][bench-level-layout]).
     """
-    th = _as_thresholds(thresholds, x.dtype)
+    th = _as_thresholds(thresholds, jnp.result_type(x))
     if len(state) != th.shape[0]:
         raise ValueError(f"state has {len(state)} levels but there are {th.shape[0]} thresholds")
     step = functools.partial(lif_step, tau=tau, surrogate=surrogate, detach_reset=detach_reset)

@@ -259,3 +259,55 @@ def test_long_sequences_dispatch_to_the_fused_kernel_with_the_same_gradients():
     g_default = jax.jit(jax.grad(lambda x: (mj.mlf(x) * w).sum()))(x)
     g_scan = jax.jit(jax.grad(lambda x: (mj.mlf(x, unroll=1) * w).sum()))(x)
     np.testing.assert_allclose(g_default, g_scan, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Inputs that once gave wrong numbers or unreadable errors.
+# ---------------------------------------------------------------------------
+
+
+def test_integer_input_keeps_fractional_thresholds():
+    # u = 1 (no spike at 1.5), then 0.25 * 1 + 1 = 1.25 (still none); with the threshold
+    # rounded to the input's dtype (1) both steps fired.
+    state = mj.mlf_init((1,), 1)
+    spikes = []
+    for _ in range(2):
+        state, o = mj.mlf_step(state, jnp.ones((1,), jnp.int32), thresholds=(1.5,))
+        spikes.append(float(o[0]))
+    assert spikes == [0.0, 0.0]
+    assert float(state[0].u[0]) == 1.25
+
+
+@pytest.mark.parametrize("T", [3, 11])  # the scan / beyond it, where 'auto' takes the kernel
+def test_lif_per_unit_threshold_equals_one_lif_per_unit(T):
+    x = jax.random.uniform(jax.random.key(T), (T, 5), maxval=2.0)
+    th = jnp.linspace(0.3, 1.5, 5)
+    got = mj.lif(x, threshold=th)
+    want = jnp.stack([mj.lif(x[:, j], threshold=float(th[j])) for j in range(5)], axis=1)
+    np.testing.assert_array_equal(got, want)
+    grad = jax.grad(lambda th: mj.lif(x, threshold=th).sum())(th)  # learned per unit
+    assert grad.shape == (5,)
+
+
+def test_shape_checks_hold_under_jit():
+    x = jnp.ones((4, 3))
+    with pytest.raises(ValueError, match="tau must be a scalar"):
+        jax.jit(lambda tau: mj.mlf(x, tau=tau))(jnp.full((3,), 0.5))
+    with pytest.raises(ValueError, match="tau must be a scalar"):
+        jax.jit(lambda tau: mj.lif(x, tau=tau))(jnp.full((3,), 0.5))
+    with pytest.raises(ValueError, match="thresholds must be a non-empty 1-D"):
+        jax.jit(lambda th: mj.mlf(x, thresholds=th))(jnp.ones((2, 2)))
+    # a tuple of traced thresholds is taken as one array (it used to fail on the tuple)
+    out = jax.jit(lambda a, b: mj.mlf(x, thresholds=(a, b)))(0.6, 1.6)
+    np.testing.assert_array_equal(out, mj.mlf(x, thresholds=(0.6, 1.6)))
+
+
+@pytest.mark.parametrize("fn", [mj.lif, mj.mlf])
+def test_an_empty_time_axis_is_one_clear_error(fn):
+    with pytest.raises(ValueError, match=r"T >= 1 time steps, got shape \(0, 3\)"):
+        fn(jnp.ones((0, 3)))
+
+
+def test_lif_with_several_thresholds_points_to_mlf():
+    with pytest.raises(ValueError, match=r"got shape \(2,\); for several thresholds.*mlf"):
+        mj.lif(jnp.ones((4, 3)), threshold=(0.6, 1.6))

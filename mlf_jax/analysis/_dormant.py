@@ -119,9 +119,11 @@ def dormant_fraction(
     surrogate: Surrogate | str,
     *,
     atol: float = 0.0,
-) -> float:
-    """Fraction of (time step, unit) pairs that are dormant: the mean of :func:`dormant_mask`."""
-    return float(jnp.mean(dormant_mask(membrane, thresholds, surrogate, atol=atol)))
+) -> jax.Array:
+    """Fraction of (time step, unit) pairs that are dormant: the mean of :func:`dormant_mask`,
+    a float32 scalar array (usable under ``jit``)."""
+    mask = dormant_mask(membrane, thresholds, surrogate, atol=atol)
+    return jnp.mean(mask.astype(jnp.float32))
 
 
 def dormant_fractions(
@@ -131,8 +133,9 @@ def dormant_fractions(
     *,
     atol: float = 0.0,
 ) -> dict[str, float]:
-    """:func:`dormant_fraction` of every layer of :func:`record`'s output, in its order."""
+    """:func:`dormant_fraction` of every layer of :func:`record`'s output, in its order, as
+    Python floats (for logs and JSON)."""
     return {
-        name: dormant_fraction(rec.membrane, thresholds, surrogate, atol=atol)
+        name: float(dormant_fraction(rec.membrane, thresholds, surrogate, atol=atol))
         for name, rec in records.items()
     }

@@ -19,8 +19,9 @@ def _check_levels(levels: int | None) -> None:
         raise ValueError(f"levels must be a positive integer or None, got {levels!r}")
 
 
-def firing_rate(spikes: jax.Array, levels: int | None = None) -> float:
-    """Mean spike count per unit per time step.
+def firing_rate(spikes: jax.Array, levels: int | None = None) -> jax.Array:
+    """Mean spike count per unit per time step, a float32 scalar array (usable under
+    ``jit``; ``float(...)`` for a number).
 
     Args:
       spikes: spike counts ``[T, B, ...]`` (``0..K`` for MLF).
@@ -31,18 +32,20 @@ def firing_rate(spikes: jax.Array, levels: int | None = None) -> float:
     s = jnp.asarray(spikes)
     if s.size == 0:
         raise ValueError(f"spikes is empty (shape {s.shape})")
-    rate = float(jnp.mean(s.astype(jnp.float32)))
+    rate = jnp.mean(s.astype(jnp.float32))
     return rate / levels if levels is not None else rate
 
 
 def firing_rates(records: Mapping[str, LayerRecord], levels: int | None = None) -> dict[str, float]:
-    """:func:`firing_rate` of every layer of :func:`record`'s output, in its order."""
-    return {name: firing_rate(rec.spikes, levels) for name, rec in records.items()}
+    """:func:`firing_rate` of every layer of :func:`record`'s output, in its order, as Python
+    floats (for logs and JSON)."""
+    return {name: float(firing_rate(rec.spikes, levels)) for name, rec in records.items()}
 
 
-def silent_fraction(spikes: jax.Array) -> float:
-    """Fraction of units (per example: the ``[B, ...]`` positions) that never fire over all T."""
+def silent_fraction(spikes: jax.Array) -> jax.Array:
+    """Fraction of units (per example: the ``[B, ...]`` positions) that never fire over all T,
+    a float32 scalar array (usable under ``jit``)."""
     s = jnp.asarray(spikes)
     if s.ndim < 2 or s.size == 0:
         raise ValueError(f"spikes must be a non-empty [T, B, ...] array, got shape {s.shape}")
-    return float(jnp.mean(jnp.all(s == 0, axis=0)))
+    return jnp.mean(jnp.all(s == 0, axis=0).astype(jnp.float32))

@@ -12,6 +12,7 @@ from flax import linen as nn
 
 from mlf_jax.analysis._cache import per_model
 from mlf_jax.analysis._order import forward_order, join_path
+from mlf_jax.losses import cross_entropy
 from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
 
 __all__ = [
@@ -81,17 +82,9 @@ def first_layer_grad_norm(grads: Mapping[str, Any], layer: str = "stem_conv") ->
     return _l2([kernel])
 
 
-def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean over the batch of the softmax cross-entropy with integer labels."""
-    logits = jnp.asarray(logits)
-    labels = jnp.asarray(labels)
-    if labels.shape != logits.shape[:-1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(
-            f"labels must be integers of shape {logits.shape[:-1]} for logits of shape "
-            f"{logits.shape}, got {labels.dtype} {labels.shape}"
-        )
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))
+#: The old name of :func:`mlf_jax.losses.cross_entropy` here (a batch mean, unlike optax's
+#: per-example function of this name); kept for code that uses it.
+softmax_cross_entropy = cross_entropy
 
 
 def _apply(model: nn.Module, variables: Mapping[str, Any], x: jax.Array, train: bool):
@@ -131,7 +124,7 @@ def activation_grad_norms(
       labels: targets passed to ``loss_fn``.
       train: batch statistics (``True``; updates discarded) or running statistics.
       loss_fn: ``loss_fn(output, labels) -> scalar``; default
-        :func:`softmax_cross_entropy` (integer labels, mean over the batch).
+        :func:`mlf_jax.losses.cross_entropy` (integer labels, mean over the batch).
 
     Returns:
       ``{layer path: norms}`` with numpy ``[T]`` norms, layers in forward call order
@@ -142,7 +135,7 @@ def activation_grad_norms(
     """
     if not isinstance(variables, Mapping):
         raise ValueError(f"variables must be a mapping, got {type(variables).__name__}")
-    loss_fn = softmax_cross_entropy if loss_fn is None else loss_fn
+    loss_fn = cross_entropy if loss_fn is None else loss_fn
     variables = {k: v for k, v in variables.items() if k != RECORD_COLLECTION}
     run, order = _activation_grad_fn(model, bool(train), loss_fn)
     norms = run(variables, x, labels)

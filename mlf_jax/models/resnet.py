@@ -190,8 +190,13 @@ class ResNet(nn.Module):
         return x
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
-        """Logits ``[B, num_classes]`` averaged over the T time steps."""
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """Logits ``[B, num_classes]`` averaged over the T time steps.
+
+        ``train=True`` normalises with each batch's statistics and updates the running ones
+        (apply with ``mutable=['batch_stats']``); ``False`` (the default, so that
+        ``model.apply(variables, x)`` evaluates) uses the running statistics.
+        """
         self._validate()
         x = self._time_major(x, train)
         v_th = self.thresholds[0] if self.v_th is None else self.v_th

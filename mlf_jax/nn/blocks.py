@@ -112,7 +112,9 @@ class BasicBlock(nn.Module):
     conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        """``train``: normalise with the batch's statistics and update the running ones
+        (apply with ``mutable=['batch_stats']``); False (default): the running ones."""
         check_shortcut(self.shortcut)
         norm = functools.partial(self.norm, use_running_average=not train)
         r = conv3x3(

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from mlf_jax.losses import cross_entropy
 from mlf_jax.train.activity import firing_rate_penalty, layer_firing_rates, with_firing_rates
 from mlf_jax.train.state import TrainState
 
@@ -29,11 +30,6 @@ def model_input(images: jax.Array) -> jax.Array:
     event frames ``[B, T, H, W, C]`` become the model's time-major ``[T, B, H, W, C]``.
     Static images ``[B, H, W, C]`` pass unchanged (the model repeats them over time)."""
     return jnp.swapaxes(images, 0, 1) if images.ndim == 5 else images
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Mean softmax cross-entropy of integer labels."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def encoder_key(

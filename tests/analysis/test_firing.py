@@ -1,5 +1,6 @@
 """Firing rates and silent units on hand-built spike counts."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,6 +15,12 @@ def test_firing_rate_by_hand():
     assert firing_rate(SPIKES) == 0.75  # 6 spikes / 8 unit-steps
     assert firing_rate(SPIKES, levels=3) == 0.25  # of the maximum of 3 per unit-step
     assert firing_rate(np.ones((4, 1), np.int32)) == 1.0
+
+
+def test_rates_are_arrays_usable_under_jit():
+    assert float(jax.jit(firing_rate, static_argnums=1)(SPIKES, 3)) == 0.25
+    assert float(jax.jit(silent_fraction)(SPIKES)) == 0.25
+    assert isinstance(firing_rates({"a": LayerRecord(SPIKES, SPIKES)})["a"], float)  # for JSON
 
 
 def test_silent_fraction_by_hand():

@@ -73,6 +73,8 @@ def test_train_mode_updates_batch_stats_and_eval_does_not_need_mutable(small):
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), upd["batch_stats"], v["batch_stats"])
     assert all(jax.tree.leaves(changed))
     model.apply(v, x, train=False)  # no mutable collections needed
+    # the default is evaluation: a plain apply neither needs nor changes the statistics
+    np.testing.assert_array_equal(model.apply(v, x), model.apply(v, x, train=False))
 
 
 def test_recording_sows_potentials_and_spikes_of_every_neuron(small):
@@ -190,7 +192,7 @@ def test_remat_gives_the_same_gradients_with_the_same_parameter_names():
 
     def grads(model):
         def loss(p):
-            logits, _ = model.apply({**v, "params": p}, x, mutable=["batch_stats"])
+            logits, _ = model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])
             return mj.train.cross_entropy(logits, y)
 
         return jax.jit(jax.grad(loss))(v["params"])

@@ -61,7 +61,7 @@ def test_block_matches_reference(shortcut, features, stride):
             for leaf, k in zip(leaves, keys, strict=True)
         ],
     )
-    out, _ = block.apply({**v, "params": params}, x, mutable=["batch_stats"])
+    out, _ = block.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
     ref = _reference_block(jax.device_get(params), x, stride, shortcut)
     assert out.shape == (2, 3, 8 // stride, 8 // stride, features)
     np.testing.assert_allclose(out, ref, atol=1e-4)
@@ -77,7 +77,7 @@ def test_theorem2_ds_block_is_identity_when_the_residual_fires_nothing():
         # silence the residual branch: bn2 outputs 0 everywhere -> its neuron never fires
         params = jax.tree.map(lambda p: p, v["params"])
         params["bn2"] = {"scale": jnp.zeros(8), "bias": jnp.zeros(8)}
-        outs[shortcut] = block.apply({**v, "params": params}, x, mutable=["batch_stats"])[0]
+        outs[shortcut] = block.apply({**v, "params": params}, x, True, mutable=["batch_stats"])[0]
     np.testing.assert_array_equal(outs["ds"], x)  # exactly the input
     # the standard block passes x through an MLF neuron, which is not the identity
     # (constant input 2 gives 2, 2, 3, ...; 3 gives 3, 2, 3, ...)

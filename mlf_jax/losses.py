@@ -1,0 +1,31 @@
+"""The classification loss the training loop and the analysis tools share."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["cross_entropy"]
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Softmax cross-entropy with integer labels, averaged over the batch (a scalar).
+
+    optax's ``softmax_cross_entropy_with_integer_labels``, which gives one loss per example,
+    followed by the mean.
+
+    Args:
+      logits: ``[..., num_classes]``.
+      labels: integer class indices of shape ``logits.shape[:-1]``.
+
+    Raises:
+      ValueError: when ``labels`` are not integers of that shape (checked under ``jit`` too).
+    """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    if labels.shape != logits.shape[:-1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(
+            f"labels must be integers of shape {logits.shape[:-1]} for logits of shape "
+            f"{logits.shape}, got {labels.dtype} {labels.shape}"
+        )
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
