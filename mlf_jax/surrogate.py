@@ -49,12 +49,55 @@ def _check_positive(name: str, value: float) -> None:
 
 
 class Surrogate:
-    """Base class of surrogate families: ``grad`` and ``relaxation`` of ``H``."""
+    """Base class of surrogate families: ``grad`` and ``relaxation`` of the step ``H``.
+
+    A new family subclasses it (a frozen dataclass, so that it is hashable: it is a static
+    argument of :func:`spike`'s ``custom_vjp`` and of the kernels) and implements
+    :meth:`grad`; :meth:`relaxation` is for plots and analysis, :meth:`support` for the
+    dormant-unit tools when ``grad`` vanishes outside an interval. For example::
+
+        @dataclasses.dataclass(frozen=True)
+        class RaisedCosine(mj.surrogate.Surrogate):
+            width: float = 1.0
+
+            def grad(self, z):
+                bump = (1 + jnp.cos(2 * jnp.pi * z / self.width)) / self.width
+                return jnp.where(jnp.abs(z) < self.width / 2, bump, 0.0)
+
+            def relaxation(self, z):
+                zc = jnp.clip(z / self.width, -0.5, 0.5)
+                return zc + 0.5 + jnp.sin(2 * jnp.pi * zc) / (2 * jnp.pi)
+
+            def support(self):
+                return (-self.width / 2, self.width / 2)
+    """
 
     def grad(self, z: Array) -> Array:  # pragma: no cover - abstract
+        """The surrogate derivative ``g(z)`` that replaces ``dH/dz`` in the backward pass.
+
+        Args:
+          z: membrane potential minus threshold, any shape, floating dtype.
+
+        Returns:
+          ``g(z)``, elementwise, with the shape of ``z``; non-negative, and integrating to 1
+          over the real line for a relaxation that goes from 0 to 1. Evaluated inside
+          :func:`spike`'s backward pass and inside the fused and Pallas kernels, so it must
+          be traceable JAX code (no Python branching on ``z``).
+        """
         raise NotImplementedError
 
     def relaxation(self, z: Array) -> Array:  # pragma: no cover - abstract
+        """The smooth step ``sigma(z)`` whose derivative is :meth:`grad`, from 0 to 1.
+
+        Not used by training (the forward pass is the exact step); plotted and used by the
+        analysis tools to show what the surrogate stands for.
+
+        Args:
+          z: membrane potential minus threshold, any shape.
+
+        Returns:
+          ``sigma(z)``, elementwise, in ``[0, 1]``.
+        """
         raise NotImplementedError
 
     def support(self) -> tuple[float, float]:

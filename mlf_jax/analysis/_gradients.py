@@ -60,7 +60,7 @@ def param_grad_norms(grads: Mapping[str, Any]) -> dict[str, float]:
         ``{'params': ...}``), e.g. from ``jax.grad``.
 
     Returns:
-      ``{module path: norm}`` with ``'/'``-joined paths (``'stem_conv'``,
+      dict: ``{module path: norm}`` with ``'/'``-joined paths (``'stem_conv'``,
       ``'stage1_block1/conv1'``, ..., ``'head'``), in forward order. ``jax.grad``
       returns dicts with sorted keys; the order is restored from the ResNet naming
       scheme where every name at a level is known, and is the mapping's own order
@@ -127,7 +127,7 @@ def activation_grad_norms(
         :func:`mlf_jax.losses.cross_entropy` (integer labels, mean over the batch).
 
     Returns:
-      ``{layer path: norms}`` with numpy ``[T]`` norms, layers in forward call order
+      dict: ``{layer path: norms}`` with numpy ``[T]`` norms, layers in forward call order
       (the keys of :func:`mlf_jax.analysis.record`).
 
     Raises:

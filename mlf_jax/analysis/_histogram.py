@@ -38,7 +38,7 @@ def potential_histogram(
       density: normalise so that the histogram integrates to 1 over the range.
 
     Returns:
-      ``(counts, edges)``: numpy arrays of ``len(edges) - 1`` counts (float if
+      tuple: ``(counts, edges)``, numpy arrays of ``len(edges) - 1`` counts (float if
       ``density``) and the bin edges.
     """
     v = np.asarray(values, dtype=np.float64).ravel()

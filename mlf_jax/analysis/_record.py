@@ -70,7 +70,7 @@ def collect(
         otherwise (Flax keeps call order; ``jax.tree.map`` and friends sort keys).
 
     Returns:
-      ``{path: LayerRecord}`` with ``'/'``-joined module paths. A layer called ``n > 1``
+      dict: ``{path: LayerRecord}`` with ``'/'``-joined module paths. A layer called ``n > 1``
       times in the pass gives ``n`` entries, ``'path[0]'``, ..., ``'path[n-1]'``.
 
     Raises:
@@ -151,7 +151,7 @@ def record(
       train: batch statistics (``True``) or running statistics (``False``).
 
     Returns:
-      ``(output, records)``: ``records`` maps ``'/'``-joined module paths
+      tuple: ``(output, records)``, where ``records`` maps ``'/'``-joined module paths
       (``'stem_neuron'``, ``'stage1_block1/neuron1'``, ...) to :class:`LayerRecord`,
       in forward call order (in a projection block: ``neuron1``,
       ``shortcut_neuron``, ``neuron2``).

@@ -117,7 +117,7 @@ def activity_step(
       axis_name: device axis to average over (per-device use in ``shard_map``/``pmap``).
 
     Returns:
-      ``{'firing_rate': {layer: mean spike count per unit per step}, 'dormant':
+      dict: ``{'firing_rate': {layer: mean spike count per unit per step}, 'dormant':
       {layer: fraction of (step, unit) pairs with a zero surrogate derivative at every
       level}}`` (:func:`mlf_jax.analysis.firing_rate` and
       :func:`mlf_jax.analysis.dormant_fraction` of each layer), float32 scalars averaged
