@@ -445,7 +445,7 @@ class _Run:
             "preempted": stopped is not None,
             "stopped_by": stopped,
             "wall_seconds": wall,
-            "num_params": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.state.params)),
+            "num_params": mj.models.num_params(self.state.params),
             "device_counts": self.device_counts,
             "process_counts": self.process_counts,
         }
@@ -671,7 +671,7 @@ def dry_run(
         "global_batch": config.batch_size,
         "per_device_batch": config.batch_size // jax.device_count(),
         "steps_per_epoch": run.steps_per_epoch,
-        "num_params": sum(int(np.prod(p.shape)) for p in params),
+        "num_params": mj.models.num_params(params),
         "param_bytes": sum(int(p.nbytes) for p in params),
         **run.compile_steps(),
     }

@@ -50,7 +50,6 @@ __all__ = [
     "export",
     "input_description",
     "load",
-    "num_params",
     "sidecar_path",
 ]
 
@@ -149,11 +148,6 @@ def input_description(config: Any) -> dict[str, Any]:
             ),
         }
     return out
-
-
-def num_params(variables: Mapping[str, Any]) -> int:
-    """The number of trainable parameters (``variables['params']``)."""
-    return sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(variables["params"]))
 
 
 def sidecar_path(weights: str | os.PathLike) -> epath.Path:
@@ -523,7 +517,7 @@ def export(
         "input": input_description(config),
         "num_classes": input_pipeline.SPECS[config.dataset].classes,
         "class_names": class_names(config.dataset),
-        "num_params": num_params(variables),
+        "num_params": mj.models.num_params(variables),
         "results": _run_results(workdir) if workdir is not None else None,
         "source": os.fspath(variables_file),
         "exported": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

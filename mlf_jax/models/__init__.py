@@ -1,5 +1,6 @@
 """Spiking ResNet models and the paper's presets."""
 
+from mlf_jax.models._count import num_params
 from mlf_jax.models.resnet import (
     ResNet,
     cifar10_resnet20,
@@ -16,4 +17,5 @@ __all__ = [
     "cifar10_resnet20",
     "gesture_resnet20",
     "cifar10dvs_resnet14",
+    "num_params",
 ]

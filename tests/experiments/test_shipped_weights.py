@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import mlf_jax as mj
 from experiments import evaluate, weights
 from experiments.configs import fashion_mnist, fashion_mnist_converged
 from mlf_jax.data import fashion_mnist as fashion_mnist_data
@@ -47,7 +48,7 @@ def test_sidecar_matches_its_file(name):
     data = (WEIGHTS / side["weights_file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == side["sha256"]
     variables = weights.load(WEIGHTS / side["weights_file"], SHIPPED[name]())
-    assert weights.num_params(variables) == side["num_params"]
+    assert mj.models.num_params(variables) == side["num_params"]
 
 
 @pytest.mark.parametrize("name", _shipped())

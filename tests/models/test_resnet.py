@@ -15,7 +15,7 @@ from ..conftest import needs_train
 
 def _count(model, x):
     v = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(v["params"]))
+    return mj.models.num_params(v)
 
 
 @pytest.mark.parametrize(
@@ -357,3 +357,12 @@ def test_a_rate_encoded_model_trains_with_the_library_step(setup):
     for name in ("tau_logit", "thresholds_raw"):
         before = state.params["stem_neuron"][name]
         assert not np.array_equal(new.params["stem_neuron"][name], before), name
+
+
+def test_num_params_counts_params_only_from_variables_or_a_bare_tree():
+    variables = {
+        "params": {"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)},
+        "batch_stats": {"m": jnp.zeros(9)},
+    }
+    assert mj.models.num_params(variables) == 16  # 3 * 4 + 4; statistics not counted
+    assert mj.models.num_params(variables["params"]) == 16
