@@ -161,11 +161,13 @@ bench-official: $(STAMP)
 bench-peers: $(STAMP)
 	$(VENV)/bin/python -m experiments.bench.peers $(ARGS)
 
-## lint: ruff (style and format) and mypy (types of the library)
+## lint: ruff (style and format), mypy (types of the library) and the architecture contract
+## (no import cycle; each layer imports only those below it: tests/test_architecture.py)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 ## docs: the documentation site into build/site (warnings are errors)
 docs: $(STAMP)

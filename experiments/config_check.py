@@ -15,6 +15,7 @@ from typing import Any
 
 from etils import epath
 
+from experiments.errors import ConfigError
 from experiments.run_identity import flatten
 
 __all__ = [
@@ -25,10 +26,6 @@ __all__ = [
     "check_overrides",
     "load_config_file",
 ]
-
-
-class ConfigError(ValueError):
-    """A config value (or a ``--config.key`` override) that cannot run."""
 
 
 Rule = Callable[[Any], str | None]  # value -> None if fine, else what is wrong

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from experiments.config_check import ConfigError
+from experiments.errors import ConfigError
 from mlf_jax.data import ArraySource, augment, cifar10, digits, fashion_mnist, neuromorphic
 
 __all__ = [

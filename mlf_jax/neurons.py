@@ -38,7 +38,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular, spike
+from mlf_jax._common import (
+    MAX_UNROLLED_STEPS,
+    as_thresholds,
+    auto_unroll,
+    check_sequence_input,
+    check_tau,
+    is_concrete,
+)
+from mlf_jax.surrogate import DEFAULT_SURROGATE, Surrogate, get_surrogate, spike
 
 __all__ = [
     "LIFState",
@@ -58,8 +66,6 @@ __all__ = [
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
 
-DEFAULT_SURROGATE = rectangular(1.0)
-
 
 class LIFState(NamedTuple):
     """State carried between time steps: membrane potential and last spikes."""
@@ -75,68 +81,12 @@ def default_thresholds(levels: int = 3, v_th: float = 0.6, spacing: float = 1.0)
     return tuple(float(v_th + k * spacing) for k in range(levels))
 
 
-def _is_concrete(value) -> bool:
-    """No tracer in ``value`` (an array, a number or a sequence of them)."""
-    return not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(value))
-
-
 def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
     """``impl``, or for ``'pallas'`` with a traced threshold or leak (learned, under
     ``grad`` or ``jit``) what ``'auto'`` picks for ``time_steps``: the Pallas kernels bake
     these in as constants and give them no gradient; the scan and the fused kernel do."""
     traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(params))
     return auto_impl(time_steps) if impl == "pallas" and traced else impl
-
-
-def _check_tau(tau) -> None:
-    """``tau`` is a scalar (checked under ``jit`` too) in ``[0, 1]`` (when concrete)."""
-    if np.ndim(tau) != 0:
-        raise ValueError(f"tau must be a scalar decay factor in [0, 1], got shape {np.shape(tau)}")
-    if _is_concrete(tau) and not (0.0 <= float(tau) <= 1.0):
-        raise ValueError(f"tau must be a scalar decay factor in [0, 1], got {tau!r}")
-
-
-def _as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:
-    """Validates thresholds (1-D, strictly increasing when concrete) as a [K] array."""
-    if _is_concrete(thresholds):
-        given = np.asarray(thresholds, dtype=np.float64)
-        if given.ndim != 1 or given.size == 0:
-            raise ValueError(
-                "thresholds must be a non-empty 1-D sequence (one per level), got shape "
-                f"{given.shape}"
-            )
-        if not np.all(np.isfinite(given)):
-            raise ValueError(f"thresholds must be finite, got {given.tolist()}")
-        if given.size > 1 and not np.all(np.diff(given) > 0):
-            raise ValueError(
-                "thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got "
-                f"{given.tolist()}"
-            )
-    th = jnp.asarray(thresholds, dtype=_floating(dtype))
-    if th.ndim != 1 or th.shape[0] == 0:
-        raise ValueError(
-            f"thresholds must be a non-empty 1-D sequence (one per level), got shape {th.shape}"
-        )
-    return th
-
-
-def _floating(dtype):
-    """``dtype`` if floating, else float32: thresholds are never rounded to an integer
-    input's dtype (1.5 would become 1 and fire at 1.25)."""
-    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
-
-
-def _check_sequence_input(x: Array, name: str) -> Array:
-    x = jnp.asarray(x)
-    if x.ndim < 1:
-        raise ValueError(f"{name} expects input of shape [T, ...] (time-major), got a scalar")
-    if x.shape[0] == 0:
-        raise ValueError(
-            f"{name} expects input of shape [T, ...] with T >= 1 time steps, got shape {x.shape}"
-        )
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} expects a floating input, got dtype {x.dtype}")
-    return x
 
 
 # ---------------------------------------------------------------------------
@@ -148,23 +98,6 @@ def lif_init(shape: Sequence[int], dtype=jnp.float32) -> LIFState:
     """Resting state ``u[-1] = 0, o[-1] = 0`` for a layer of the given shape."""
     zeros = jnp.zeros(shape, dtype)
     return LIFState(zeros, zeros)
-
-
-#: Longest sequence that :func:`auto_unroll` unrolls completely.
-MAX_UNROLLED_STEPS = 10
-
-
-def auto_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool:
-    """The ``lax.scan`` unroll for ``time_steps``: ``unroll`` itself unless it is ``None``.
-
-    ``None`` unrolls completely up to :data:`MAX_UNROLLED_STEPS` steps and keeps a
-    rolled scan beyond: unrolling lets XLA fuse the steps of a short sequence, but its
-    advantage shrinks and its compile time grows faster than linearly with T (figures:
-    the benchmarks guide, section [Time loop][bench-time-loop]).
-    """
-    if unroll is None:
-        return True if time_steps <= MAX_UNROLLED_STEPS else 1
-    return unroll
 
 
 #: How :func:`mlf` and :func:`lif` compute the dynamics (see :func:`auto_impl`).
@@ -277,9 +210,9 @@ def lif(
     Returns:
       Spikes ``[T, ...]`` in ``{0, 1}`` (and ``u`` if requested).
     """
-    x = _check_sequence_input(x, "lif")
+    x = check_sequence_input(x, "lif")
     surrogate = get_surrogate(surrogate)
-    _check_tau(tau)
+    check_tau(tau)
     threshold = _lif_threshold(threshold, x.shape[1:])
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
@@ -289,7 +222,7 @@ def lif(
     if impl in ("fused", "pallas") and not return_potential:
         # a static threshold stays a Python tuple: the fused kernel then skips the
         # threshold and tau gradients (jnp.reshape would make it a tracer under jit)
-        static = impl == "pallas" or (_is_concrete(threshold) and np.ndim(threshold) == 0)
+        static = impl == "pallas" or (is_concrete(threshold) and np.ndim(threshold) == 0)
         th = (threshold,) if static else jnp.reshape(jnp.asarray(threshold), (1,))
         return _mlf_kernel(impl, x, th, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
@@ -340,7 +273,7 @@ def mlf_step(
     elementwise loop (figures: the benchmarks guide, section
     [Level layout][bench-level-layout]).
     """
-    th = _as_thresholds(thresholds, jnp.result_type(x))
+    th = as_thresholds(thresholds, jnp.result_type(x))
     if len(state) != th.shape[0]:
         raise ValueError(f"state has {len(state)} levels but there are {th.shape[0]} thresholds")
     step = functools.partial(lif_step, tau=tau, surrogate=surrogate, detach_reset=detach_reset)
@@ -392,15 +325,15 @@ def mlf(
     Returns:
       Spike counts ``[T, ...]`` in ``0..K`` (and ``u`` if requested).
     """
-    x = _check_sequence_input(x, "mlf")
+    x = check_sequence_input(x, "mlf")
     surrogate = get_surrogate(surrogate)
-    _check_tau(tau)
-    th = _as_thresholds(thresholds, x.dtype)
+    check_tau(tau)
+    th = as_thresholds(thresholds, x.dtype)
     if _check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     impl = _pallas_fallback(impl, x.shape[0], thresholds, tau)
     if impl != "scan" and not return_potential:
-        th_arg = thresholds if impl == "pallas" or _is_concrete(thresholds) else th
+        th_arg = thresholds if impl == "pallas" or is_concrete(thresholds) else th
         return _mlf_kernel(impl, x, th_arg, tau, surrogate, detach_reset, unroll)
     step = functools.partial(
         mlf_step, thresholds=th, tau=tau, surrogate=surrogate, detach_reset=detach_reset

@@ -36,6 +36,7 @@ __all__ = [
     "SURROGATE_FAMILIES",
     "spike",
     "heaviside",
+    "DEFAULT_SURROGATE",
 ]
 
 Array = jax.Array
@@ -197,6 +198,10 @@ _FAMILIES: dict[str, type[Surrogate]] = {
 
 #: Family names accepted by :func:`get_surrogate`.
 SURROGATE_FAMILIES: tuple[str, ...] = tuple(sorted(_FAMILIES))
+
+
+#: The paper's surrogate, the neurons' default: the rectangular window of width 1.
+DEFAULT_SURROGATE = rectangular(1.0)
 
 
 def get_surrogate(spec: Surrogate | str, *args: Any, **kwargs: Any) -> Surrogate:

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mlf_jax import neurons
+from mlf_jax._common import as_thresholds, check_sequence_input
 from mlf_jax.neurons import LIFState, auto_unroll
 from mlf_jax.reparam import leak_from_logit, logit_of_leak
 from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular, spike
@@ -103,7 +104,7 @@ def sequence(
         )
 
     def run(x: Array, params: Params | None = None) -> Array | tuple[Array, State]:
-        x = neurons._check_sequence_input(x, "sequence")
+        x = check_sequence_input(x, "sequence")
 
         def body(state, xt):
             state, out = step(state, xt, params)
@@ -265,7 +266,7 @@ class MLF(NeuronModel):
     detach_reset: bool = False
 
     def __post_init__(self):
-        neurons._as_thresholds(self.thresholds, jnp.float32)  # 1-D, finite, increasing
+        as_thresholds(self.thresholds, jnp.float32)  # 1-D, finite, increasing
         object.__setattr__(self, "thresholds", tuple(float(v) for v in self.thresholds))
         _in_unit_interval("MLF tau", self.tau)
         _surrogate_field(self)

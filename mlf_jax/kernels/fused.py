@@ -32,15 +32,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mlf_jax.neurons import (
-    DEFAULT_SURROGATE,
-    _as_thresholds,
-    _check_sequence_input,
-    _check_tau,
-    _is_concrete,
+from mlf_jax._common import (
+    as_thresholds,
     auto_unroll,
+    check_sequence_input,
+    check_tau,
+    is_concrete,
 )
-from mlf_jax.surrogate import Surrogate, get_surrogate, heaviside
+from mlf_jax._sharding import vary_alike
+from mlf_jax.surrogate import DEFAULT_SURROGATE, Surrogate, get_surrogate, heaviside
 
 __all__ = ["mlf_fused"]
 
@@ -129,31 +129,6 @@ def _mlf_static_bwd(th, tau, surrogate, detach_reset, unroll, us, g):
 _mlf_static.defvjp(_mlf_static_fwd, _mlf_static_bwd)
 
 
-def _vary_alike(*arrays: Array) -> tuple[Array, ...]:
-    """Inside ``jax.shard_map`` (``check_vma=True``), marks every array as varying over
-    the union of the manual axes any of them varies over. The backward pass returns
-    cotangents that vary like ``x`` (e.g. ``dth`` summed over the local shard only);
-    casting the replicated ``thresholds``/``tau`` to varying *outside* the custom_vjp
-    lets autodiff transpose that cast into the ``psum`` over devices. No-op elsewhere."""
-    vma = frozenset().union(*(_varying_axes(a) for a in arrays))
-    return tuple(_pvary(a, tuple(sorted(vma - _varying_axes(a)))) for a in arrays)
-
-
-def _pvary(a: Array, axes: tuple) -> Array:
-    """``a`` cast to varying over the manual mesh ``axes``: ``lax.pcast(..., to='varying')``,
-    or ``lax.pvary`` on the jax versions before ``pcast`` existed."""
-    if hasattr(lax, "pcast"):
-        return lax.pcast(a, axes, to="varying")
-    return lax.pvary(a, axes) if axes else a  # type: ignore[attr-defined]
-
-
-def _varying_axes(a: Array) -> frozenset:
-    """The manual mesh axes ``a`` varies over (jax 0.10: ``typeof(a).mat.varying``)."""
-    aval = jax.typeof(a)
-    mat = getattr(aval, "mat", None)
-    return frozenset(mat.varying) if mat is not None else frozenset(getattr(aval, "vma", ()))
-
-
 def mlf_fused(
     x: Array,
     *,
@@ -168,14 +143,14 @@ def mlf_fused(
     Returns spike counts ``[T, ...]``. Differentiable with respect to ``x``,
     ``thresholds`` and ``tau`` (see the module docstring for the recurrence).
     """
-    x = _check_sequence_input(x, "mlf_fused")
+    x = check_sequence_input(x, "mlf_fused")
     surrogate = get_surrogate(surrogate)
-    _check_tau(tau)
-    th = _as_thresholds(thresholds, x.dtype)
+    check_tau(tau)
+    th = as_thresholds(thresholds, x.dtype)
     unroll = auto_unroll(x.shape[0], unroll)
-    if _is_concrete(thresholds) and _is_concrete(tau):
+    if is_concrete(thresholds) and is_concrete(tau):
         static_th = tuple(float(v) for v in np.asarray(thresholds, np.float64).reshape(-1))
         return _mlf_static(x, static_th, float(tau), surrogate, bool(detach_reset), unroll)
     tau = jnp.asarray(tau, x.dtype)
-    x, th, tau = _vary_alike(x, th, tau)
+    x, th, tau = vary_alike(x, th, tau)
     return _mlf(x, th, tau, surrogate, bool(detach_reset), unroll)

@@ -65,7 +65,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 from jax.experimental.pallas import tpu as pltpu
 
-from mlf_jax.neurons import _as_thresholds, _check_sequence_input, _check_tau
+from mlf_jax._common import as_thresholds, check_sequence_input, check_tau
 from mlf_jax.surrogate import Surrogate, get_surrogate, heaviside, rectangular
 
 __all__ = ["mlf_pallas", "LANES", "PLATFORMS"]
@@ -421,7 +421,7 @@ def mlf_pallas(
       ValueError: for bad thresholds, tau, block sizes or platform.
       NotImplementedError: for the compiled GPU kernel on a jax older than 0.10.
     """
-    x = _check_sequence_input(x, "mlf_pallas")
+    x = check_sequence_input(x, "mlf_pallas")
     if isinstance(thresholds, (int, float)):
         raise ValueError("thresholds must be a non-empty 1-D sequence (one per level)")
     traced = isinstance(thresholds, jax.core.Tracer) or isinstance(tau, jax.core.Tracer)
@@ -430,8 +430,8 @@ def mlf_pallas(
             "mlf_pallas needs thresholds and tau as static Python floats (they are baked "
             "into the kernel); use mlf_jax.neurons.mlf to differentiate with respect to them"
         )
-    _check_tau(tau)
-    _as_thresholds(thresholds, x.dtype)  # validation: 1-D, finite, strictly increasing
+    check_tau(tau)
+    as_thresholds(thresholds, x.dtype)  # validation: 1-D, finite, strictly increasing
     th = tuple(_static_float("thresholds", v) for v in thresholds)
     tau = _static_float("tau", tau)
     surrogate = rectangular(float(width)) if surrogate is None else get_surrogate(surrogate)

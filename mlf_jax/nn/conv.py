@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from mlf_jax._sharding import vary_alike
+
 __all__ = [
     "CONV_IMPLS",
     "im2col_conv",
@@ -196,11 +198,9 @@ def patch_grad_conv(
     kh, kw = rhs.shape[:2]
     strides = tuple(window_strides)
     pads = _explicit_padding(padding, (kh, kw), strides, lhs.shape[1:3])
-    from mlf_jax.kernels.fused import _vary_alike
-
     # inside shard_map the kernel is replicated and the input varies: the cast outside
     # the custom_vjp turns the per-device kernel gradient into its sum over devices
-    lhs, rhs = _vary_alike(lhs, rhs)
+    lhs, rhs = vary_alike(lhs, rhs)
     return _patch_grad(lhs, rhs, strides, pads, precision)
 
 

@@ -29,6 +29,7 @@ from jax import lax
 from mlf_jax.analysis import collect, dormant_mask
 from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
 from mlf_jax.surrogate import Surrogate
+from mlf_jax.train._layout import model_input
 
 __all__ = [
     "RATES",
@@ -123,7 +124,6 @@ def activity_step(
       :func:`mlf_jax.analysis.dormant_fraction` of each layer), float32 scalars averaged
       over the device axis; ``'dormant'`` is absent without thresholds.
     """
-    from mlf_jax.train.step import model_input
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     _, mutated = state.apply_fn(

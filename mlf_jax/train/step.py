@@ -17,19 +17,13 @@ import optax
 from jax import lax
 
 from mlf_jax.losses import cross_entropy
+from mlf_jax.train._layout import model_input
 from mlf_jax.train.activity import firing_rate_penalty, layer_firing_rates, with_firing_rates
 from mlf_jax.train.state import TrainState
 
 __all__ = ["cross_entropy", "model_input", "encoder_key", "train_step", "eval_step"]
 
 Batch = dict[str, jax.Array]
-
-
-def model_input(images: jax.Array) -> jax.Array:
-    """Batches are batch-major, so that they split over devices along axis 0;
-    event frames ``[B, T, H, W, C]`` become the model's time-major ``[T, B, H, W, C]``.
-    Static images ``[B, H, W, C]`` pass unchanged (the model repeats them over time)."""
-    return jnp.swapaxes(images, 0, 1) if images.ndim == 5 else images
 
 
 def encoder_key(
