@@ -59,6 +59,7 @@ __all__ = [
     "mlf",
     "default_thresholds",
     "auto_unroll",
+    "MAX_UNROLLED_STEPS",
     "NEURON_IMPLS",
     "auto_impl",
 ]
