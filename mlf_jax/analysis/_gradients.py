@@ -13,7 +13,8 @@ from flax import linen as nn
 from mlf_jax.analysis._cache import per_model
 from mlf_jax.analysis._order import forward_order, join_path
 from mlf_jax.losses import cross_entropy
-from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
+from mlf_jax.nn._layers import is_neuron_layer
+from mlf_jax.nn.neuron import RECORD_COLLECTION
 
 __all__ = [
     "param_grad_norms",
@@ -95,7 +96,7 @@ def _apply(model: nn.Module, variables: Mapping[str, Any], x: jax.Array, train: 
 
 
 def _is_neuron_call(context) -> bool:
-    return isinstance(context.module, MLF) and context.method_name == "__call__"
+    return is_neuron_layer(context.module) and context.method_name == "__call__"
 
 
 def activation_grad_norms(
@@ -109,11 +110,13 @@ def activation_grad_norms(
 ) -> dict[str, np.ndarray]:
     """Gradient of the loss with respect to each neuron layer's output, per time step.
 
-    "Gradient norms through depth and time": for every :class:`mlf_jax.nn.MLF`
-    layer, the L2 norm over batch and units of ``dL/d(spikes[t])``, for each t.
+    "Gradient norms through depth and time": for every neuron layer
+    (:func:`mlf_jax.nn.is_neuron_layer`: :class:`mlf_jax.nn.MLF` or
+    :class:`mlf_jax.nn.Neuron`), the L2 norm over batch and units of ``dL/d(spikes[t])``,
+    for each t.
     The gradients are the ones training uses (surrogate gradients through all
     later layers). Implemented by adding a zero perturbation to the output of each
-    MLF call (a Flax method interceptor, so the model needs no change) and
+    neuron layer's call (a Flax method interceptor, so the model needs no change) and
     differentiating the loss with respect to the perturbations; jitted, compiled
     once per model, mode and ``loss_fn``.
 
@@ -131,7 +134,7 @@ def activation_grad_norms(
       (the keys of :func:`mlf_jax.analysis.record`).
 
     Raises:
-      ValueError: if the model has no MLF layer or calls one layer more than once.
+      ValueError: if the model has no neuron layer or calls one layer more than once.
     """
     if not isinstance(variables, Mapping):
         raise ValueError(f"variables must be a mapping, got {type(variables).__name__}")
@@ -167,7 +170,7 @@ def _activation_grad_fn(model: nn.Module, train: bool, loss_fn: LossFn):
 
         jax.eval_shape(forward, variables, x)
         if not shapes:
-            raise ValueError("the model has no MLF neuron layer")
+            raise ValueError("the model has no neuron layer (mlf_jax.nn.MLF or mlf_jax.nn.Neuron)")
         for path, s in shapes.items():
             if len(s.shape) < 2:
                 raise ValueError(f"neuron layer {path!r} output {s.shape} is not [T, B, ...]")

@@ -1,6 +1,7 @@
 """Flax Linen modules: the MLF neuron layer, the zoo's neuron layer, tdBN and residual blocks."""
 
 from mlf_jax.nn import conv
+from mlf_jax.nn._layers import NEURON_LAYERS, is_neuron_layer
 from mlf_jax.nn.blocks import SHORTCUTS, BasicBlock, conv1x1, conv3x3, kaiming_normal
 from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
 from mlf_jax.nn.normalization import TdBatchNorm
@@ -17,4 +18,6 @@ __all__ = [
     "conv1x1",
     "kaiming_normal",
     "conv",
+    "NEURON_LAYERS",
+    "is_neuron_layer",
 ]

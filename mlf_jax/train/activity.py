@@ -2,10 +2,10 @@
 
 Two ways to see the neurons' spikes inside a training step, for two purposes:
 
-* :func:`with_firing_rates` wraps a model's ``apply`` so that every
-  :class:`mlf_jax.nn.MLF` layer also returns its mean spike count, a scalar, in the
-  collection ``RATES`` (``'firing_rates'``), differentiable through the surrogate
-  gradient. It uses a Flax
+* :func:`with_firing_rates` wraps a model's ``apply`` so that every neuron layer
+  (:class:`mlf_jax.nn.MLF`, or :class:`mlf_jax.nn.Neuron` with any zoo model) also
+  returns its mean spike count, a scalar, in the collection ``RATES``
+  (``'firing_rates'``), differentiable through the surrogate gradient. It uses a Flax
   method interceptor on the layers' outputs, so it works with every neuron
   implementation (the fused kernel included, which recording with ``'intermediates'``
   would replace by the scan), under ``nn.remat`` and inside ``shard_map``/``pmap``.
@@ -27,7 +27,8 @@ from flax import linen as nn
 from jax import lax
 
 from mlf_jax.analysis import collect, dormant_mask
-from mlf_jax.nn.neuron import MLF, RECORD_COLLECTION
+from mlf_jax.nn._layers import is_neuron_layer
+from mlf_jax.nn.neuron import RECORD_COLLECTION
 from mlf_jax.surrogate import Surrogate
 from mlf_jax.train._layout import model_input
 
@@ -39,24 +40,25 @@ __all__ = [
     "activity_step",
 ]
 
-#: Collection where :func:`with_firing_rates` puts each MLF layer's mean spike count.
+#: Collection where :func:`with_firing_rates` puts each neuron layer's mean spike count.
 RATES = "firing_rates"
 
 
 def _sow_rate(next_fun, args, kwargs, context):
-    """Interceptor: after an MLF layer's ``__call__``, sows the mean of its spike counts."""
+    """Interceptor: after a neuron layer's ``__call__``, sows the mean of its spike counts."""
     out = next_fun(*args, **kwargs)
-    if isinstance(context.module, MLF) and context.method_name == "__call__":
+    if is_neuron_layer(context.module) and context.method_name == "__call__":
         context.module.sow(RATES, "rate", jnp.mean(out.astype(jnp.float32)))
     return out
 
 
 def with_firing_rates(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``apply_fn`` (a Linen ``model.apply``) that also returns the MLF layers' firing rates.
+    """``apply_fn`` (a Linen ``model.apply``) that also returns the neuron layers' firing rates.
 
     The wrapped function takes the same arguments, ``mutable`` included, and adds
     ``RATES`` (``'firing_rates'``) to the mutable collections: the returned updates hold,
-    for every call of an :class:`mlf_jax.nn.MLF` layer, ``rate`` = the mean of its output
+    for every call of a neuron layer (:class:`mlf_jax.nn.MLF` or :class:`mlf_jax.nn.Neuron`),
+    ``rate`` = the mean of its output
     spike counts over time, batch and units (spikes per unit per step, in ``[0, K]``), a
     float32 scalar that depends on the parameters through the layer's surrogate gradient.
     Nothing else about the forward pass changes.
@@ -75,12 +77,14 @@ def layer_firing_rates(updates: Mapping[str, Any], axis_name: str | None = None)
     rate when every device holds an equal share of it).
 
     Raises:
-      ValueError: if there are none (the model has no :class:`mlf_jax.nn.MLF` layer).
+      ValueError: if there are none (the model has no neuron layer,
+        :func:`mlf_jax.nn.is_neuron_layer`).
     """
     leaves = jax.tree.leaves(updates.get(RATES, {}))
     if not leaves:
         raise ValueError(
-            "the model has no mlf_jax.nn.MLF neuron layer, so it has no firing rate to "
+            "the model has no neuron layer (mlf_jax.nn.MLF or mlf_jax.nn.Neuron), so it has "
+            "no firing rate to "
             "regularise (firing_rate_reg must be 0 for it)"
         )
     rates = jnp.stack(leaves)

@@ -150,5 +150,21 @@ def test_model_without_neurons_is_rejected():
 
     model = Plain()
     variables = {"params": {"Dense_0": {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}}}
-    with pytest.raises(ValueError, match="no MLF"):
+    with pytest.raises(ValueError, match="no neuron layer"):
         activation_grad_norms(model, variables, jnp.ones((1, 3)), jnp.array([0]))
+
+
+def test_activation_gradients_of_a_resnet_of_zoo_neurons():
+    import functools
+
+    import mlf_jax as mj
+
+    neuron = functools.partial(mj.nn.Neuron, model=mj.zoo.AdaptiveLIF())
+    model = mj.models.resnet(8, widths=(4, 4, 8), num_classes=3, time_steps=2, neuron=neuron)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3)) + 1.0
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    norms = activation_grad_norms(model, variables, x, jnp.array([0, 2]))
+    _, records = mj.analysis.record(model, variables, x)
+    assert list(norms) == list(records) and len(norms) == 9  # every neuron layer, in order
+    assert all(n.shape == (2,) for n in norms.values())
+    assert norms[list(norms)[-1]].sum() > 0  # the last layer's gradient reaches it

@@ -16,6 +16,7 @@ import pytest
 from flax import linen as nn
 
 import mlf_jax as mj
+from mlf_jax.train.activity import layer_firing_rates
 from mlf_jax.train.parallel import AXIS, DataParallel
 
 from .parallel_case import BATCH, batches, initial_state
@@ -217,7 +218,7 @@ class _Relu(nn.Module):
 
 def test_a_model_without_mlf_layers_cannot_be_regularised():
     state = _state(_model(neuron=_Relu))
-    with pytest.raises(ValueError, match="no mlf_jax.nn.MLF neuron layer"):
+    with pytest.raises(ValueError, match="no neuron layer"):
         jax.jit(functools.partial(mj.train.train_step, firing_rate_reg=0.1))(state, batches()[0])
 
 
@@ -252,3 +253,21 @@ def test_activity_step_without_thresholds_gives_rates_only(small_state):
         small_state, batches()[0]
     )
     assert set(out) == {"firing_rate"} and len(out["firing_rate"]) == LAYERS
+
+
+def test_a_resnet_of_zoo_neurons_has_its_rates_seen_and_regularised():
+    model = _model(neuron=functools.partial(mj.nn.Neuron, model=mj.zoo.PLIF()))
+    state = _state(model)
+    x = np.random.default_rng(0).normal(1.0, 1.0, (BATCH, 8, 8, 1)).astype(np.float32)
+    apply = mj.train.with_firing_rates(state.apply_fn)
+    _, updates = apply(_variables(state), x, train=True, mutable=["batch_stats"])
+    rates = np.asarray(layer_firing_rates(updates))
+    # independently: the mean of every neuron layer's recorded spikes
+    _, records = mj.analysis.record(model, _variables(state), x, train=True)
+    want = [float(jnp.mean(r.spikes)) for r in records.values()]
+    assert len(want) == 9  # stem, 3 blocks of 2, 2 shortcuts
+    np.testing.assert_allclose(sorted(rates), sorted(want), rtol=1e-6)
+    assert max(want) > 0
+    step = jax.jit(functools.partial(mj.train.train_step, firing_rate_reg=0.1))
+    _, metrics = step(state, {"image": x, "label": np.zeros(BATCH, np.int32)})
+    assert np.isfinite(float(metrics["loss"]))
