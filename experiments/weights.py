@@ -484,6 +484,7 @@ def export(
     config_check.validate(config)
     reserved = {"weights_file", "format", "sha256", "dataset", "model", "input", "num_classes"}
     reserved |= {"class_names", "num_params", "results", "source", "exported", "versions"}
+    reserved |= {"resnet", "resnet_format"}
     if clash := sorted(reserved & set(extra or {})):
         raise ValueError(f"extra sidecar fields {clash} would replace computed ones")
     source = epath.Path(workdir_or_variables_file)
@@ -514,6 +515,9 @@ def export(
         "sha256": hashlib.sha256(data).hexdigest(),
         "dataset": config.dataset,
         "model": json.loads(json.dumps(config.model.to_dict())),
+        # the model's settings, for mlf_jax.models.load without this repository
+        "resnet_format": mj.models.SPEC_FORMAT,
+        "resnet": mj.models.spec_of(build_model(config)),
         "input": input_description(config),
         "num_classes": input_pipeline.SPECS[config.dataset].classes,
         "class_names": class_names(config.dataset),

@@ -1,6 +1,7 @@
 """Spiking ResNet models and the paper's presets."""
 
 from mlf_jax.models._count import num_params
+from mlf_jax.models._io import SPEC_FORMAT, ModelFileError, from_spec, load, save, spec_of
 from mlf_jax.models.resnet import (
     ResNet,
     cifar10_resnet20,
@@ -18,4 +19,10 @@ __all__ = [
     "gesture_resnet20",
     "cifar10dvs_resnet14",
     "num_params",
+    "save",
+    "load",
+    "spec_of",
+    "from_spec",
+    "ModelFileError",
+    "SPEC_FORMAT",
 ]

@@ -1,0 +1,220 @@
+"""Saving and loading a ResNet with its variables: a msgpack file and a JSON sidecar.
+
+``save(path, model, variables, **info)`` writes ``<stem>.msgpack`` (flax's msgpack of the
+variables) and ``<stem>.json``: the model's settings under ``'resnet'``, the checksum of the
+weights, the parameter count and whatever ``info`` holds (input preprocessing, class names,
+results). ``load(path)`` gives back the model, its variables and that information, checked
+against each other; it needs only the library (no clone, no experiment config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from mlf_jax.models._count import num_params
+from mlf_jax.models.resnet import ResNet
+from mlf_jax.surrogate import _FAMILIES, Surrogate
+
+__all__ = ["ModelFileError", "load", "save", "spec_of", "from_spec"]
+
+#: The sidecar's ``'resnet_format'``: how ``'resnet'`` describes the model.
+SPEC_FORMAT = 1
+#: Sidecar keys that ``save`` computes (``info`` may not replace them).
+RESERVED = ("weights_file", "sha256", "resnet", "resnet_format", "num_params")
+_SEQUENCES = ("stage_sizes", "widths", "thresholds")
+
+
+class ModelFileError(ValueError):
+    """A weights file or sidecar that cannot be loaded; the message names the file."""
+
+
+def spec_of(model: ResNet) -> dict[str, Any]:
+    """The settings of ``model`` as JSON values (what the sidecar's ``'resnet'`` holds).
+
+    Raises:
+      ValueError: for a model that has no such description: a custom ``neuron`` factory, or
+        a surrogate that is not one of the library's families.
+    """
+    if model.neuron is not None:
+        raise ValueError(
+            "a ResNet with a custom neuron factory cannot be described by its settings; save "
+            "its variables with flax.serialization and build the model in code"
+        )
+    spec: dict[str, Any] = {}
+    for field in dataclasses.fields(ResNet):
+        if field.name in ("parent", "name", "neuron"):
+            continue
+        value = getattr(model, field.name)
+        if field.name == "surrogate":
+            value = _surrogate_spec(value)
+        elif field.name == "dtype":
+            value = None if value is None else jnp.dtype(value).name
+        elif field.name in _SEQUENCES:
+            value = [v for v in value]
+        spec[field.name] = value
+    return json.loads(json.dumps(spec))
+
+
+def from_spec(spec: dict[str, Any]) -> ResNet:
+    """The :class:`ResNet` that :func:`spec_of` described.
+
+    Raises:
+      ValueError: naming an unknown setting or surrogate family.
+    """
+    names = {f.name for f in dataclasses.fields(ResNet)} - {"parent", "name", "neuron"}
+    if unknown := sorted(set(spec) - names):
+        raise ValueError(f"unknown ResNet settings {unknown}; known: {sorted(names)}")
+    kwargs = dict(spec)
+    if "surrogate" in kwargs:
+        kwargs["surrogate"] = _surrogate_of(kwargs["surrogate"])
+    if kwargs.get("dtype") is not None:
+        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
+    for key in _SEQUENCES:
+        if key in kwargs:
+            kwargs[key] = tuple(kwargs[key])
+    return ResNet(**kwargs)
+
+
+def _surrogate_spec(surrogate: Surrogate | str) -> dict[str, Any]:
+    if isinstance(surrogate, str):
+        return {"family": surrogate}
+    for name, family in _FAMILIES.items():
+        if type(surrogate) is family:
+            return {"family": name, **dataclasses.asdict(surrogate)}  # type: ignore[call-overload]
+    raise ValueError(
+        f"surrogate {surrogate!r} is not one of the library's families {sorted(_FAMILIES)}, "
+        "so it cannot be saved by name"
+    )
+
+
+def _surrogate_of(spec: dict[str, Any]) -> Surrogate:
+    spec = dict(spec)
+    family = spec.pop("family")
+    if family not in _FAMILIES:
+        raise ValueError(f"unknown surrogate family {family!r}; known: {sorted(_FAMILIES)}")
+    return _FAMILIES[family](**spec)
+
+
+def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".msgpack", ".json") else path
+    return stem.parent / (stem.name + ".msgpack"), stem.parent / (stem.name + ".json")
+
+
+def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], **info: Any) -> Path:
+    """Writes ``variables`` to ``<stem>.msgpack`` and the sidecar ``<stem>.json``.
+
+    Args:
+      path: where to write, with or without the ``.msgpack`` suffix.
+      model: the :class:`ResNet` the variables belong to (its settings go to the sidecar).
+      variables: ``{'params', 'batch_stats'}`` as ``model.init`` returns them (or trained).
+      **info: more JSON values for the sidecar, e.g. ``input`` (the preprocessing the
+        model expects) and ``class_names``.
+
+    Returns:
+      The path of the weights file.
+
+    Raises:
+      ValueError: ``info`` names a computed field or is not JSON; the model cannot be
+        described (see :func:`spec_of`); the variables do not fit the model.
+    """
+    if clash := sorted(set(info) & set(RESERVED)):
+        raise ValueError(f"info fields {clash} would replace computed ones")
+    spec = spec_of(model)
+    _check_fits(model, variables, "the variables")
+    data = serialization.to_bytes(jax.tree.map(np.asarray, variables))
+    weights, sidecar = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "weights_file": weights.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "resnet_format": SPEC_FORMAT,
+        "resnet": spec,
+        "num_params": num_params(variables),
+        **info,
+    }
+    text = json.dumps(record, indent=2)  # before writing anything: info must be JSON
+    weights.write_bytes(data)
+    sidecar.write_text(text + "\n")
+    return weights
+
+
+def load(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any], dict[str, Any]]:
+    """The model, its variables and the sidecar's information, from :func:`save`'s files.
+
+    Args:
+      path: the weights file (``.msgpack``), its sidecar (``.json``) or their stem.
+
+    Returns:
+      ``(model, variables, info)``: ``info`` is the whole sidecar (``'resnet'`` included).
+
+    Raises:
+      ModelFileError: naming the file that is missing, not JSON or msgpack, whose checksum
+        differs from the sidecar's, or whose variables do not fit the described model.
+    """
+    weights, sidecar = _paths(path)
+    for file in (sidecar, weights):
+        if not file.is_file():
+            raise ModelFileError(f"{file}: no such file (save() writes both files)")
+    try:
+        info = json.loads(sidecar.read_text())
+        spec = info["resnet"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{sidecar}: not JSON ({e})") from None
+    except (KeyError, TypeError):
+        raise ModelFileError(f"{sidecar}: no 'resnet' entry describing the model") from None
+    data = weights.read_bytes()
+    if "sha256" in info and hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise ModelFileError(f"{weights}: its sha256 differs from the sidecar's (damaged?)")
+    try:
+        model = from_spec(spec)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{sidecar}: {e}") from None
+    try:
+        variables = serialization.msgpack_restore(data)
+    except Exception as e:  # msgpack's own errors
+        raise ModelFileError(f"{weights}: not a flax msgpack file ({e})") from None
+    try:
+        _check_fits(model, variables, str(weights))
+    except ValueError as e:
+        raise ModelFileError(str(e)) from None
+    return model, variables, info
+
+
+def _check_fits(model: ResNet, variables: dict[str, Any], what: str) -> None:
+    """Raises ValueError naming the first variable whose name or shape differs from what
+    ``model.init`` makes (found by ``jax.eval_shape``, nothing computed)."""
+    try:
+        channels = model.in_channels or _input_channels(variables)
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(f"{what}: no params/stem_conv/kernel of a ResNet") from None
+    x = jnp.zeros((1, 8, 8, channels))  # parameter shapes do not depend on the image size
+    want = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    flat_want = {jax.tree_util.keystr(k): v.shape for k, v in _leaves(want)}
+    flat_have = {jax.tree_util.keystr(k): np.shape(v) for k, v in _leaves(variables)}
+    for key in sorted(set(flat_want) | set(flat_have)):
+        if flat_want.get(key) != flat_have.get(key):
+            raise ValueError(
+                f"{what}: {key} is {flat_have.get(key, 'missing')} but the model's is "
+                f"{flat_want.get(key, 'absent')}"
+            )
+
+
+def _leaves(tree: Any) -> list:
+    return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def _input_channels(variables: dict[str, Any]) -> int:
+    """The stem convolution's input channels (kernel ``[3, 3, C_in, C_out]``)."""
+    return int(np.shape(variables["params"]["stem_conv"]["kernel"])[2])
