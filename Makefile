@@ -9,19 +9,26 @@
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null)
 py_version = $(shell $(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
 find_python = $(firstword $(foreach p,$(2),$(if $(filter $(1),$(call py_version,$(p))),$(p))))
-candidates = $(or $(1),$(foreach v,$(2),python$(v)) python3 \
-  $(if $(PYENV_ROOT),$(foreach v,$(2),$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python3))))
+candidates = $(1) $(foreach v,$(2),python$(v)) python3 \
+  $(if $(PYENV_ROOT),$(foreach v,$(2),$(wildcard $(PYENV_ROOT)/versions/$(v).*/bin/python3)))
 PYTHON_VERSIONS := 3.12 3.13
 MIN_PYTHON_VERSIONS := 3.11
 IMAGE_PYTHON_VERSIONS := 3.12
 # $(call make_venv,DIR,VERSIONS,VARIABLE): a fresh virtualenv in DIR from the first interpreter
-# of VERSIONS (the one VARIABLE names, if set), or one line saying what is missing and what to do
+# of VERSIONS, or one line saying what is missing and what to do. VARIABLE given on the command
+# line is the only candidate; from the environment, it is tried first.
+strict = $(and $($(1)),$(filter command line,$(origin $(1))))
 define make_venv
-	@py="$(call find_python,$(2),$(call candidates,$($(3)),$(2)))"; \
+	@py="$(call find_python,$(2),$(if $(call strict,$(3)),$($(3)),$(call candidates,$($(3)),$(2))))"; \
 	if [ -z "$$py" ]; then \
-	  echo "make: $(1) needs Python $(subst $(eval) , or ,$(2))$(if $($(3)), and $(3)=$($(3)) is not one,; none is on PATH or under pyenv):" \
-	    "install one (e.g. 'pyenv install $(firstword $(2))') or name it (make $(3)=/path/to/python$(firstword $(2)))" >&2; \
-	  exit 1; fi; \
+	  if [ -n "$(call strict,$(3))" ]; then \
+	    found=$$($($(3)) -c 'import sys; print("is Python %d.%d" % sys.version_info[:2])' 2>/dev/null || echo "is not found"); \
+	    echo "make: $(1) needs Python $(subst $(eval) , or ,$(2)), and $(3)=$($(3)) $$found: name another, or leave $(3) unset to let make search" >&2; \
+	  else \
+	    echo "make: $(1) needs Python $(subst $(eval) , or ,$(2)); none is on PATH or under pyenv: install one (e.g. 'pyenv install $(firstword $(2))') or name it (make $(3)=/path/to/python$(firstword $(2)))" >&2; \
+	  fi; \
+	  exit 1; \
+	fi; \
 	echo "$(1): Python $$($$py -c 'import sys; print(sys.version.split()[0], "at", sys.executable)')"; \
 	$$py -m venv --clear $(1)
 endef

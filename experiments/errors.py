@@ -1,5 +1,5 @@
-"""The experiments' user-facing error: a leaf module that the config checks, the input
-pipeline and the model builders all raise from."""
+"""The experiments' user-facing error for a config that cannot run: a leaf module that the
+config checks and the input pipeline raise from (and the commands catch)."""
 
 from __future__ import annotations
 

@@ -242,10 +242,9 @@ class _Run:
             tqdm.write(
                 f"the checkpoint was written by {_processes_of(meta)} process(es), this run has "
                 f"{jax.process_count()}: each reads another shard of the data in another "
-                f"order; the run goes on at step {step} with {self.local_batch} examples per "
-                "process and step, so the rest of the interrupted epoch may repeat some of "
-                "its examples and miss others, and every later epoch is whole (results.json "
-                "lists every count used)"
+                f"order; the run goes on at step {step}, at the same point of the epoch, so "
+                "the rest of an interrupted epoch may repeat some of its examples and miss "
+                "others, and every later epoch is whole (results.json lists every count used)"
             )
         self.data_iter.set_state(position.encode())
         self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))

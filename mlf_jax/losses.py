@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 __all__ = ["cross_entropy"]
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Softmax cross-entropy with integer labels, averaged over the batch (a scalar).
+    """Softmax cross-entropy with integer labels, averaged over the batch (a float32 scalar).
 
-    optax's ``softmax_cross_entropy_with_integer_labels``, which gives one loss per example,
-    followed by the mean.
+    The mean over the batch of optax's ``softmax_cross_entropy_with_integer_labels`` (which
+    gives one loss per example), computed in float32 whatever the logits' dtype.
 
     Args:
       logits: ``[..., num_classes]``.
@@ -28,4 +27,5 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
             f"labels must be integers of shape {logits.shape[:-1]} for logits of shape "
             f"{logits.shape}, got {labels.dtype} {labels.shape}"
         )
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[..., None], axis=-1))

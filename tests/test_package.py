@@ -20,6 +20,7 @@ NOT_CORE = (
     "tqdm",
     "ml_collections",
     "matplotlib",
+    "optax",  # with mlf_jax.train only
 )
 
 _PROBE = """

@@ -187,10 +187,13 @@ def _make_venv(tmp_path, **variables) -> subprocess.CompletedProcess:
 def test_make_builds_the_venv_with_a_python_in_range_or_says_what_it_needs(tmp_path):
     wrong = _make_venv(tmp_path, PYTHON="/nonexistent/python3")
     assert wrong.returncode != 0 and not (tmp_path / "v").exists()
-    assert "needs Python 3.12 or 3.13 and PYTHON=/nonexistent/python3 is not one" in wrong.stderr
-    assert "make PYTHON=/path/to/python3.12" in wrong.stderr
+    assert (
+        "needs Python 3.12 or 3.13, and PYTHON=/nonexistent/python3 is not found: name "
+        "another, or leave PYTHON unset to let make search"
+    ) in wrong.stderr
     none = _make_venv(tmp_path, PYTHON="", PATH="/nonexistent", PYENV_ROOT="")
     assert "none is on PATH or under pyenv" in none.stderr and none.returncode != 0
+    assert "make PYTHON=/path/to/python3.12" in none.stderr
     if sys.version_info[:2] in ((3, 12), (3, 13)):  # the interpreter running the tests will do
         done = _make_venv(tmp_path, PYTHON=sys.executable)
         assert done.returncode == 0, done.stderr

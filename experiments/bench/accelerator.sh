@@ -54,6 +54,7 @@ section() {  # section NAME SECONDS COMMAND...
   section vs_official "${OFFICIAL_LIMIT:-150}" "$py" -m experiments.bench.vs_official \
     --device cuda --torch_python "$py" --official "$official" --rounds 3 \
     --out "$out/vs_official.json"
+  rm -rf /tmp/accelerator_digits  # a new run, never an earlier one resumed
   section train "${TRAIN_LIMIT:-75}" "$py" -m experiments.train \
     --config=experiments/configs/digits.py --workdir=/tmp/accelerator_digits
   cp /tmp/accelerator_digits/results.json "$out/train_digits.json" 2>/dev/null

@@ -13,8 +13,8 @@ mkdir -p .whl
 # fetched (--no-deps): each one the image lacks is named here.
 WHEELS=(
   grain==0.2.18 array-record==0.8.6 dm-tree==0.1.10 ml-collections==1.1.0 tensorboardx==2.6.5
-  portpicker==1.6.0 spyx==1.0.0 jax-tqdm snntorch==1.0.0 spikingjelly==2.0.0 loguru==0.7.3 nir
-  nirtorch
+  portpicker==1.6.0 spyx==1.0.0 jax-tqdm==0.4.0 snntorch==1.0.0 spikingjelly==2.0.0
+  loguru==0.7.3 nir==1.0.8 nirtorch==2.6
 )
 # published as source only (pure Python): built into a wheel here
 SOURCES=(norse==1.1.0)

@@ -230,9 +230,8 @@ def state_after(state: bytes, examples: int) -> bytes:
     ``worker_count=0``, moved to where it is after reading ``examples`` examples of its order
     from the start: the same sampler and source, another position.
 
-    A run resumed on another number of processes reads other shards in another order; this
-    puts each new shard at the run's number of examples per process, so that the epoch and
-    the step within it carry over.
+    A run resumed on another number of processes reads other shards in another order; each
+    new shard is put at ``step x`` its per-process batch, the same point of the epoch.
 
     Raises:
       ValueError: for a negative ``examples``, or a state of a loader with worker processes

@@ -16,11 +16,14 @@ N-MNIST         ``NMNIST/Train/0/00002.bin`` ... (``Test`` for the test       10
 ``data_dir`` may also be the data set's own folder (``.../DVSGesture``). Every sample becomes
 counts of events per polarity ``[T, H, W, 2]`` (uint16) over the first ``T * bin`` of the
 recording, starting at its first (earliest) event (:func:`mlf_jax.data.events.events_to_frames`),
-frame for frame the authors' preprocessing (CIFAR10-DVS's 128 -> 42 pixels by their
-``c // 3.04``) except in two deliberate ways: their CIFAR10-DVS frames put the sensor's x on
-the first image axis where ours keep ``[y, x]`` for every data set, and their window starts
-at the recording's time 0 rather than at its first event (the same when that is 0). Counts
-are uint16, never wrapping where their int8 frames would.
+frame for frame the authors' preprocessing of the same events (CIFAR10-DVS's 128 -> 42
+pixels by their ``c // 3.04``), except that their CIFAR10-DVS frames put the sensor's x on
+the first image axis where ours keep ``[y, x]`` for every data set, and that their window
+keeps the events before time ``T * bin`` of the recording's clock and bins from the first of
+them, where ours takes ``T * bin`` from the first event (the same when the recording starts
+at 0). Their reader of the original ``.aedat`` files mirrors x (``127 - x``); ours reads
+tonic's ``.aedat4`` conversion, and whether the two agree in orientation is not checked.
+Counts are uint16, never wrapping where their int8 frames would.
 :func:`load` converts a split once, with a progress bar, and writes an ``.npz`` cache whose name
 and metadata hold the preprocessing parameters and a fingerprint of the input files; a cache
 made with other parameters or other files is not reused.

@@ -33,7 +33,8 @@ Per platform (see :func:`_plan`), chosen when lowering through ``lax.platform_de
   longer lowers to Mosaic GPU since jax 0.11. 2 rows (256 units) per program and as many
   time steps as fit in 160 KiB of shared memory (an H100/H200 block has 232,448 bytes).
   Lowers with jax 0.10 and later (tested: 0.10.2, 0.11.2, 0.12); jax 0.8's Mosaic GPU
-  lacks some of the operations, so there ``mlf_pallas`` refuses the GPU in one line.
+  lacks some of the operations, so there ``mlf_pallas`` refuses the GPU in one line, and an
+  export for CUDA from another host gets the interpret-mode kernel (no CUDA branch).
 * TPU: ``pl.pallas_call`` on Mosaic TPU, grid ``(row blocks, time blocks)`` with the
   time axis sequential, blocks ``(steps, 8k, 128)`` (the last two dims multiples of
   (8, 128) for float32), at most 32 rows, double-buffered within 8 MiB of VMEM.

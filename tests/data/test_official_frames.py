@@ -9,9 +9,11 @@ removed alias ``np.int`` is restored for the call. Both are fed the same event s
 Their frames are ``int8 [T, polarity, a, b]``: for Gesture ``(a, b) = (y, x)`` as ours, for
 CIFAR10-DVS ``(a, b) = (x, y)``, i.e. transposed; ours are ``[T, y, x, polarity]`` for every
 data set, so the CIFAR10-DVS comparison transposes theirs. Counts here stay under 128, where
-their ``int8`` does not wrap (ours are ``uint16`` and never wrap). Their window starts at the
-recording's time 0 and ours at its earliest event: the streams here start at time 0, where
-the two agree.
+their ``int8`` does not wrap (ours are ``uint16`` and never wrap). Their window keeps the
+events before time ``T * dt`` of the recording's clock and bins from the first of them; ours
+takes ``T * dt`` from the first event: the streams here start at time 0, where the two
+agree. Not covered: their readers (they mirror CIFAR10-DVS's x when reading ``.aedat``
+files; ours read tonic's ``.aedat4``).
 """
 
 from __future__ import annotations
