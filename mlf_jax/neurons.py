@@ -86,8 +86,7 @@ def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
     """``impl``, or for ``'pallas'`` with a traced threshold or leak (learned, under
     ``grad`` or ``jit``) what ``'auto'`` picks for ``time_steps``: the Pallas kernels bake
     these in as constants and give them no gradient; the scan and the fused kernel do."""
-    traced = any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(params))
-    return auto_impl(time_steps) if impl == "pallas" and traced else impl
+    return auto_impl(time_steps) if impl == "pallas" and not is_concrete(params) else impl
 
 
 # ---------------------------------------------------------------------------
