@@ -553,12 +553,10 @@ def _processes_of(meta: dict[str, Any]) -> int:
 def _data_position(meta: dict[str, Any]) -> str | None:
     """This process's data position in a checkpoint's ``meta``; None when it was written by
     another number of processes (each reads its own shard of the data, in its own order)."""
-    data = meta["data"]
-    if isinstance(data, str):  # one process
-        data = {"0": data}
-    if len(data) != jax.process_count():
+    if _processes_of(meta) != jax.process_count():
         return None
-    return data[str(jax.process_index())]
+    data = meta["data"]
+    return data if isinstance(data, str) else data[str(jax.process_index())]
 
 
 def _start(lock: mj.train.RunLock, workdir: epath.Path, config: Any, allow_change: Any) -> None:

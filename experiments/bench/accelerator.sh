@@ -20,8 +20,10 @@
 # PYTHONPATH. Results: OUTDIR/*.json, OUTDIR/tests.xml and the whole log OUTDIR/accelerator.log.
 set -u
 out=${1:?usage: accelerator.sh OUTDIR [AUTHORS_CODE_DIR] [REFERENCE_DIR]}
-official=${2:-../shared/official}
-reference=${3:-../shared/reference}
+# the authors' code and their nets' reference outputs: where given, else each tool's default
+official_args=()
+if [ -n "${2:-}" ]; then official_args=(--official "$2"); fi
+if [ -n "${3:-}" ]; then export MLF_JAX_REFERENCE_DIR="$3"; fi
 py=${PYTHON:-python3}
 mkdir -p "$out"
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MLF_JAX_ALLOCATOR=system
@@ -44,7 +46,7 @@ section() {  # section NAME SECONDS COMMAND...
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   "$py" -c "import sys, jax, flax, optax; print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
-  MLF_JAX_REFERENCE_DIR="$reference" section tests "${TESTS_LIMIT:-150}" \
+  section tests "${TESTS_LIMIT:-150}" \
     "$py" -m pytest -q -x -n 4 -p no:cacheprovider -rs --junitxml "$out/tests.xml" \
     tests/kernels tests/models/test_official_parity.py tests/experiments/test_bench_neuron.py
   section neuron "${NEURON_LIMIT:-75}" "$py" -m experiments.bench.neuron \
@@ -52,7 +54,7 @@ section() {  # section NAME SECONDS COMMAND...
   section peers "${PEERS_LIMIT:-75}" "$py" -m experiments.bench.peers \
     --device cuda --peer_python "$py" --rounds 3 --out "$out/peers.json"
   section vs_official "${OFFICIAL_LIMIT:-150}" "$py" -m experiments.bench.vs_official \
-    --device cuda --torch_python "$py" --official "$official" --rounds 3 \
+    --device cuda --torch_python "$py" "${official_args[@]}" --rounds 3 \
     --out "$out/vs_official.json"
   rm -rf /tmp/accelerator_digits  # a new run, never an earlier one resumed
   section train "${TRAIN_LIMIT:-75}" "$py" -m experiments.train \

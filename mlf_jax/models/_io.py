@@ -60,7 +60,7 @@ def spec_of(model: ResNet) -> dict[str, Any]:
         elif field.name == "dtype":
             value = None if value is None else jnp.dtype(value).name
         elif field.name in _SEQUENCES:
-            value = [v for v in value]
+            value = list(value)
         spec[field.name] = value
     return json.loads(json.dumps(spec))
 
