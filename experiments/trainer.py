@@ -519,15 +519,15 @@ def firing_rate_options(config: Any) -> dict[str, float]:
 
 
 def _dormancy_constants(model: Any) -> tuple[Any, Any]:
-    """``(thresholds, surrogate)`` of the model's MLF neurons for the dormant fractions of
-    the activity logs, or ``(None, None)`` (rates only) where they are not known constants:
-    learned thresholds, a custom neuron, a model without these fields."""
-    if getattr(model, "learn_thresholds", False) or getattr(model, "neuron", None) is not None:
+    """``(thresholds, surrogate)`` of the model's neurons for the dormant fractions of the
+    activity logs, or ``(None, None)`` (rates only) where they are not constants: learned
+    thresholds, a factory of custom layers, a model that does not say its neuron."""
+    neuron = model.neuron_model() if hasattr(model, "neuron_model") else None
+    if neuron is None or not hasattr(neuron, "surrogate"):
         return None, None
-    thresholds, surrogate = getattr(model, "thresholds", None), getattr(model, "surrogate", None)
-    if thresholds is None or surrogate is None:
+    if any("threshold" in name for name in neuron.learned):
         return None, None
-    return tuple(thresholds), surrogate
+    return tuple(float(v) for v in neuron.level_thresholds()), neuron.surrogate
 
 
 def _gather_strings(text: str) -> list[str]:

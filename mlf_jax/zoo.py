@@ -24,12 +24,15 @@ the surrogate gradient through the reset unless ``detach_reset``:
 * :class:`AdaptiveLIF`: a LIF whose threshold rises by ``beta`` after each spike, the rise
   decaying by ``rho`` per step: ``b[t] = rho b[t-1] + beta o[t-1]``,
   ``o[t] = H(u[t] - V_th - b[t])``, ``u`` as in LIF (spike-frequency adaptation).
-* :class:`PLIF`: the parametric LIF: LIF with ``tau = sigmoid(w)`` and ``w`` the parameter
-  ``'tau_logit'`` (learned by default in :class:`mlf_jax.nn.Neuron`). Fang et al.
-  (ICCV 2021) learn ``sigmoid(w)`` as the charging rate of ``u += (x - u) sigmoid(w)``;
-  here it is the decay factor of the paper's iterative form, which keeps the LIF's other
-  conventions.
+* :class:`PLIF`: the parametric LIF, :class:`LIF` with ``learn_tau=True``: ``tau =
+  sigmoid(w)`` with ``w`` the parameter ``'tau_logit'`` (learned by default in
+  :class:`mlf_jax.nn.Neuron`). Fang et al. (ICCV 2021) learn ``sigmoid(w)`` as the charging
+  rate of ``u += (x - u) sigmoid(w)``; here it is the decay factor of the paper's iterative
+  form, which keeps the LIF's other conventions. :class:`MLF` learns its leak the same way,
+  and its thresholds through :mod:`mlf_jax.reparam` (``learn_thresholds``).
 
+:class:`LIF` and :class:`MLF` run their sequences with the kernel their ``impl`` names (as
+:func:`mlf_jax.neurons.lif` and :func:`mlf_jax.neurons.mlf`); the others with the scan.
 Each model also defines :meth:`NeuronModel.potential`, the per-level potentials ``[K, ...]``
 whose distance to the level's base threshold is what the surrogate sees (what
 :class:`mlf_jax.nn.Neuron` records for :mod:`mlf_jax.analysis`).
@@ -38,8 +41,9 @@ whose distance to the level's base threshold is what the surrogate sees (what
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,8 +52,13 @@ from jax import lax
 from mlf_jax import neurons
 from mlf_jax._common import as_thresholds, check_sequence_input
 from mlf_jax.neurons import LIFState, auto_unroll
-from mlf_jax.reparam import leak_from_logit, logit_of_leak
-from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular, spike
+from mlf_jax.reparam import (
+    leak_from_logit,
+    logit_of_leak,
+    raw_of_thresholds,
+    thresholds_from_raw,
+)
+from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular
 
 __all__ = [
     "StepFn",
@@ -117,7 +126,7 @@ def sequence(
 
 
 def _float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a Python number, got {value!r} ({type(value).__name__})")
     return float(value)
 
@@ -133,12 +142,16 @@ def _in_unit_interval(name: str, value: Any, *, open_low: bool = False) -> float
 class NeuronModel:
     """Base of the zoo: a step function, a resting state, parameters and a name.
 
-    Subclasses define :meth:`params`, :meth:`init`, :meth:`step` and :meth:`potential`;
-    ``learned`` names the parameters :class:`mlf_jax.nn.Neuron` learns by default.
+    Subclasses define :meth:`params`, :meth:`init`, :meth:`step`, :meth:`potential` and
+    :meth:`level_thresholds`; :attr:`learned` names the parameters :class:`mlf_jax.nn.Neuron`
+    learns by default. :meth:`run` is the sequence over time; a model with a faster
+    kernel for it (:class:`MLF` and :class:`LIF`, by their field ``impl``) overrides it.
     """
 
-    #: Parameters that :class:`mlf_jax.nn.Neuron` makes learnable unless told otherwise.
-    learned: ClassVar[tuple[str, ...]] = ()
+    @property
+    def learned(self) -> tuple[str, ...]:
+        """Parameters that :class:`mlf_jax.nn.Neuron` makes learnable unless told otherwise."""
+        return ()
 
     def params(self) -> dict[str, Any]:  # pragma: no cover - abstract
         """The parameters' initial values (Python floats or tuples of floats)."""
@@ -156,6 +169,23 @@ class NeuronModel:
         """Per-level potentials ``[K, ...]`` minus any adaptation (see the module docs)."""
         raise NotImplementedError
 
+    def level_thresholds(self, params: Params | None = None) -> Any:  # pragma: no cover
+        """The K thresholds the surrogate is centred on, against :meth:`potential` (what a
+        dormant-unit analysis needs), for ``params`` (default: :meth:`params`)."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        x: Array,
+        params: Params,
+        *,
+        unroll: int | bool | None = None,
+        return_states: bool = False,
+    ) -> Array | tuple[Array, State]:
+        """The model over ``x`` ``[T, ...]`` with all of its ``params``: :func:`sequence`
+        of :meth:`step` and :meth:`init`."""
+        return sequence(self.step, self.init, unroll=unroll, return_states=return_states)(x, params)
+
     def __call__(
         self,
         x: Array,
@@ -169,9 +199,7 @@ class NeuronModel:
         ``params`` overrides some or all of :meth:`params` (e.g. traced values to
         differentiate); unknown names are an error.
         """
-        return sequence(self.step, self.init, unroll=unroll, return_states=return_states)(
-            x, self.merge_params(params)
-        )
+        return self.run(x, self.merge_params(params), unroll=unroll, return_states=return_states)
 
     def merge_params(self, params: Params | None) -> dict[str, Any]:
         """:meth:`params` updated with ``params``.
@@ -194,22 +222,63 @@ def _surrogate_field(model: Any) -> None:
     object.__setattr__(model, "surrogate", get_surrogate(model.surrogate))
 
 
+def _check_leak(name: str, tau: Any, learn: bool) -> None:
+    """A leak in ``[0, 1]``; a learned one strictly inside (its logit is its parameter)."""
+    v = _float(name, tau)
+    if learn and not 0.0 < v < 1.0:
+        raise ValueError(
+            f"{name} must be strictly between 0 and 1 when learned (its logit is the "
+            f"parameter), got {tau!r}"
+        )
+    _in_unit_interval(name, v)
+
+
+def _leak_params(tau: float, learn: bool) -> dict[str, float]:
+    """``{'tau': tau}``, or ``{'tau_logit': logit(tau)}`` for a learned leak."""
+    return {"tau_logit": float(logit_of_leak(tau))} if learn else {"tau": float(tau)}
+
+
+def _leak(params: Params, x: Array) -> Any:
+    """The leak ``params`` give: ``tau``, or ``sigmoid(tau_logit)`` in ``x``'s dtype (a scan
+    carry keeps the input's dtype)."""
+    if "tau_logit" in params:
+        return leak_from_logit(jnp.asarray(params["tau_logit"], x.dtype))
+    return params["tau"]
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in neurons.NEURON_IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; expected one of {neurons.NEURON_IMPLS}")
+
+
 @dataclasses.dataclass(frozen=True)
 class LIF(NeuronModel):
-    """Leaky integrate and fire; parameters ``'threshold'`` and ``'tau'``."""
+    """Leaky integrate and fire; parameters ``'threshold'`` and ``'tau'`` (``'tau_logit'``,
+    ``tau = sigmoid(tau_logit)``, learned by default, with ``learn_tau``).
+
+    ``impl`` computes the sequence as :func:`mlf_jax.neurons.lif` does (``'auto'``,
+    ``'scan'``, ``'fused'``, ``'pallas'``; the same numbers).
+    """
 
     threshold: float = 0.6
     tau: float = 0.25
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
+    learn_tau: bool = False
+    impl: str = "auto"
 
     def __post_init__(self):
-        _float("LIF threshold", self.threshold)
-        _in_unit_interval("LIF tau", self.tau)
+        _float(f"{type(self).__name__} threshold", self.threshold)
+        _check_leak(f"{type(self).__name__} tau", self.tau, self.learn_tau)
+        _check_impl(self.impl)
         _surrogate_field(self)
 
+    @property
+    def learned(self) -> tuple[str, ...]:
+        return ("tau_logit",) if self.learn_tau else ()
+
     def params(self) -> dict[str, Any]:
-        return {"threshold": float(self.threshold), "tau": float(self.tau)}
+        return {"threshold": float(self.threshold), **_leak_params(self.tau, self.learn_tau)}
 
     def init(self, x0: Array) -> LIFState:
         return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
@@ -219,13 +288,30 @@ class LIF(NeuronModel):
             state,
             x,
             threshold=params["threshold"],
-            tau=params["tau"],
+            tau=_leak(params, x),
             surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 
     def potential(self, state: LIFState) -> Array:
         return state.u[None]
+
+    def level_thresholds(self, params: Params | None = None) -> Any:
+        return (self.merge_params(params)["threshold"],)
+
+    def run(self, x, params, *, unroll=None, return_states=False):
+        if return_states:
+            return super().run(x, params, unroll=unroll, return_states=True)
+        x = check_sequence_input(x, "LIF")
+        return neurons.lif(
+            x,
+            threshold=params["threshold"],
+            tau=_leak(params, x),
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            unroll=unroll,
+            impl=self.impl,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,32 +333,74 @@ class IF(NeuronModel):
         return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
 
     def step(self, state: LIFState, x: Array, params: Params) -> tuple[LIFState, Array]:
-        o_prev = lax.stop_gradient(state.o) if self.detach_reset else state.o
-        u = state.u * (1.0 - o_prev) + x
-        o = spike(u - params["threshold"], self.surrogate)
-        return LIFState(u, o), o
+        return neurons.lif_step(
+            state,
+            x,
+            threshold=params["threshold"],
+            tau=1.0,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+        )
 
     def potential(self, state: LIFState) -> Array:
         return state.u[None]
 
+    def level_thresholds(self, params: Params | None = None) -> Any:
+        return (self.merge_params(params)["threshold"],)
+
 
 @dataclasses.dataclass(frozen=True)
 class MLF(NeuronModel):
-    """Multi-level firing: K LIF levels, spikes summed; parameters ``'thresholds'``, ``'tau'``."""
+    """Multi-level firing: K LIF levels, spikes summed; parameters ``'thresholds'`` and
+    ``'tau'``.
+
+    Learned leak and thresholds (off by default) go through :mod:`mlf_jax.reparam`:
+    ``learn_tau`` makes the parameter ``'tau_logit'`` (``tau = sigmoid(tau_logit)``) of
+    ``'tau'``, ``learn_thresholds`` makes ``'thresholds_raw'`` (a first threshold and
+    positive gaps) of ``'thresholds'``; both are then in :attr:`learned`. ``impl`` computes
+    the sequence as :func:`mlf_jax.neurons.mlf` does (``'auto'``, ``'scan'``, ``'fused'``,
+    ``'pallas'``; the same numbers).
+    """
 
     thresholds: Sequence[float] = (0.6, 1.6, 2.6)
     tau: float = 0.25
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
+    learn_tau: bool = False
+    learn_thresholds: bool = False
+    impl: str = "auto"
 
     def __post_init__(self):
         as_thresholds(self.thresholds, jnp.float32)  # 1-D, finite, increasing
         object.__setattr__(self, "thresholds", tuple(float(v) for v in self.thresholds))
-        _in_unit_interval("MLF tau", self.tau)
+        if self.learn_thresholds:
+            raw_of_thresholds(self.thresholds)  # positive too
+        _check_leak("MLF tau", self.tau, self.learn_tau)
+        _check_impl(self.impl)
         _surrogate_field(self)
 
+    @property
+    def learned(self) -> tuple[str, ...]:
+        return ("tau_logit",) * self.learn_tau + ("thresholds_raw",) * self.learn_thresholds
+
     def params(self) -> dict[str, Any]:
-        return {"thresholds": tuple(self.thresholds), "tau": float(self.tau)}
+        if self.learn_thresholds:
+            levels: dict[str, Any] = {"thresholds_raw": raw_of_thresholds(self.thresholds)}
+        else:
+            levels = {"thresholds": tuple(self.thresholds)}
+        return {**levels, **_leak_params(self.tau, self.learn_tau)}
+
+    def constants(self, params: Params, x: Array | None = None) -> tuple[Any, Any]:
+        """``(thresholds, tau)`` that ``params`` give (decoded where learned; a learned
+        leak in ``x``'s dtype when ``x`` is given)."""
+        if "thresholds_raw" in params:
+            thresholds = thresholds_from_raw(params["thresholds_raw"])
+        else:
+            thresholds = params["thresholds"]
+        if "tau_logit" in params:
+            logit = params["tau_logit"] if x is None else jnp.asarray(params["tau_logit"], x.dtype)
+            return thresholds, leak_from_logit(logit)
+        return thresholds, params["tau"]
 
     def init(self, x0: Array) -> neurons.MLFState:
         return tuple(LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0)) for _ in self.thresholds)
@@ -280,17 +408,36 @@ class MLF(NeuronModel):
     def step(
         self, state: neurons.MLFState, x: Array, params: Params
     ) -> tuple[neurons.MLFState, Array]:
+        thresholds, tau = self.constants(params, x)
         return neurons.mlf_step(
             state,
             x,
-            thresholds=params["thresholds"],
-            tau=params["tau"],
+            thresholds=thresholds,
+            tau=tau,
             surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 
     def potential(self, state: neurons.MLFState) -> Array:
         return jnp.stack([s.u for s in state])
+
+    def level_thresholds(self, params: Params | None = None) -> Any:
+        return self.constants(self.merge_params(params))[0]
+
+    def run(self, x, params, *, unroll=None, return_states=False):
+        if return_states:
+            return super().run(x, params, unroll=unroll, return_states=True)
+        x = check_sequence_input(x, "MLF")
+        thresholds, tau = self.constants(params, x)
+        return neurons.mlf(
+            x,
+            thresholds=thresholds,
+            tau=tau,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            unroll=unroll,
+            impl=self.impl,
+        )
 
 
 class ALIFState(NamedTuple):
@@ -336,54 +483,33 @@ class AdaptiveLIF(NeuronModel):
         return ALIFState(jnp.zeros_like(x0), jnp.zeros_like(x0), jnp.zeros_like(x0))
 
     def step(self, state: ALIFState, x: Array, params: Params) -> tuple[ALIFState, Array]:
-        o_reset = lax.stop_gradient(state.o) if self.detach_reset else state.o
-        u = params["tau"] * state.u * (1.0 - o_reset) + x
         b = params["rho"] * state.b + params["beta"] * state.o
-        o = spike(u - params["threshold"] - b, self.surrogate)
-        return ALIFState(u, o, b), o
+        lif_state, o = neurons.lif_step(
+            LIFState(state.u, state.o),
+            x,
+            threshold=params["threshold"] + b,
+            tau=params["tau"],
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+        )
+        return ALIFState(lif_state.u, o, b), o
 
     def potential(self, state: ALIFState) -> Array:
         return (state.u - state.b)[None]
 
+    def level_thresholds(self, params: Params | None = None) -> Any:
+        return (self.merge_params(params)["threshold"],)
+
 
 @dataclasses.dataclass(frozen=True)
-class PLIF(NeuronModel):
-    """Parametric LIF: ``tau = sigmoid(tau_logit)``; parameters ``'threshold'``, ``'tau_logit'``.
+class PLIF(LIF):
+    """Parametric LIF: :class:`LIF` with ``learn_tau=True``, i.e. ``tau = sigmoid(tau_logit)``;
+    parameters ``'threshold'``, ``'tau_logit'`` (learned by default).
 
     ``tau`` (in ``(0, 1)``) is the initial leak: ``tau_logit`` starts at its logit.
     """
 
-    learned: ClassVar[tuple[str, ...]] = ("tau_logit",)
-
-    threshold: float = 0.6
-    tau: float = 0.25
-    surrogate: Surrogate | str = rectangular(1.0)
-    detach_reset: bool = False
-
-    def __post_init__(self):
-        _float("PLIF threshold", self.threshold)
-        logit_of_leak(_in_unit_interval("PLIF tau", self.tau, open_low=True))  # checks (0, 1)
-        _surrogate_field(self)
-
-    def params(self) -> dict[str, Any]:
-        return {"threshold": float(self.threshold), "tau_logit": float(logit_of_leak(self.tau))}
-
-    def init(self, x0: Array) -> LIFState:
-        return LIFState(jnp.zeros_like(x0), jnp.zeros_like(x0))
-
-    def step(self, state: LIFState, x: Array, params: Params) -> tuple[LIFState, Array]:
-        tau = leak_from_logit(jnp.asarray(params["tau_logit"], x.dtype))
-        return neurons.lif_step(
-            state,
-            x,
-            threshold=params["threshold"],
-            tau=tau,
-            surrogate=get_surrogate(self.surrogate),
-            detach_reset=self.detach_reset,
-        )
-
-    def potential(self, state: LIFState) -> Array:
-        return state.u[None]
+    learn_tau: bool = True
 
 
 #: The zoo's neurons by name.

@@ -274,7 +274,7 @@ def test_zoo_models_are_hashable_and_compare_by_value():
         (lambda: zoo.AdaptiveLIF(rho=-0.1), ValueError, "AdaptiveLIF rho must be in"),
         (lambda: zoo.MLF(thresholds=(1.0, 0.5)), ValueError, "strictly increasing"),
         (lambda: zoo.PLIF(tau=1.0), ValueError, "strictly between 0 and 1"),
-        (lambda: zoo.PLIF(tau=0.0), ValueError, r"PLIF tau must be in \(0, 1\]"),
+        (lambda: zoo.PLIF(tau=0.0), ValueError, r"PLIF tau must be strictly between 0 and 1"),
         (lambda: zoo.IF(threshold="1"), TypeError, "IF threshold must be a Python number"),
         (lambda: zoo.LIF(surrogate="relu"), ValueError, "unknown surrogate 'relu'"),
         (lambda: zoo.LIF()(jnp.ones(3), {"beta": 1.0}), KeyError, "LIF has no parameter 'beta'"),

@@ -42,12 +42,13 @@ def spec_of(model: ResNet) -> dict[str, Any]:
     """The settings of ``model`` as JSON values (what the sidecar's ``'resnet'`` holds).
 
     Raises:
-      ValueError: for a model that has no such description: a custom ``neuron`` factory, or
+      ValueError: for a model that has no such description: a custom ``neuron``, or
         a surrogate that is not one of the library's families.
     """
     if model.neuron is not None:
         raise ValueError(
-            "a ResNet with a custom neuron factory cannot be described by its settings; save "
+            "a ResNet with a custom neuron (a zoo model or a layer factory) cannot be described "
+            "by its settings; save "
             "its variables with flax.serialization and build the model in code"
         )
     spec: dict[str, Any] = {}

@@ -10,11 +10,13 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mlf_jax import encoders
+from mlf_jax import encoders, zoo
 from mlf_jax.nn.blocks import BasicBlock, check_shortcut, conv3x3, kaiming_normal
 from mlf_jax.nn.neuron import MLF
 from mlf_jax.nn.normalization import TdBatchNorm
+from mlf_jax.nn.zoo import Neuron
 from mlf_jax.surrogate import Surrogate, rectangular
+from mlf_jax.zoo import NeuronModel
 
 __all__ = [
     "ResNet",
@@ -72,11 +74,13 @@ class ResNet(nn.Module):
       detach_reset: stop the gradient through the neuron's reset term.
       unroll: the neuron's ``lax.scan`` unroll (``None``: by T, see
         :func:`mlf_jax.neurons.auto_unroll`).
-      neuron: optional factory of the spiking layers, replacing the MLF neuron built from
-        the fields above (which are then unused, except ``thresholds[0]`` as tdBN's
-        default ``v_th``). It is called as ``neuron(name=...)`` and the module it returns
-        as ``layer(x)`` with time-major ``x`` ``[T, B, ...]``, returning the same shape,
-        like :class:`mlf_jax.nn.MLF`; e.g. ``functools.partial(MyNeuron, beta=0.5)``.
+      neuron: optional neuron replacing the MLF neuron built from the fields above (which
+        are then unused, except ``thresholds[0]`` as tdBN's default ``v_th``): a neuron
+        model (:class:`mlf_jax.zoo.NeuronModel`, e.g. ``mj.zoo.PLIF()``), run in a
+        :class:`mlf_jax.nn.Neuron` layer per position, or a factory of spiking layers,
+        called as ``neuron(name=...)`` and the module it returns as ``layer(x)`` with
+        time-major ``x`` ``[T, B, ...]``, returning the same shape, like
+        :class:`mlf_jax.nn.MLF`; e.g. ``functools.partial(MyNeuron, beta=0.5)``.
       v_th: threshold used by tdBN (default: the first level, ``thresholds[0]``).
       bn_momentum: tdBN running-average momentum (Flax convention: 0.9 is PyTorch's 0.1).
       bn_epsilon: tdBN's epsilon, added to the standard deviation.
@@ -122,7 +126,25 @@ class ResNet(nn.Module):
     remat: bool = False
     conv_impl: str = "auto"
     neuron_impl: str = "auto"
-    neuron: Callable[..., nn.Module] | None = None
+    neuron: NeuronModel | Callable[..., nn.Module] | None = None
+
+    def neuron_model(self) -> NeuronModel | None:
+        """The neuron model every spiking layer runs: the given ``neuron`` model, the
+        :class:`mlf_jax.zoo.MLF` of the fields, or ``None`` for a factory of layers (its
+        dynamics are its own)."""
+        if isinstance(self.neuron, NeuronModel):
+            return self.neuron
+        if self.neuron is not None:
+            return None
+        return zoo.MLF(
+            thresholds=tuple(self.thresholds),
+            tau=self.tau,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            learn_tau=self.learn_tau,
+            learn_thresholds=self.learn_thresholds,
+            impl=self.neuron_impl,
+        )
 
     def _validate(self) -> None:
         check_shortcut(self.shortcut)
@@ -209,7 +231,9 @@ class ResNet(nn.Module):
             axis_name=self.axis_name,
             dtype=jnp.float32,
         )
-        if self.neuron is not None:
+        if isinstance(self.neuron, NeuronModel):
+            neuron = functools.partial(Neuron, model=self.neuron, unroll=self.unroll)
+        elif self.neuron is not None:
             neuron = self.neuron
         else:
             neuron = functools.partial(

@@ -1,4 +1,5 @@
-"""Flax Linen wrapper of the MLF neuron (``mlf_jax.neurons.mlf``)."""
+"""The MLF neuron layer: :class:`mlf_jax.nn.Neuron`'s code path with a
+:class:`mlf_jax.zoo.MLF` built from the layer's fields (``mlf_jax.neurons.mlf``'s numbers)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mlf_jax import neurons
-from mlf_jax.reparam import (
-    leak_from_logit,
-    logit_of_leak,
-    raw_of_thresholds,
-    thresholds_from_raw,
-)
-from mlf_jax.surrogate import Surrogate, get_surrogate, rectangular
+from mlf_jax import zoo
+from mlf_jax.nn._run import RECORD_COLLECTION, run_neuron
+from mlf_jax.surrogate import Surrogate, rectangular
 
 __all__ = ["MLF", "RECORD_COLLECTION"]
-
-#: Flax collection where neurons ``sow`` their membrane potentials and spikes.
-RECORD_COLLECTION = "intermediates"
 
 
 class MLF(nn.Module):
@@ -69,6 +62,18 @@ class MLF(nn.Module):
     learn_thresholds: bool = False
     param_dtype: Any = jnp.float32
 
+    def zoo_model(self) -> zoo.MLF:
+        """The :class:`mlf_jax.zoo.MLF` this layer runs (the same fields)."""
+        return zoo.MLF(
+            thresholds=tuple(self.thresholds),
+            tau=self.tau,
+            surrogate=self.surrogate,
+            detach_reset=self.detach_reset,
+            learn_tau=self.learn_tau,
+            learn_thresholds=self.learn_thresholds,
+            impl=self.impl,
+        )
+
     def constants(self, params: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
         """``(thresholds, tau)`` this layer computes with, given its parameters.
 
@@ -76,47 +81,11 @@ class MLF(nn.Module):
         ``variables['params']['stem_neuron']``); a constant the layer does not learn is
         its field, as given.
         """
-        params = {} if params is None else params
-        thresholds: Any = tuple(self.thresholds)
-        tau: Any = self.tau
-        if self.learn_tau:
-            tau = leak_from_logit(params["tau_logit"])
-        if self.learn_thresholds:
-            thresholds = thresholds_from_raw(params["thresholds_raw"])
-        return thresholds, tau
+        model = self.zoo_model()
+        return model.constants(model.merge_params(params))
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if x.ndim < 2:
-            raise ValueError(f"MLF expects time-major input [T, B, ...], got shape {x.shape}")
-        params: dict[str, jax.Array] = {}
-        if self.learn_tau:
-            init = logit_of_leak(self.tau)
-            params["tau_logit"] = self.param(
-                "tau_logit", lambda _: jnp.asarray(init, self.param_dtype)
-            )
-        if self.learn_thresholds:
-            raw = raw_of_thresholds(self.thresholds)
-            params["thresholds_raw"] = self.param(
-                "thresholds_raw", lambda _: jnp.asarray(raw, self.param_dtype)
-            )
-        thresholds, tau = self.constants(params)
-        impl = self.impl
-        if params and impl == "pallas":
-            impl = neurons.auto_impl(x.shape[0])  # the Pallas kernel takes static constants
-        record = self.is_mutable_collection(RECORD_COLLECTION)
-        out: Any = neurons.mlf(
-            x,
-            thresholds=thresholds,
-            tau=tau,
-            surrogate=get_surrogate(self.surrogate),
-            detach_reset=self.detach_reset,
-            unroll=self.unroll,
-            return_potential=record,
-            impl=impl,
+        return run_neuron(
+            self, self.zoo_model(), x, learn=None, unroll=self.unroll, param_dtype=self.param_dtype
         )
-        if record:
-            out, u = out
-            self.sow(RECORD_COLLECTION, "membrane", u)
-            self.sow(RECORD_COLLECTION, "spikes", out)
-        return out

@@ -1,4 +1,4 @@
-"""A Flax Linen layer for any neuron of :mod:`mlf_jax.zoo` (or any :class:`NeuronModel`)."""
+"""The Flax Linen layer for any neuron of :mod:`mlf_jax.zoo` (or any :class:`NeuronModel`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from mlf_jax.nn.neuron import RECORD_COLLECTION
-from mlf_jax.zoo import LIF, NeuronModel, sequence
+from mlf_jax.nn._run import run_neuron
+from mlf_jax.zoo import LIF, NeuronModel
 
 __all__ = ["Neuron"]
 
@@ -23,16 +23,18 @@ class Neuron(nn.Module):
     ``model.params()``) that become Flax parameters of the same name, initialised to the
     model's values and stored in ``param_dtype``; the others stay constants. ``None``
     (default) learns ``model.learned`` (``('tau_logit',)`` for :class:`mlf_jax.zoo.PLIF`,
-    nothing for the others). Learned parameters are shared by all units of the layer and
-    are used raw: a model that needs a constraint learns an unconstrained value (as PLIF's
-    logit).
+    what ``learn_tau``/``learn_thresholds`` ask of :class:`mlf_jax.zoo.MLF` and
+    :class:`mlf_jax.zoo.LIF`, nothing for the others). Learned parameters are shared by all
+    units of the layer and are used raw: a model that needs a constraint learns an
+    unconstrained value (as PLIF's logit). :class:`mlf_jax.nn.MLF` is this layer with a
+    :class:`mlf_jax.zoo.MLF` built from its fields.
 
     Recording: when the ``'intermediates'`` collection is mutable, the layer sows
     ``'membrane'`` (``model.potential`` of every step, ``[T, K, B, ...]``) and ``'spikes'``,
     as :class:`mlf_jax.nn.MLF` does, so :mod:`mlf_jax.analysis` works on it.
 
-    A drop-in neuron for the ResNet: ``mj.models.resnet(8, neuron=functools.partial(
-    mj.nn.Neuron, model=mj.zoo.AdaptiveLIF()))``.
+    A drop-in neuron for the ResNet: ``mj.models.resnet(8, neuron=mj.zoo.AdaptiveLIF())``
+    (the ResNet wraps a model in this layer).
     """
 
     model: NeuronModel = LIF()
@@ -47,23 +49,6 @@ class Neuron(nn.Module):
                 f"Neuron.model must be a mlf_jax.zoo.NeuronModel (e.g. mj.zoo.LIF()), got "
                 f"{type(self.model).__name__}"
             )
-        if x.ndim < 2:
-            raise ValueError(f"Neuron expects time-major input [T, B, ...], got shape {x.shape}")
-        params = self.model.params()
-        names = type(self.model).learned if self.learn is None else tuple(self.learn)
-        if unknown := sorted(set(names) - set(params)):
-            raise ValueError(
-                f"Neuron.learn names {unknown}, which {type(self.model).__name__} does not have; "
-                f"its parameters are {sorted(params)}"
-            )
-        for name in names:
-            value = params[name]
-            params[name] = self.param(name, lambda _, v=value: jnp.asarray(v, self.param_dtype))
-        record = self.is_mutable_collection(RECORD_COLLECTION)
-        run = sequence(self.model.step, self.model.init, unroll=self.unroll, return_states=record)
-        out: Any = run(x, params)
-        if record:
-            out, states = out
-            self.sow(RECORD_COLLECTION, "membrane", jax.vmap(self.model.potential)(states))
-            self.sow(RECORD_COLLECTION, "spikes", out)
-        return out
+        return run_neuron(
+            self, self.model, x, learn=self.learn, unroll=self.unroll, param_dtype=self.param_dtype
+        )

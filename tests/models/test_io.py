@@ -44,7 +44,7 @@ def test_save_refuses_what_it_cannot_describe(tmp_path, small):
     with pytest.raises(ValueError, match="would replace computed ones"):
         mj.models.save(tmp_path / "x", model, variables, sha256="mine")
     zoo = model.clone(neuron=lambda **kw: mj.nn.Neuron(model=mj.zoo.PLIF()))
-    with pytest.raises(ValueError, match="custom neuron factory"):
+    with pytest.raises(ValueError, match="custom neuron"):
         mj.models.save(tmp_path / "x", zoo, variables)
     wider = mj.models.resnet(8, widths=(4, 4, 16), num_classes=3, time_steps=2)
     with pytest.raises(ValueError, match=r"stage3_block1.*is \(.*\) but the model's is"):

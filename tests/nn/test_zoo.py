@@ -94,3 +94,67 @@ def test_bad_layers_are_named():
         mj.nn.Neuron(model=mj.lif).init(jax.random.key(0), _x())
     with pytest.raises(ValueError, match=r"\[T, B, \.\.\.\]"):
         mj.nn.Neuron().init(jax.random.key(0), jnp.ones(3))
+
+
+def test_the_mlf_layer_is_the_neuron_layer_running_the_zoo_mlf():
+    x = _x((4, 3, 5), seed=4)
+    kw = dict(thresholds=(0.5, 1.2), tau=0.3, learn_tau=True, learn_thresholds=True)
+    preset = mj.nn.MLF(**kw)
+    generic = mj.nn.Neuron(model=mj.zoo.MLF(**kw))
+    v = preset.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, generic.init(jax.random.key(0), x))
+    # at initialisation both compute the pure function at the initial constants
+    ref = mj.mlf(x, thresholds=(0.5, 1.2), tau=0.3)
+    for layer in (preset, generic):
+        np.testing.assert_array_equal(layer.apply(v, x), ref)
+        g = jax.grad(lambda x_, layer=layer: (layer.apply(v, x_) ** 2).sum())(x)
+        g_ref = jax.grad(lambda x_: (mj.mlf(x_, thresholds=(0.5, 1.2), tau=0.3) ** 2).sum())(x)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_zoo_mlf_and_lif_compute_with_their_impl():
+    x = _x((12, 2, 6), seed=5)  # T = 12: 'auto' picks the fused kernel on CPU
+    for make in (mj.zoo.MLF, mj.zoo.LIF):
+        outs = {}
+        for impl in ("scan", "fused", "auto"):
+            model = make(impl=impl)
+            f = jax.jit(lambda x_, model=model: (model(x_) * jnp.arange(6.0)).sum())
+            outs[impl] = (model(x), jax.grad(f)(x))
+        for impl in ("fused", "auto"):
+            np.testing.assert_array_equal(outs[impl][0], outs["scan"][0])
+            np.testing.assert_allclose(outs[impl][1], outs["scan"][1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown impl 'fast'"):
+        mj.zoo.MLF(impl="fast")
+
+
+def test_plif_is_the_lif_with_a_learned_leak():
+    assert mj.zoo.PLIF(tau=0.4) == mj.zoo.PLIF(tau=0.4, learn_tau=True)
+    assert mj.zoo.PLIF().learned == mj.zoo.LIF(learn_tau=True).learned == ("tau_logit",)
+    assert mj.zoo.LIF().learned == () and mj.zoo.MLF(learn_thresholds=True).learned == (
+        "thresholds_raw",
+    )
+    x = _x()
+    np.testing.assert_array_equal(mj.zoo.PLIF(tau=0.4)(x), mj.lif(x, tau=0.4))
+
+
+def test_the_resnet_takes_a_neuron_model():
+    from experiments.trainer import _dormancy_constants
+
+    kw = dict(widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    plif = mj.zoo.PLIF(tau=0.3)
+    model = mj.models.resnet(8, neuron=plif, **kw)
+    factory = mj.models.resnet(8, neuron=functools.partial(mj.nn.Neuron, model=plif), **kw)
+    v = model.init(jax.random.key(1), x, train=False)
+    np.testing.assert_array_equal(model.apply(v, x), factory.apply(v, x))
+    assert model.neuron_model() is plif and factory.neuron_model() is None
+    default = mj.models.resnet(8, thresholds=(0.4, 1.0), tau=0.5, **kw).neuron_model()
+    assert default == mj.zoo.MLF(thresholds=(0.4, 1.0), tau=0.5)
+    # the activity logs' dormant fractions know every zoo neuron's levels and surrogate
+    alif = mj.zoo.AdaptiveLIF(threshold=0.7, surrogate=mj.triangle(0.5))
+    assert _dormancy_constants(mj.models.resnet(8, neuron=alif, **kw)) == (
+        (0.7,),
+        mj.triangle(0.5),
+    )
+    assert _dormancy_constants(mj.models.resnet(8, learn_thresholds=True, **kw)) == (None, None)
+    assert _dormancy_constants(factory) == (None, None)
