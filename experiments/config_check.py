@@ -72,6 +72,16 @@ def _choice(options: Iterable[str]) -> Rule:
     return check
 
 
+def _dataset(v: Any) -> str | None:
+    from mlf_jax.data import registry
+
+    try:
+        registry.canonical_name(v)
+    except ValueError:
+        return f"must be one of {', '.join(registry.DATASETS)}; got {v!r}"
+    return None
+
+
 def _boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else f"must be True or False, got {v!r}"
 
@@ -127,7 +137,7 @@ def _depth(v: Any) -> str | None:
 
 def _rules() -> dict[str, Rule]:
     # imported here so that `python -m experiments.train --help` stays light
-    from experiments.input_pipeline import AUGMENTS, DATASETS
+    from experiments.input_pipeline import AUGMENTS
     from experiments.models import DTYPES
     from mlf_jax.encoders import ENCODERS
     from mlf_jax.neurons import NEURON_IMPLS
@@ -138,7 +148,7 @@ def _rules() -> dict[str, Rule]:
     from mlf_jax.train.parallel import PARALLEL_MODES
 
     return {
-        "dataset": _choice(sorted(DATASETS)),
+        "dataset": _dataset,
         "data_dir": _string,
         "cache_dir": _string,
         "install_data": _boolean,
@@ -222,7 +232,7 @@ def validate(config: Any) -> None:
 
 def _relations(flat: dict[str, Any]) -> list[str]:
     """What is wrong between model keys that are each valid on their own."""
-    from experiments.input_pipeline import SPECS
+    from mlf_jax.data import registry
 
     problems = []
     if flat["model.learn_tau"] and flat["model.tau"] >= 1.0:
@@ -230,8 +240,7 @@ def _relations(flat: dict[str, Any]) -> list[str]:
             f"config.model.learn_tau needs config.model.tau strictly between 0 and 1 (its "
             f"logit is the parameter), got {flat['model.tau']}"
         )
-    spec = SPECS.get(flat["dataset"])
-    if flat["model.encoder"] != "direct" and spec is not None and spec.event:
+    if flat["model.encoder"] != "direct" and registry.get(flat["dataset"]).event:
         problems.append(
             f"config.model.encoder={flat['model.encoder']!r} encodes static images, but "
             f"config.dataset={flat['dataset']!r} is event data (already a sequence of "

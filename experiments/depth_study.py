@@ -40,6 +40,7 @@ from experiments import config_check, cpu_devices, input_pipeline, run_identity,
 from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
 from experiments.models import build_model
+from experiments.weights import FINAL_VARIABLES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdir/depth_study", "One sub-directory per cell goes here.")
@@ -198,7 +199,7 @@ def run_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, train
         if out.get("preempted"):
             raise SystemExit(f"{out['stopped_by']}: stopped; run the same command to resume")
         variables = {"params": state.params, "batch_stats": state.batch_stats}
-        (cdir / "final_variables.msgpack").write_bytes(serialization.to_bytes(variables))
+        (cdir / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
     out.update(shortcut=shortcut, neuron=neuron, depth=depth, seed=seed)
     done.write_text(json.dumps(out, indent=2) + "\n")
     return out
@@ -225,7 +226,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, t
         "settings": settings,
         "init": probe(model, init, probe_batch, NEURONS[neuron]),
     }
-    final_path = cdir / "final_variables.msgpack"
+    final_path = cdir / FINAL_VARIABLES
     if final_path.exists():
         variables = serialization.from_bytes(init, final_path.read_bytes())
         result["final"] = probe(model, variables, probe_batch, NEURONS[neuron])

@@ -1,7 +1,8 @@
 """Data sets by name, for the experiment entry point.
 
-``config.dataset`` picks one of :data:`DATASETS`; :data:`SPECS` says what its inputs are
-(channels, frame size, classes, static or event frames).
+``config.dataset`` picks one of :data:`DATASETS`, the loaders of the data sets of
+:mod:`mlf_jax.data.registry`, which says what their inputs are (channels, frame size,
+classes, static or event frames).
 
 What ``config.model.time_steps`` (T) means depends on the data set:
 
@@ -9,8 +10,8 @@ What ``config.model.time_steps`` (T) means depends on the data set:
   ``[H, W, C]`` as T steps (``config.model.encoder``: repeated by default; the spike
   encoders get intensities in ``[0, 1]`` instead of normalised images, see
   :func:`static_preprocessing`);
-- event streams (``gesture``, ``cifar10dvs``, ``nmnist``): each recording is binned into T
-  frames ``[T, H, W, 2]`` over the data set's fixed time window (:data:`SPECS`'s
+- event streams (``dvs_gesture``, ``cifar10_dvs``, ``nmnist``): each recording is binned into T
+  frames ``[T, H, W, 2]`` over the data set's fixed time window (the registry's
   ``window_us``), the first ``window_us`` of the recording from its first event, so a frame
   lasts ``window_us / T``. DVS128 Gesture: 1.2 s, T = 40 gives the paper's 30 ms frames and
   T = 20 gives 60 ms frames; CIFAR10-DVS: 100 ms (T = 10: 10 ms); N-MNIST: 300 ms (T = 10:
@@ -34,17 +35,22 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from experiments.errors import ConfigError
-from mlf_jax.data import ArraySource, augment, cifar10, digits, fashion_mnist, neuromorphic
+from mlf_jax.data import (
+    ArraySource,
+    augment,
+    cifar10,
+    digits,
+    fashion_mnist,
+    neuromorphic,
+    registry,
+)
 
 __all__ = [
     "AUGMENTS",
     "DATASETS",
-    "SPECS",
     "Data",
-    "DatasetSpec",
     "ensure_fashion_mnist",
     "event_preprocessing",
-    "example_shape",
     "get_datasets",
     "static_preprocessing",
 ]
@@ -277,78 +283,36 @@ def _events(name: str) -> Callable[[Any], Data]:
     return make
 
 
+#: How to load each data set of :data:`mlf_jax.data.registry.DATASETS`, by its name.
 DATASETS: dict[str, Callable[[Any], Data]] = {
     "fashion_mnist": _fashion_mnist,
     "digits": _digits,
     "cifar10": _cifar10,
-    "gesture": _events("dvs_gesture"),
-    "cifar10dvs": _events("cifar10_dvs"),
+    "dvs_gesture": _events("dvs_gesture"),
+    "cifar10_dvs": _events("cifar10_dvs"),
     "nmnist": _events("nmnist"),
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-    """What one example of a data set is, as the model sees it.
-
-    Attributes:
-      channels: input channels C (1 grey, 3 RGB, 2 event polarities).
-      classes: number of classes.
-      size: ``(height, width)`` of an image or frame.
-      event: True for event-camera data: examples are frames ``[T, H, W, C]`` with T =
-        ``config.model.time_steps``; False for static images ``[H, W, C]``, which the model
-        repeats over its T steps.
-      window_us: event data only: the time window cut into the T frames, in microseconds.
-    """
-
-    channels: int
-    classes: int
-    size: tuple[int, int]
-    event: bool = False
-    window_us: int | None = None
-
-
-def _event_spec(name: str) -> DatasetSpec:
-    """The spec of event data set ``name`` from its default preprocessing."""
-    ds = neuromorphic.DATASETS[name]
-    width, height = ds.default.size
-    return DatasetSpec(2, ds.num_classes, (height, width), True, ds.default.window_us)
-
-
-#: One spec per key of :data:`DATASETS`.
-SPECS: dict[str, DatasetSpec] = {
-    "fashion_mnist": DatasetSpec(1, len(fashion_mnist.CLASSES), (28, 28)),
-    "digits": DatasetSpec(1, 10, (8, 8)),
-    "cifar10": DatasetSpec(3, len(cifar10.CLASSES), (32, 32)),
-    "gesture": _event_spec("dvs_gesture"),
-    "cifar10dvs": _event_spec("cifar10_dvs"),
-    "nmnist": _event_spec("nmnist"),
-}
-
-
-def example_shape(spec: DatasetSpec, time_steps: int) -> tuple[int, ...]:
-    """Shape of one stored example's image: ``[T, H, W, C]`` for event data, else
-    ``[H, W, C]``."""
-    frame = (*spec.size, spec.channels)
-    return (time_steps, *frame) if spec.event else frame
-
-
 def get_datasets(config: Any) -> Data:
-    """Sources, preprocessing and augmentation for ``config.dataset``.
+    """Sources, preprocessing and augmentation for ``config.dataset`` (any spelling of
+    :func:`mlf_jax.data.registry.canonical_name`).
 
     Raises:
       ConfigError: for an unknown data set, or when the first training example's image does
-        not have the shape of :data:`SPECS` (see :func:`example_shape`).
+        not have the registry's shape (:meth:`~mlf_jax.data.registry.DatasetInfo.example_shape`).
     """
-    if config.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {config.dataset!r}; expected one of {sorted(DATASETS)}")
-    data = DATASETS[config.dataset](config)
-    want = example_shape(SPECS[config.dataset], config.model.time_steps)
+    try:
+        info = registry.get(config.dataset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    data = DATASETS[info.name](config)
+    want = info.example_shape(config.model.time_steps)
     if len(data.train):
         got = np.shape(data.train[0]["image"])
         if got != want:
             raise ConfigError(
                 f"{config.dataset}: examples have images of shape {got}, expected {want} "
-                "(SPECS and model.time_steps)"
+                "(the data set registry and model.time_steps)"
             )
     return data

@@ -7,7 +7,7 @@ from typing import Any
 import jax.numpy as jnp
 
 import mlf_jax as mj
-from experiments import input_pipeline
+from mlf_jax.data import registry
 
 __all__ = ["DTYPES", "build_model"]
 
@@ -19,11 +19,7 @@ def build_model(config: Any) -> mj.models.ResNet:
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
-    if config.dataset not in input_pipeline.SPECS:
-        raise ValueError(
-            f"unknown dataset {config.dataset!r}; expected one of {sorted(input_pipeline.SPECS)}"
-        )
-    spec = input_pipeline.SPECS[config.dataset]
+    spec = registry.get(config.dataset)  # ValueError naming the known data sets
     return mj.models.resnet(
         m.depth,
         widths=tuple(m.widths),

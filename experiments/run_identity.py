@@ -30,6 +30,7 @@ from typing import Any
 
 from etils import epath
 
+from mlf_jax.data import registry
 from mlf_jax.train import write_atomically
 
 __all__ = [
@@ -104,6 +105,11 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = json.loads(json.dumps(v))
+    if not prefix and isinstance(out.get("dataset"), str):  # 'gesture' is 'dvs_gesture'
+        try:
+            out["dataset"] = registry.canonical_name(out["dataset"])
+        except ValueError:
+            pass
     return out
 
 

@@ -27,6 +27,7 @@ from experiments import config_check, cpu_devices, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.config_check import check_overrides, load_config_file  # noqa: F401
 from experiments.models import build_model  # noqa: F401 - re-exported for the tests
+from experiments.weights import FINAL_VARIABLES
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")
@@ -45,7 +46,6 @@ flags.DEFINE_bool(
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
-FINAL_VARIABLES = "final_variables.msgpack"
 
 USER_ERRORS = trainer.USER_ERRORS
 

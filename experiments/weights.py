@@ -35,10 +35,10 @@ from flax import serialization, traverse_util
 from ml_collections import config_flags
 
 import mlf_jax as mj
-from experiments import config_check, input_pipeline, run_identity, trainer
+from experiments import config_check, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
-from mlf_jax.data import cifar10, digits, fashion_mnist
+from mlf_jax.data import registry
 
 __all__ = [
     "COLLECTIONS",
@@ -72,82 +72,19 @@ USER_ERRORS: tuple[type[BaseException], ...] = (*trainer.USER_ERRORS, WeightsErr
 
 
 def class_names(dataset: str) -> list[str]:
-    """Names of the classes of ``dataset`` in label order (their indices where the data
-    module has no names)."""
-    named = {"fashion_mnist": fashion_mnist.CLASSES, "cifar10": cifar10.CLASSES}
-    if dataset in named:
-        return list(named[dataset])
-    return [str(i) for i in range(input_pipeline.SPECS[dataset].classes)]
-
-
-_EVENT_DATASETS = {"gesture": "dvs_gesture", "cifar10dvs": "cifar10_dvs", "nmnist": "nmnist"}
+    """Names of the classes of ``dataset`` in label order (the data set registry's)."""
+    return list(registry.get(dataset).class_names)
 
 
 def input_description(config: Any) -> dict[str, Any]:
-    """How ``config``'s data set becomes the model's input: shape, preprocessing, encoding.
+    """How ``config``'s data set becomes the model's input: shape, preprocessing, encoding
+    (:meth:`mlf_jax.data.registry.DatasetInfo.input_description`).
 
     Recorded in the sidecar, so that the weights can be used outside this project (the
     same preprocessing is needed to get the recorded accuracy).
     """
-    dataset, t = config.dataset, int(config.model.time_steps)
-    spec = input_pipeline.SPECS[dataset]
-    out: dict[str, Any] = {
-        "shape": list(input_pipeline.example_shape(spec, t)),
-        "layout": "[T, H, W, C]" if spec.event else "[H, W, C]",
-        "time_steps": t,
-    }
-    direct = (
-        f"direct: the normalised image is the input of the first convolution at each of the "
-        f"T = {t} time steps (repeated, not spike coded)"
-    )
-    encoder = config.model.get("encoder", "direct")
-    spike_coded = {
-        "rate": f"rate: the intensity p in [0, 1] (no mean/std) fires with probability p at "
-        f"each of the T = {t} time steps (Bernoulli, mlf_jax.encoders.rate)",
-        "latency": f"latency: the intensity c in [0, 1] (no mean/std) fires once, at step "
-        f"floor((1 - c) (T - 1) + 1/2) of T = {t} (mlf_jax.encoders.latency)",
-    }
-    if dataset == "fashion_mnist":
-        out |= {
-            "pixels": "uint8 grey levels 0..255",
-            "normalization": f"x / 255, then (x - {fashion_mnist.MEAN}) / {fashion_mnist.STD}",
-            "mean": fashion_mnist.MEAN,
-            "std": fashion_mnist.STD,
-            "encoding": direct,
-        }
-    elif dataset == "digits":
-        out |= {
-            "pixels": "grey levels 0..16 (sklearn's load_digits)",
-            "normalization": f"x / 16, then (x - {digits.MEAN}) / {digits.STD}",
-            "mean": digits.MEAN,
-            "std": digits.STD,
-            "encoding": direct,
-        }
-    elif dataset == "cifar10":
-        out |= {
-            "pixels": "uint8 RGB 0..255",
-            "normalization": "x / 255, then (x - mean[c]) / std[c] per channel c",
-            "mean": list(cifar10.MEAN),
-            "std": list(cifar10.STD),
-            "encoding": direct,
-        }
-    if encoder in spike_coded and not spec.event:
-        peak = "16" if dataset == "digits" else "255"
-        out |= {"normalization": f"x / {peak}", "encoding": spike_coded[encoder]}
-        for key in ("mean", "std"):
-            out.pop(key, None)
-    elif dataset in _EVENT_DATASETS:
-        pre = input_pipeline.event_preprocessing(_EVENT_DATASETS[dataset], t)
-        out |= {
-            "normalization": "none: event counts as float32",
-            "window_us": spec.window_us,
-            "bin_us": pre.bin_us,
-            "encoding": (
-                f"event frames: the events of the first {spec.window_us} us of a recording "
-                f"counted per pixel and polarity in T = {t} bins of {pre.bin_us} us"
-            ),
-        }
-    return out
+    info = registry.get(config.dataset)
+    return info.input_description(config.model.time_steps, config.model.get("encoder", "direct"))
 
 
 def sidecar_path(weights: str | os.PathLike) -> epath.Path:
@@ -213,8 +150,7 @@ def _expected(config: Any) -> dict[str, Any]:
     """``{'params', 'batch_stats'}`` of ``build_model(config)`` as shapes and dtypes
     (``jax.eval_shape``: nothing is initialised or compiled)."""
     model = build_model(config)
-    spec = input_pipeline.SPECS[config.dataset]
-    example = input_pipeline.example_shape(spec, config.model.time_steps)
+    example = registry.get(config.dataset).example_shape(config.model.time_steps)
     x = jax.ShapeDtypeStruct((1, *example), np.float32)
     variables = jax.eval_shape(
         lambda x: model.init(jax.random.key(0), mj.train.model_input(x), train=False), x
@@ -229,29 +165,20 @@ def _flat(tree: Any) -> dict[str, Any]:
     return traverse_util.flatten_dict(dict(tree), sep="/")
 
 
-def _model_order(key: str) -> tuple[Any, ...]:
-    """Sort key of a variable path in the order of the network -- input, stem, stages and
-    blocks (in a block: conv1, bn1, conv2, ...), head -- so that a message names the first
-    layer that differs (the paths come sorted by name: ``stage1`` before ``stem``)."""
-    collection, _, rest = key.partition("/")
-    parts = rest.split("/")
-    layer = parts[0]
-    if layer.startswith("stage") and "_block" in layer:
-        stage, block = (int(x) if x.isdigit() else 0 for x in layer[5:].split("_block", 1))
-        rank = (2.0, stage, block)
-    else:
-        first = {"input_bn": 0.0, "stem_conv": 1.0, "stem_bn": 1.5, "head": 3.0}
-        rank = (first.get(layer, 4.0), 0, 0)
-    sub = parts[1] if len(parts) > 2 else ""
-    number = "".join(c for c in sub if c.isdigit())
-    kind = 0 if sub.startswith("conv") else 1
-    return (
-        COLLECTIONS.index(collection) if collection in COLLECTIONS else 2,
-        rank,
-        int(number) if number else 0,
-        kind,
-        rest,
-    )
+def _in_model_order(keys: Sequence[str]) -> list[str]:
+    """Variable paths ``collection/layer/.../name`` in the order of the network
+    (:func:`mlf_jax.analysis.forward_order`), parameters first, so that a message names the
+    first layer that differs (the paths come sorted by name: ``stage1`` before ``stem``)."""
+    by_collection: dict[str, list[tuple[str, ...]]] = {}
+    for key in sorted(keys):
+        collection, _, rest = key.partition("/")
+        by_collection.setdefault(collection, []).append(tuple(rest.split("/")))
+    rank = {c: i for i, c in enumerate(COLLECTIONS)}
+    return [
+        "/".join((collection, *path))
+        for collection in sorted(by_collection, key=lambda c: (rank.get(c, len(rank)), c))
+        for path in mj.analysis.forward_order(by_collection[collection])
+    ]
 
 
 def _top_missing(paths: Sequence[str], present: Mapping[str, Any]) -> list[str]:
@@ -365,7 +292,7 @@ def load(path: str | os.PathLike, config: Any) -> dict[str, Any]:
     if unexpected := _top_missing([k for k in have if k not in want], want):
         problems.append(f"{path} has {_names(unexpected)}, which the config's model has not")
     wrong = []  # (key, what it is in the file, what the model expects)
-    for key in sorted((k for k in want if k in have), key=_model_order):
+    for key in _in_model_order([k for k in want if k in have]):
         leaf, spec = have[key], want[key]
         if not isinstance(leaf, np.ndarray):
             wrong.append((key, f"is a {type(leaf).__name__}", "an array"))
@@ -519,7 +446,7 @@ def export(
         "resnet_format": mj.models.SPEC_FORMAT,
         "resnet": mj.models.spec_of(build_model(config)),
         "input": input_description(config),
-        "num_classes": input_pipeline.SPECS[config.dataset].classes,
+        "num_classes": registry.get(config.dataset).classes,
         "class_names": class_names(config.dataset),
         "num_params": mj.models.num_params(variables),
         "results": _run_results(workdir) if workdir is not None else None,

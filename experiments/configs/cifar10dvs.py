@@ -10,7 +10,7 @@ from experiments.configs import base
 
 def get_config() -> ml_collections.ConfigDict:
     config = base.get_config()
-    config.dataset = "cifar10dvs"
+    config.dataset = "cifar10_dvs"
     config.data_dir = ""  # the folder holding tonic's CIFAR10DVS/ layout (aedat4 per class)
     config.model.depth = 14
     config.model.widths = (32, 64, 128)

@@ -11,7 +11,7 @@ from experiments.configs import base
 
 def get_config() -> ml_collections.ConfigDict:
     config = base.get_config()
-    config.dataset = "gesture"
+    config.dataset = "dvs_gesture"
     config.data_dir = ""  # the folder holding tonic's DVSGesture/ layout
     config.model.depth = 20
     config.model.widths = (16, 32, 64)

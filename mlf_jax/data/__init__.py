@@ -1,6 +1,7 @@
-"""Input pipelines: data sources, the grain loader, and the data sets of the paper."""
+"""Input pipelines: data sources, the grain loader, the data sets of the paper and the
+registry of what each data set is."""
 
-from mlf_jax.data import augment, cifar10, digits, events, fashion_mnist, neuromorphic
+from mlf_jax.data import augment, cifar10, digits, events, fashion_mnist, neuromorphic, registry
 from mlf_jax.data.errors import DataFileError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
@@ -19,4 +20,5 @@ __all__ = [
     "cifar10",
     "events",
     "neuromorphic",
+    "registry",
 ]

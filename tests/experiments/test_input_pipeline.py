@@ -11,6 +11,7 @@ import tonic.dataset
 from experiments import input_pipeline, models
 from experiments.configs import cifar10 as cifar10_config
 from experiments.configs import gesture as gesture_config
+from mlf_jax.data import registry
 from mlf_jax.data.neuromorphic import Preprocessing
 
 from ..data.event_files import make_events, random_events, write_gesture_sample
@@ -35,32 +36,57 @@ EXPECTED = {
     "fashion_mnist": (1, 10, (28, 28), False, None),
     "digits": (1, 10, (8, 8), False, None),
     "cifar10": (3, 10, (32, 32), False, None),
-    "gesture": (2, 11, (32, 32), True, 1_200_000),
-    "cifar10dvs": (2, 10, (42, 42), True, 100_000),
+    "dvs_gesture": (2, 11, (32, 32), True, 1_200_000),
+    "cifar10_dvs": (2, 10, (42, 42), True, 100_000),
     "nmnist": (2, 10, (34, 34), True, 300_000),
 }
 
 
-def test_one_spec_per_data_set():
-    assert set(input_pipeline.SPECS) == set(input_pipeline.DATASETS) == set(EXPECTED)
+def test_one_registry_entry_and_one_loader_per_data_set():
+    assert set(registry.DATASETS) == set(input_pipeline.DATASETS) == set(EXPECTED)
     for name, (channels, classes, size, event, window) in EXPECTED.items():
-        spec = input_pipeline.SPECS[name]
-        assert isinstance(spec, input_pipeline.DatasetSpec)
-        assert (spec.channels, spec.classes, spec.size, spec.event, spec.window_us) == (
+        info = registry.DATASETS[name]
+        assert info.name == name
+        assert (info.channels, info.classes, info.size, info.event, info.window_us) == (
             channels,
             classes,
             size,
             event,
             window,
         ), name
-    assert not hasattr(input_pipeline, "SHAPES")
+    for attr in ("SHAPES", "SPECS", "DatasetSpec"):
+        assert not hasattr(input_pipeline, attr)
     with pytest.raises(AttributeError):
-        input_pipeline.SPECS["gesture"].classes = 3  # frozen
+        registry.DATASETS["dvs_gesture"].channels = 3  # frozen
+
+
+def test_every_spelling_names_one_data_set():
+    for alias, name in [
+        ("gesture", "dvs_gesture"),
+        ("DVS-Gesture", "dvs_gesture"),
+        ("cifar10dvs", "cifar10_dvs"),
+        ("CIFAR10-DVS", "cifar10_dvs"),
+        ("N-MNIST", "nmnist"),
+        ("Fashion-MNIST", "fashion_mnist"),
+        ("fashionmnist", "fashion_mnist"),
+        ("CIFAR10", "cifar10"),
+    ]:
+        assert registry.canonical_name(alias) == name, alias
+        assert registry.get(alias) is registry.DATASETS[name]
+    with pytest.raises(ValueError, match="unknown data set 'mnist'; expected one of"):
+        registry.get("mnist")
 
 
 def test_example_shape():
-    assert input_pipeline.example_shape(input_pipeline.SPECS["cifar10"], 4) == (32, 32, 3)
-    assert input_pipeline.example_shape(input_pipeline.SPECS["gesture"], 20) == (20, 32, 32, 2)
+    assert registry.get("cifar10").example_shape(4) == (32, 32, 3)
+    assert registry.get("dvs_gesture").example_shape(20) == (20, 32, 32, 2)
+
+
+def test_class_names_in_label_order():
+    assert registry.get("fashion_mnist").class_names[6] == "Shirt"
+    assert registry.get("cifar10_dvs").class_names == registry.get("cifar10").class_names
+    assert registry.get("dvs_gesture").class_names[0] == "hand clap"
+    assert registry.get("nmnist").class_names == tuple("0123456789")
 
 
 @pytest.mark.parametrize(
@@ -86,7 +112,7 @@ def test_build_model_takes_channels_and_classes_from_the_spec(get_config, name, 
 def test_build_model_names_an_unknown_dataset():
     config = cifar10_config.get_config()
     config.dataset = "mnist"
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+    with pytest.raises(ValueError, match="unknown data set 'mnist'"):
         models.build_model(config)
 
 
@@ -210,11 +236,12 @@ def test_gesture_time_steps_that_do_not_divide_1_2_s_name_the_config_key(tmp_pat
     assert not (tmp_path / "cache").exists()  # refused before converting anything
 
 
-def test_examples_of_another_shape_than_the_spec_are_refused(tmp_path, monkeypatch):
+def test_examples_of_another_shape_than_the_registry_are_refused(tmp_path, monkeypatch):
+    import dataclasses
+
     gesture_files(tmp_path / "tonic")
-    spec = input_pipeline.SPECS["gesture"]
-    wrong = input_pipeline.DatasetSpec(spec.channels, spec.classes, (30, 30), True, 1_200_000)
-    monkeypatch.setitem(input_pipeline.SPECS, "gesture", wrong)
+    wrong = dataclasses.replace(registry.DATASETS["dvs_gesture"], size=(30, 30))
+    monkeypatch.setitem(registry.DATASETS, "dvs_gesture", wrong)
     with pytest.raises(ValueError, match=r"\(20, 32, 32, 2\), expected \(20, 30, 30, 2\)"):
         input_pipeline.get_datasets(gesture_config_for(tmp_path, 20))
 
