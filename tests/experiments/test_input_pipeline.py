@@ -325,3 +325,12 @@ def test_static_images_are_normalised_for_direct_encoding_and_intensities_for_sp
         expected = np.asarray([0.0, 0.2, 1.0])  # 0, 51 and 255 of 255
     assert out.dtype == np.float32
     np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-6)
+
+
+def test_a_run_recorded_under_another_spelling_is_the_same_run():
+    from experiments import run_identity
+
+    old = run_identity.flatten({"dataset": "gesture", "model": {"depth": 20}})
+    new = run_identity.flatten({"dataset": "dvs_gesture", "model": {"depth": 20}})
+    assert old == new and not run_identity.diff(old, new)
+    assert run_identity.diff(run_identity.flatten({"dataset": "cifar10_dvs"}), new)
