@@ -1,13 +1,16 @@
 """Depth study on Fashion-MNIST: do spiking nets degrade with depth; do MLF and DS-ResNet help?
 
 The grid is {spiking ResNet, DS-ResNet} x {LIF, MLF K=3} x depths, every cell trained with the
-same budget (data, epochs, batch, optimiser) once per seed (``--seeds``; a seed draws the
-training subset, the initialisation and the data order). For each run it records train and test
+same budget (data, epochs, batch, optimiser) once per seed (``config.seeds``; a seed draws
+the training subset, the initialisation and the data order). The grid and the budget are a
+config, ``experiments/configs/depth_study.py`` (the default ``--config``; override keys as
+``--config.depths=8,32``). For each run it records train and test
 accuracy, the proportion of dormant units and the gradient norm at the first layer,
 at initialisation and after training; per cell, the mean, standard deviation and range over
 the seeds::
 
     python -m experiments.depth_study --workdir=workdir/depth_study   # train + measure + plot
+    python -m experiments.depth_study --config.depths=8 --config.seeds=0 --workdir=...
 
 Resumable: a finished run is skipped; an interrupted one resumes from its last checkpoint
 (``<workdir>/<cell>_s<seed>/checkpoints``). The aggregated results go to
@@ -34,6 +37,7 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 from flax import serialization
+from ml_collections import config_flags
 
 import mlf_jax as mj
 from experiments import config_check, cpu_devices, input_pipeline, run_identity, trainer
@@ -43,21 +47,11 @@ from experiments.models import build_model
 from experiments.weights import FINAL_VARIABLES
 
 FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", "experiments/configs/depth_study.py", "The study's grid and budget."
+)
 flags.DEFINE_string("workdir", "workdir/depth_study", "One sub-directory per cell goes here.")
 flags.DEFINE_string("data_dir", "", "Fashion-MNIST IDX files (default: the config's data_dir).")
-flags.DEFINE_list("depths", ["8", "32", "68"], "Depths 6n + 2.")
-flags.DEFINE_list("widths", ["8", "16", "32"], "Channels of the three stages.")
-flags.DEFINE_list("shortcuts", ["standard", "ds"], "'standard' (spiking ResNet) and/or 'ds'.")
-flags.DEFINE_list("neurons", ["lif", "mlf"], "'lif' (K = 1) and/or 'mlf' (K = 3).")
-flags.DEFINE_integer("time_steps", 2, "T (direct encoding).")
-flags.DEFINE_integer("train_size", 12000, "Training examples (a fixed random subset).")
-flags.DEFINE_integer("epochs", 3, "Epochs over the training subset.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size.")
-flags.DEFINE_float("learning_rate", 0.1, "Peak learning rate (cosine decay, 0.1-epoch warm-up).")
-flags.DEFINE_integer("probe_size", 256, "Examples used for the dormant and gradient probes.")
-flags.DEFINE_integer("train_eval_size", 5000, "Training examples used for train accuracy.")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "One run per cell and seed (subset, init, order).")
-flags.DEFINE_bool("measure", True, "Measure finished cells (needs mlf_jax.analysis).")
 flags.DEFINE_string("results_out", "", "Also write the aggregated results JSON here.")
 flags.DEFINE_string("plot_out", "", "Also write the plot here.")
 flags.DEFINE_string(
@@ -87,6 +81,13 @@ SUMMARISED = (
 )
 
 
+def _items(value: Any) -> list[str]:
+    """A config tuple as strings, also when given as one comma-separated string
+    (``--config.neurons=lif,mlf`` arrives as ``('lif,mlf',)``)."""
+    items = value if isinstance(value, (list, tuple)) else (value,)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
 def cell_name(shortcut: str, neuron: str, depth: int, seed: int) -> str:
     return f"{shortcut}_{neuron}_d{depth}_s{seed}"
 
@@ -95,16 +96,16 @@ def cell_config(shortcut: str, neuron: str, depth: int, seed: int) -> Any:
     """The Fashion-MNIST config with this cell's model, the study's common budget and ``seed``."""
     config = data_config()
     config.model.depth = depth
-    config.model.widths = tuple(int(w) for w in FLAGS.widths)
+    config.model.widths = tuple(int(w) for w in _items(FLAGS.config.widths))
     config.model.shortcut = shortcut
     config.model.thresholds = NEURONS[neuron]
-    config.model.time_steps = FLAGS.time_steps
-    config.batch_size = FLAGS.batch_size
-    config.num_epochs = FLAGS.epochs
-    config.learning_rate = FLAGS.learning_rate
+    config.model.time_steps = FLAGS.config.time_steps
+    config.batch_size = FLAGS.config.batch_size
+    config.num_epochs = FLAGS.config.epochs
+    config.learning_rate = FLAGS.config.learning_rate
     config.seed = seed
     config.log_every = 20
-    config.study_train_size = FLAGS.train_size  # the subset is part of the cell's identity
+    config.study_train_size = FLAGS.config.train_size  # the subset is part of the cell's identity
     return config
 
 
@@ -210,7 +211,10 @@ def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, t
     name = cell_name(shortcut, neuron, depth, seed)
     cdir = Path(FLAGS.workdir) / name
     path = cdir / "measure.json"
-    settings = {"probe_size": FLAGS.probe_size, "train_eval_size": FLAGS.train_eval_size}
+    settings = {
+        "probe_size": FLAGS.config.probe_size,
+        "train_eval_size": FLAGS.config.train_eval_size,
+    }
     if path.exists():  # measured before: only if with these settings
         result = json.loads(path.read_text())
         if result.get("settings") == settings:
@@ -219,7 +223,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, t
     config.cross_device_bn = False  # the probes run on one device, outside shard_map
     model = build_model(config)
     pre = data.preprocess
-    probe_batch = pre(data.test[np.arange(FLAGS.probe_size)], False)
+    probe_batch = pre(data.test[np.arange(FLAGS.config.probe_size)], False)
     sample = probe_batch["image"][:2]
     init = jax.jit(lambda r, x: model.init(r, x, train=False))(jax.random.key(config.seed), sample)
     result: dict[str, Any] = {
@@ -230,7 +234,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, t
     if final_path.exists():
         variables = serialization.from_bytes(init, final_path.read_bytes())
         result["final"] = probe(model, variables, probe_batch, NEURONS[neuron])
-        n = min(FLAGS.train_eval_size, len(train))
+        n = min(FLAGS.config.train_eval_size, len(train))
         result["train_accuracy"] = accuracy(model, variables, subset(train, n, 1), pre)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -288,7 +292,9 @@ def plot(summary: list[dict], path: Path) -> None:
     offsets = {("standard", "lif"): -1.5, ("standard", "mlf"): -0.5, ("ds", "lif"): 0.5}
     seeds = sorted({s for r in summary for s in r["seeds"]})
     for ax, (key, title) in zip(axes, panels, strict=True):
-        for shortcut, neuron in itertools.product(FLAGS.shortcuts, FLAGS.neurons):
+        for shortcut, neuron in itertools.product(
+            _items(FLAGS.config.shortcuts), _items(FLAGS.config.neurons)
+        ):
             pts = sorted(
                 (r["depth"], r[key])
                 for r in summary
@@ -360,7 +366,7 @@ def table(summary: list[dict]) -> str:
 def settings() -> dict[str, Any]:
     """The study's settings, as recorded in its results (seeds apart: they add runs)."""
     out = {
-        k: FLAGS[k].value
+        k: FLAGS.config[k]
         for k in (
             "depths",
             "widths",
@@ -373,8 +379,8 @@ def settings() -> dict[str, Any]:
             "train_eval_size",
         )
     }
-    out["depths"] = [int(d) for d in out["depths"]]
-    out["widths"] = [int(w) for w in out["widths"]]
+    out["depths"] = [int(d) for d in _items(out["depths"])]
+    out["widths"] = [int(w) for w in _items(out["widths"])]
     return out
 
 
@@ -414,30 +420,33 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    for s in FLAGS.shortcuts:
+    c = FLAGS.config
+    for s in _items(c.shortcuts):
         mj.nn.blocks.check_shortcut(s)
-    for n in FLAGS.neurons:
+    for n in _items(c.neurons):
         if n not in NEURONS:
             raise app.UsageError(f"unknown neuron {n!r}; expected one of {sorted(NEURONS)}")
-    depths = [int(d) for d in FLAGS.depths]
+    try:
+        depths = [int(d) for d in _items(c.depths)]
+        seeds = sorted({int(s) for s in _items(c.seeds)})
+    except ValueError:
+        raise app.UsageError(
+            f"config.depths and config.seeds must be integers, got {c.depths}, {c.seeds}"
+        ) from None
     for d in depths:
         mj.models.stage_sizes_for_depth(d)
-    try:
-        seeds = sorted({int(s) for s in FLAGS.seeds})
-    except ValueError:
-        raise app.UsageError(f"--seeds must be integers, got {FLAGS.seeds}") from None
     if not seeds:
-        raise app.UsageError("--seeds is empty")
+        raise app.UsageError("config.seeds is empty")
     runs = [
         (*c, seed)
-        for c in itertools.product(FLAGS.shortcuts, FLAGS.neurons, depths)
+        for c in itertools.product(_items(c.shortcuts), _items(c.neurons), depths)
         for seed in seeds
     ]
     for r in runs:  # every run's config, before any data is read
         config_check.validate(cell_config(*r))
     previous = previous_rows(FLAGS.previous_results) if FLAGS.previous_results else {}
     try:  # before JAX's backend starts: one CPU device per core (splitting each batch)
-        cpu_devices.use_every_core([FLAGS.batch_size])
+        cpu_devices.use_every_core([FLAGS.config.batch_size])
     except ValueError as e:
         raise config_check.ConfigError(str(e)) from None
     workdir = Path(FLAGS.workdir)
@@ -451,19 +460,19 @@ def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
     its finished runs in ``--results_out`` (pass that file as ``--previous_results`` to go on
     from it on another machine)."""
     data = input_pipeline.get_datasets(data_config())
-    subsets = {s: subset(data.train, FLAGS.train_size, s) for s in {r[3] for r in runs}}
+    subsets = {s: subset(data.train, FLAGS.config.train_size, s) for s in {r[3] for r in runs}}
     start = time.time()
     todo = [r for r in runs if r not in previous]
     done = {r: previous[r] for r in runs if r in previous}
     for r in todo:
         trained = run_cell(*r, data, subsets[r[3]])
-        if FLAGS.measure:
+        if FLAGS.config.measure:
             done[r] = result_row(r, trained, measure_cell(*r, data, subsets[r[3]]))
             write_results(
                 [done[q] for q in runs if q in done], [q for q in runs if q not in done], workdir
             )
     print(f"training done ({time.time() - start:.0f} s this run)", flush=True)
-    if not FLAGS.measure:
+    if not FLAGS.config.measure:
         return
     summary = write_results([done[r] for r in runs], [], workdir)
     print(table(summary))

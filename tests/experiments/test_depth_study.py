@@ -23,16 +23,16 @@ def _command(data_dir: Path, workdir: Path, seeds: str = "3,5") -> list[str]:
         "experiments.depth_study",
         f"--workdir={workdir}",
         f"--data_dir={data_dir}",
-        "--depths=8",
-        "--widths=2,2,4",
-        "--shortcuts=standard,ds",
-        "--neurons=mlf",
-        "--train_size=64",
-        "--epochs=1",
-        "--batch_size=32",
-        "--probe_size=16",
-        "--train_eval_size=32",
-        f"--seeds={seeds}",
+        "--config.depths=8",
+        "--config.widths=2,2,4",
+        "--config.shortcuts=standard,ds",
+        "--config.neurons=mlf",
+        "--config.train_size=64",
+        "--config.epochs=1",
+        "--config.batch_size=32",
+        "--config.probe_size=16",
+        "--config.train_eval_size=32",
+        f"--config.seeds={seeds}",
         f"--results_out={workdir / 'copy.json'}",
     ]
 
@@ -152,7 +152,9 @@ def test_a_study_stopped_part_way_keeps_its_finished_runs(study, tmp_path):
 
 def test_previous_results_with_other_settings_are_refused(study, tmp_path):
     data, work, _ = study
-    cmd = [a.replace("--epochs=1", "--epochs=2") for a in _command(data, tmp_path / "w")]
+    cmd = [
+        a.replace("--config.epochs=1", "--config.epochs=2") for a in _command(data, tmp_path / "w")
+    ]
     cmd.append(f"--previous_results={work / 'results.json'}")
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
@@ -162,7 +164,7 @@ def test_previous_results_with_other_settings_are_refused(study, tmp_path):
 
 def test_a_rerun_with_other_training_settings_is_refused(study):
     data, work, _ = study
-    cmd = [a.replace("--epochs=1", "--epochs=2") for a in _command(data, work)]
+    cmd = [a.replace("--config.epochs=1", "--config.epochs=2") for a in _command(data, work)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     assert "differing keys: num_epochs: 1 -> 2" in done.stderr, done.stderr[-2000:]
