@@ -12,6 +12,9 @@ from ..data.idx_files import write_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# whole study processes: `make test-slow`
+pytestmark = pytest.mark.slow
+
 
 def _run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [
