@@ -76,7 +76,7 @@ converged: $(STAMP)
 	  echo "resuming the run carried in $(CARRIED)"; fi
 	$(VENV)/bin/python -m experiments.train --config=experiments/configs/$(CONVERGED).py \
 	  --workdir=workdir/$(CONVERGED) $(ARGS)
-	$(VENV)/bin/python -m experiments.weights --config=experiments/configs/$(CONVERGED).py \
+	$(VENV)/bin/python -m experiments.export --config=experiments/configs/$(CONVERGED).py \
 	  --workdir=workdir/$(CONVERGED) --out=experiments/weights/$(CONVERGED)
 	cp workdir/$(CONVERGED)/metrics.jsonl experiments/weights/$(CONVERGED)_metrics.jsonl
 	$(VENV)/bin/python -m experiments.curves --workdir=workdir/$(CONVERGED) --table \

@@ -43,8 +43,8 @@ import mlf_jax as mj
 from experiments import config_check, cpu_devices, input_pipeline, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
+from experiments.export import FINAL_VARIABLES
 from experiments.models import build_model
-from experiments.weights import FINAL_VARIABLES
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(

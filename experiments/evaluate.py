@@ -5,9 +5,9 @@
         [--batch_size=500 --confusion_plot=confusion.png --json_out=eval.json \\
          --config.data_dir=...]
 
-Loads ``{'params', 'batch_stats'}`` (a file of ``experiments.weights`` or a run's
+Loads ``{'params', 'batch_stats'}`` (a file of ``experiments.export`` or a run's
 ``final_variables.msgpack``; no optimiser or training state), checked against the config's
-model (:func:`experiments.weights.load`), runs the model in eval mode (tdBN with its running
+model (:func:`experiments.export.load`), runs the model in eval mode (tdBN with its running
 statistics) over every test example once, the last partial batch included, and prints JSON
 on stdout: ``test_accuracy``, ``per_class_accuracy``, ``num_examples``,
 ``confusion_matrix`` (rows: true class, columns: predicted), ``class_names``, ``dataset``,
@@ -38,7 +38,7 @@ from ml_collections import config_flags
 from tqdm.auto import tqdm
 
 import mlf_jax as mj
-from experiments import config_check, input_pipeline, trainer, weights
+from experiments import config_check, export, input_pipeline, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
 
@@ -51,7 +51,7 @@ __all__ = [
     "summarize",
 ]
 
-USER_ERRORS = weights.USER_ERRORS
+USER_ERRORS = export.USER_ERRORS
 
 #: Set by the command line's Ctrl-C handler (:func:`_on_interrupt`), checked by the loop.
 _INTERRUPTED = threading.Event()
@@ -158,7 +158,7 @@ def evaluate(
     labels, predictions = predict(
         config, variables, batch_size=batch_size, data=data, model=model, progress=progress
     )
-    names = weights.class_names(config.dataset)
+    names = export.class_names(config.dataset)
     return summarize(confusion_matrix(labels, predictions, len(names)), names)
 
 
@@ -236,7 +236,7 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
     config = fv.config
     config_check.validate(config)  # before any data is read or anything is compiled
     trainer.enable_compilation_cache(config.compilation_cache_dir)
-    variables = weights.load(fv.weights, config)
+    variables = export.load(fv.weights, config)
     data = input_pipeline.get_datasets(config)
     result = evaluate(config, variables, batch_size=fv.batch_size, data=data)
     result |= {
@@ -245,7 +245,7 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
         "config": config_flags.get_config_filename(fv["config"]),
         "config_overrides": [a for a in command if a.startswith(("--config.", "--noconfig."))],
     }
-    text = weights.dumps(result)
+    text = export.dumps(result)
     _check_interrupted()  # never a result (or exit code 0) after a Ctrl-C
     if fv.json_out:
         out = epath.Path(fv.json_out)

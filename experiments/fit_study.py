@@ -253,31 +253,94 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def summary(rows: list[dict]) -> list[dict[str, Any]]:
+    """Per variant (table order): the mean of each figure over its seeds, and the seeds."""
+    out = []
+    for v in VARIANTS:
+        runs = [r for r in rows if r["variant"] == v]
+        if not runs:
+            continue
+        keys = [k for k in runs[0] if isinstance(runs[0][k], float)]
+        out.append(
+            {"variant": v, "change": VARIANTS[v][0], "seeds": len(runs)}
+            | {k: float(np.mean([r[k] for r in runs])) for k in keys}
+        )
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    """The results as a Markdown table, differences to the base in points."""
+    lines = [
+        "| variant | change | train subset | test | dormant | 2+ spikes | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    rows_ = summary(rows)
+    base = next((r for r in rows_ if r["variant"] == "base"), None)
+    for r in rows_:
+        delta = (
+            ""
+            if base is None or r is base
+            else (f" ({100 * (r['train_accuracy'] - base['train_accuracy']):+.1f})")
+        )
+        probe = (
+            f"{100 * r['dormant']:.0f} %"
+            if r.get("dormant") == r.get("dormant") and "dormant" in r
+            else "-"
+        )
+        upper = f"{100 * r['upper_levels']:.1f} %" if "upper_levels" in r else "-"
+        lines.append(
+            f"| {r['variant']} | {r['change']} | {100 * r['train_accuracy']:.1f} %"
+            f"{delta} | {100 * r['test_accuracy']:.1f} % | {probe} | {upper} | "
+            f"{r['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], path: Path) -> None:
-    """Train-subset and test accuracy per variant (mean over seeds), base first."""
+    """Train-subset and test accuracy per variant (mean over seeds), and inside the net the
+    dormant proportion and the share of units using the upper levels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    mean = {
-        k: [np.mean([r[k] for r in rows if r["variant"] == v]) * 100 for v in names]
-        for k in ("train_accuracy", "test_accuracy")
-    }
-    fig, ax = plt.subplots(figsize=(10, 4))
+    rows_ = summary(rows)
+    names = [r["variant"] for r in rows_]
     pos = np.arange(len(names))
-    ax.bar(pos - 0.2, mean["train_accuracy"], 0.4, label="train subset (eval mode)")
-    ax.bar(pos + 0.2, mean["test_accuracy"], 0.4, label="test")
-    ax.axhline(mean["train_accuracy"][0], color="C0", lw=0.8, ls="--")
-    ax.set_xticks(pos, names, rotation=45, ha="right")
-    ax.set_ylim(min(min(m) for m in mean.values()) - 2, 100)
+    fig, (ax, ax2) = plt.subplots(
+        2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    train = [100 * r["train_accuracy"] for r in rows_]
+    test = [100 * r["test_accuracy"] for r in rows_]
+    ax.bar(pos - 0.2, train, 0.4, label="train subset (eval mode)")
+    ax.bar(pos + 0.2, test, 0.4, label="test")
+    if "base" in names:
+        ax.axhline(train[names.index("base")], color="C0", lw=0.8, ls="--")
+    ax.set_ylim(min(train + test) - 2, max(train + test) + 2)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(
         f"One factor at a time: {FLAGS.train_size} training images, "
-        f"{FLAGS.epochs} epochs (dashed: base, train)"
+        f"{FLAGS.epochs} epochs (dashed: the base's train accuracy)"
     )
     ax.legend(loc="lower right")
+    nan = float("nan")
+    ax2.bar(
+        pos - 0.2,
+        [100 * r.get("dormant", nan) for r in rows_],
+        0.4,
+        color="C2",
+        label="dormant units",
+    )
+    ax2.bar(
+        pos + 0.2,
+        [100 * r.get("upper_levels", nan) for r in rows_],
+        0.4,
+        color="C3",
+        label="units with 2+ spikes",
+    )
+    ax2.set_ylabel("% of units")
+    ax2.legend(loc="upper right")
+    ax2.set_xticks(pos, names, rotation=45, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -309,6 +372,7 @@ def main(argv: Sequence[str]) -> None:
         )
     if FLAGS.plot:
         plot(rows, Path(FLAGS.plot))
+    print(table(rows))
 
 
 if __name__ == "__main__":

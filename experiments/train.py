@@ -26,8 +26,8 @@ import mlf_jax as mj
 from experiments import config_check, cpu_devices, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.config_check import check_overrides, load_config_file  # noqa: F401
+from experiments.export import FINAL_VARIABLES
 from experiments.models import build_model  # noqa: F401 - re-exported for the tests
-from experiments.weights import FINAL_VARIABLES
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")

@@ -357,7 +357,7 @@ class MLF(NeuronModel):
     Learned leak and thresholds (off by default) go through :mod:`mlf_jax.reparam`:
     ``learn_tau`` makes the parameter ``'tau_logit'`` (``tau = sigmoid(tau_logit)``) of
     ``'tau'``, ``learn_thresholds`` makes ``'thresholds_raw'`` (a first threshold and
-    positive gaps) of ``'thresholds'``; both are then in :attr:`learned`. ``impl`` computes
+    positive gaps) of ``'thresholds'``; both are then in ``learned``. ``impl`` computes
     the sequence as :func:`mlf_jax.neurons.mlf` does (``'auto'``, ``'scan'``, ``'fused'``,
     ``'pallas'``; the same numbers).
     """

@@ -19,7 +19,7 @@ def test_loading_the_main_weights_from_python(monkeypatch, capsys):
         fashion_mnist.find_files(fashion_mnist.DEFAULT_DIR, "test")
     except fashion_mnist.DatasetNotFoundError as e:
         pytest.skip(f"Fashion-MNIST is not installed (make data): {e}")
-    (snippet,) = [s for s in _snippets("docs/guides/training.md") if "weights.load" in s]
+    (snippet,) = [s for s in _snippets("docs/guides/training.md") if "export.load" in s]
     monkeypatch.chdir(ROOT)
     exec(compile(snippet, "training.md", "exec"), {})  # noqa: S102
     accuracy = float(capsys.readouterr().out.strip().splitlines()[-1])

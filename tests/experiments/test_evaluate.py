@@ -1,4 +1,4 @@
-"""``experiments.evaluate`` and ``experiments.weights`` on a tiny run trained on digits.
+"""``experiments.evaluate`` and ``experiments.export`` on a tiny run trained on digits.
 
 The evaluation is checked against an independent computation (``model.apply`` over the
 whole test set at once, numpy for the counts); the command lines run as subprocesses, all
@@ -22,7 +22,7 @@ from flax import serialization, traverse_util
 from PIL import Image
 
 from experiments import evaluate as evaluate_module
-from experiments import train, weights
+from experiments import export, train
 from experiments.configs import digits as digits_config
 from experiments.configs import fashion_mnist as fmnist_config
 from experiments.models import build_model
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
     config = _config()
     results = train.train_and_evaluate(config, str(tmp / "run"))
     results.pop("state")
-    sidecar = weights.export(tmp / "run", config, tmp / "out" / "tiny")
+    sidecar = export.export(tmp / "run", config, tmp / "out" / "tiny")
     final = _restore(tmp / "run" / train.FINAL_VARIABLES)
     # the reference: one forward pass over all 360 test images, counted with numpy
     images, labels = digits.arrays("test")
@@ -137,7 +137,7 @@ def cli(run):
         "export": [
             sys.executable,
             "-m",
-            "experiments.weights",
+            "experiments.export",
             *common,
             f"--workdir={tmp / 'run'}",
             f"--out={tmp / 'cli_out' / 'tiny'}",
@@ -228,7 +228,7 @@ def test_width_error_names_the_stem_layer_and_both_shapes(cli):
 def test_export_round_trip_is_bit_identical(run):
     out = run["tmp"] / "out" / "tiny.msgpack"
     assert set(_restore(out)) == {"params", "batch_stats"}  # no optimiser or training state
-    loaded = weights.load(out, run["config"])
+    loaded = export.load(out, run["config"])
     want, got = _flat(run["final"]), _flat(loaded)
     assert set(got) == set(want) and "params/head/kernel" in got
     for key, array in want.items():
@@ -258,7 +258,7 @@ def test_accuracy_from_metrics_when_results_json_is_missing(run):
     dst.mkdir()
     for name in (train.FINAL_VARIABLES, "metrics.jsonl", "config.json"):
         shutil.copy(src / name, dst / name)
-    side = weights.export(dst, run["config"], run["tmp"] / "out2" / "w.msgpack", {"note": "x"})
+    side = export.export(dst, run["config"], run["tmp"] / "out2" / "w.msgpack", {"note": "x"})
     assert side["results"]["from"] == "metrics.jsonl" and side["note"] == "x"
     assert side["results"]["final_test_accuracy"] == run["results"]["final_test_accuracy"]
     assert (run["tmp"] / "out2" / "w.msgpack").exists() and (
@@ -268,13 +268,13 @@ def test_accuracy_from_metrics_when_results_json_is_missing(run):
 
 def test_fashion_mnist_input_is_described():
     config = fmnist_config.get_config()
-    d = weights.input_description(config)
+    d = export.input_description(config)
     assert d["shape"] == [28, 28, 1] and d["time_steps"] == config.model.time_steps == 1
     assert (d["mean"], d["std"]) == (0.2860, 0.3530)
     assert "x / 255" in d["normalization"] and d["encoding"].startswith("direct")
-    assert weights.class_names("fashion_mnist")[0] == "T-shirt/top"
+    assert export.class_names("fashion_mnist")[0] == "T-shirt/top"
     config.model.encoder = "rate"  # spike encoders get intensities, not normalised images
-    d = weights.input_description(config)
+    d = export.input_description(config)
     assert d["normalization"] == "x / 255" and "mean" not in d and "std" not in d
     assert d["encoding"].startswith("rate: the intensity p in [0, 1]")
 
@@ -287,41 +287,41 @@ def _write(path, tree):
 def test_load_refuses_in_process(run, tmp_path):
     config, final = run["config"], run["final"]
     (tmp_path / "text.msgpack").write_text("hello world")
-    with pytest.raises(weights.WeightsError, match="text.msgpack is not a flax msgpack"):
-        weights.load(tmp_path / "text.msgpack", config)
+    with pytest.raises(export.WeightsError, match="text.msgpack is not a flax msgpack"):
+        export.load(tmp_path / "text.msgpack", config)
     (tmp_path / "noise.msgpack").write_bytes(np.random.default_rng(0).bytes(500))
-    with pytest.raises(weights.WeightsError, match="noise.msgpack is not a flax msgpack"):
-        weights.load(tmp_path / "noise.msgpack", config)
-    with pytest.raises(weights.WeightsError, match=r"holds \['a'\], not"):
-        weights.load(_write(tmp_path / "a.msgpack", {"a": np.zeros(1)}), config)
+    with pytest.raises(export.WeightsError, match="noise.msgpack is not a flax msgpack"):
+        export.load(tmp_path / "noise.msgpack", config)
+    with pytest.raises(export.WeightsError, match=r"holds \['a'\], not"):
+        export.load(_write(tmp_path / "a.msgpack", {"a": np.zeros(1)}), config)
     half = jax.tree.map(lambda a: a.astype(np.float16), final)
-    with pytest.raises(weights.WeightsError, match="has dtype float16 in .* expects float32"):
-        weights.load(_write(tmp_path / "half.msgpack", half), config)
+    with pytest.raises(export.WeightsError, match="has dtype float16 in .* expects float32"):
+        export.load(_write(tmp_path / "half.msgpack", half), config)
     extra = {**final, "params": {**final["params"], "spare": {"kernel": np.zeros(2)}}}
-    with pytest.raises(weights.WeightsError, match="has params/spare, which the config's"):
-        weights.load(_write(tmp_path / "extra.msgpack", extra), config)
+    with pytest.raises(export.WeightsError, match="has params/spare, which the config's"):
+        export.load(_write(tmp_path / "extra.msgpack", extra), config)
     nan = jax.tree.map(np.copy, final)
     nan["params"]["head"]["bias"][0] = np.nan
-    with pytest.raises(weights.WeightsError, match="NaN or infinite values in params/head/bias"):
-        weights.load(_write(tmp_path / "nan.msgpack", nan), config)
+    with pytest.raises(export.WeightsError, match="NaN or infinite values in params/head/bias"):
+        export.load(_write(tmp_path / "nan.msgpack", nan), config)
     # training state beside the variables is ignored
     with_opt = {**final, "opt_state": {"momentum": np.zeros(3)}, "step": 7}
-    loaded = weights.load(_write(tmp_path / "state.msgpack", with_opt), config)
+    loaded = export.load(_write(tmp_path / "state.msgpack", with_opt), config)
     assert set(loaded) == {"params", "batch_stats"}
 
 
 def test_load_refuses_a_stale_sidecar_and_a_config_that_is_not_the_run(run, tmp_path):
     shutil.copy(run["tmp"] / "out" / "tiny.json", tmp_path / "w.json")
     other = jax.tree.map(lambda a: a + 1, run["final"])
-    with pytest.raises(weights.WeightsError, match="sha256 differs"):
-        weights.load(_write(tmp_path / "w.msgpack", other), run["config"])
+    with pytest.raises(export.WeightsError, match="sha256 differs"):
+        export.load(_write(tmp_path / "w.msgpack", other), run["config"])
     # a run's own final variables are checked against its recorded config.json
-    with pytest.raises(weights.WeightsError, match="model.tau: 0.25 in the weights' settings"):
-        weights.load(run["tmp"] / "run" / train.FINAL_VARIABLES, _config(tau=0.5))
-    with pytest.raises(weights.WeightsError, match="model.tau: 0.25 in the run, 0.5 in"):
-        weights.export(run["tmp"] / "run", _config(tau=0.5), tmp_path / "never")
-    with pytest.raises(weights.WeightsError, match="holds no final_variables.msgpack"):
-        weights.export(tmp_path, run["config"], tmp_path / "never")
+    with pytest.raises(export.WeightsError, match="model.tau: 0.25 in the weights' settings"):
+        export.load(run["tmp"] / "run" / train.FINAL_VARIABLES, _config(tau=0.5))
+    with pytest.raises(export.WeightsError, match="model.tau: 0.25 in the run, 0.5 in"):
+        export.export(run["tmp"] / "run", _config(tau=0.5), tmp_path / "never")
+    with pytest.raises(export.WeightsError, match="holds no final_variables.msgpack"):
+        export.export(tmp_path, run["config"], tmp_path / "never")
 
 
 class _InterruptedInAGcCallback:

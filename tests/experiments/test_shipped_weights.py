@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import mlf_jax as mj
-from experiments import evaluate, weights
+from experiments import evaluate, export
 from experiments.configs import fashion_mnist, fashion_mnist_converged
 from mlf_jax.data import fashion_mnist as fashion_mnist_data
 
@@ -47,7 +47,7 @@ def test_sidecar_matches_its_file(name):
     side = _sidecar(name)
     data = (WEIGHTS / side["weights_file"]).read_bytes()
     assert hashlib.sha256(data).hexdigest() == side["sha256"]
-    variables = weights.load(WEIGHTS / side["weights_file"], SHIPPED[name]())
+    variables = export.load(WEIGHTS / side["weights_file"], SHIPPED[name]())
     assert mj.models.num_params(variables) == side["num_params"]
 
 
@@ -64,7 +64,7 @@ def test_the_readmes_state_the_sidecars_accuracy(name):
 def test_shipped_weights_reach_their_recorded_test_accuracy(name):
     config = SHIPPED[name]()
     side = _sidecar(name)
-    variables = weights.load(WEIGHTS / side["weights_file"], config)
+    variables = export.load(WEIGHTS / side["weights_file"], config)
     result = evaluate.evaluate(config, variables, batch_size=500, progress=False)
     assert result["num_examples"] == 10_000
     # the run's own last evaluation was on the same 10,000 images, sharded over two devices

@@ -81,7 +81,7 @@ print(json.dumps({"logits": np.asarray(model.apply(variables, x)).tolist(),
 
 @pytest.mark.integration
 def test_shipped_weights_load_outside_the_repository(tmp_path):
-    from experiments import weights
+    from experiments import export
     from experiments.configs import fashion_mnist
     from experiments.models import build_model
 
@@ -99,7 +99,7 @@ def test_shipped_weights_load_outside_the_repository(tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     # the experiments' own path: the config's model and its weights loader
     config = fashion_mnist.get_config()
-    variables = weights.load(ROOT / "experiments" / "weights" / f"{name}.msgpack", config)
+    variables = export.load(ROOT / "experiments" / "weights" / f"{name}.msgpack", config)
     want = build_model(config).apply(variables, x)
     np.testing.assert_allclose(out["logits"], want, rtol=1e-5, atol=1e-5)
     assert out["classes"][0] == "T-shirt/top"

@@ -1,6 +1,6 @@
 """Trained weights as a file of their own: export from a run, load checked against a config.
 
-    python -m experiments.weights --config=experiments/configs/fashion_mnist.py \\
+    python -m experiments.export --config=experiments/configs/fashion_mnist.py \\
         --workdir=workdir/fashion_mnist --out=experiments/weights/fashion_mnist_ds8
 
 :func:`export` writes ``<out>.msgpack``, the ``flax.serialization`` msgpack of
