@@ -82,6 +82,11 @@ def _dataset(v: Any) -> str | None:
     return None
 
 
+def _optional(rule: Rule) -> Rule:
+    """``rule``, or ``None`` (the default the key's comment names)."""
+    return lambda v: None if v is None else rule(v)
+
+
 def _boolean(v: Any) -> str | None:
     return None if isinstance(v, bool) else f"must be True or False, got {v!r}"
 
@@ -159,6 +164,7 @@ def _rules() -> dict[str, Rule]:
         "model.time_steps": _integer(1),
         "model.thresholds": _thresholds,
         "model.tau": _number(0.0, 1.0, low_open=True, high_open=False),
+        "model.v_th": _optional(_number(0.0, low_open=True)),
         "model.surrogate": _choice(SURROGATE_FAMILIES),
         "model.surrogate_param": _number(0.0, low_open=True),
         "model.detach_reset": _boolean,

@@ -30,6 +30,7 @@ def build_model(config: Any) -> mj.models.ResNet:
         in_channels=spec.channels,
         thresholds=tuple(m.thresholds),
         tau=m.tau,
+        v_th=m.get("v_th"),
         learn_tau=m.get("learn_tau", False),
         learn_thresholds=m.get("learn_thresholds", False),
         encoder=m.get("encoder", "direct"),

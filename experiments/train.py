@@ -23,7 +23,7 @@ from flax import serialization
 from ml_collections import config_flags
 
 import mlf_jax as mj
-from experiments import config_check, cpu_devices, run_identity, trainer
+from experiments import config_check, cpu_devices, dry_run, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.config_check import check_overrides, load_config_file  # noqa: F401
 from experiments.export import FINAL_VARIABLES
@@ -90,7 +90,7 @@ def main(argv: Sequence[str]) -> None:
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")
     if FLAGS.dry_run:
-        trainer.dry_run(config)
+        dry_run.dry_run(config)
         return
     results = train_and_evaluate(config, FLAGS.workdir, FLAGS.allow_change)
     results.pop("state")

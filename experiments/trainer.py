@@ -45,7 +45,6 @@ __all__ = [
     "DivergenceError",
     "batch_plan",
     "check_divisible",
-    "dry_run",
     "enable_compilation_cache",
     "resolve_workdir",
     "firing_rate_options",
@@ -161,8 +160,32 @@ class _Meter:
         return {k: v / max(self.count, 1) for k, v in self.sums.items()}
 
 
-class _Run:
-    """One training run: the pieces, built from the config, and the loop."""
+class _Profiler:
+    """A ``jax.profiler`` trace of the steps ``(first, last)`` (``()``: none) into
+    ``directory`` (TensorBoard's profile tab): it starts before step ``first`` (or the first
+    step of a resumed run inside the range) and stops after step ``last``, or when the loop
+    ends early."""
+
+    def __init__(self, steps: Any, directory: epath.Path):
+        self.steps, self.directory, self.tracing = tuple(steps), directory, False
+
+    def before(self, step: int) -> None:
+        if self.steps and not self.tracing and self.steps[0] <= step <= self.steps[1]:
+            jax.profiler.start_trace(os.fspath(self.directory / mj.train.metrics.TENSORBOARD))
+            self.tracing = True
+
+    def after(self, step: int, outputs: Any, *, ended: bool = False) -> None:
+        if self.tracing and (ended or step >= self.steps[1]):
+            jax.block_until_ready(outputs)  # the trace holds the whole step
+            jax.profiler.stop_trace()
+            self.tracing = False
+            last = min(step, self.steps[1])
+            tqdm.write(f"profiled steps {self.steps[0]}-{last} into {self.directory}/tensorboard")
+
+
+class Run:
+    """One training run: the pieces, built from the config, and the loop (also what
+    :func:`experiments.dry_run.dry_run` compiles)."""
 
     def __init__(self, config: Any, data: input_pipeline.Data, model: Any):
         self.config, self.data = config, data
@@ -193,7 +216,6 @@ class _Run:
         # the device counts the run has trained on, oldest first (carried in the checkpoints)
         self.device_counts = [jax.device_count()]
         self.process_counts = [jax.process_count()]
-        self.tracing = False
         self.neurons = _dormancy_constants(model)
         self.activity: Any = None  # the mapped activity step, compiled on first use
 
@@ -202,28 +224,7 @@ class _Run:
         self.workdir = workdir
         self.ckpt = mj.train.Checkpointer(workdir / "checkpoints", self.config.keep_checkpoints)
         self.writer = mj.train.MetricsWriter(workdir, enabled=self.main)
-
-    def compile_steps(self) -> dict[str, Any]:
-        """Compiles the train and eval steps for the real shapes (running nothing);
-        their compile times and per-device memory figures."""
-        dstate = self.dp.put_state(self.state)
-        take = np.arange(self.local_batch) % len(self.data.train)
-        batch = self.data.preprocess(self.data.train[take], True)
-        eval_bs = mj.train.evaluation.local_eval_batch(
-            self.config.eval_batch_size, len(self.dp.local_devices)
-        )
-        test = self.data.preprocess(self.data.test[np.arange(1)], False)
-        eval_batch = mj.train.pad_batch(test, eval_bs)
-        out = {}
-        for name, lower, b in (
-            ("train_step", self.dp.lower_train_step, batch),
-            ("eval_step", self.dp.lower_eval_step, eval_batch),
-        ):
-            start = time.time()
-            compiled = lower(dstate, b).compile()
-            out[name] = {"compile_seconds": time.time() - start, **_memory(compiled)}
-        out["eval_batch_per_process"] = eval_bs
-        return out
+        self.profiler = _Profiler(self.config.profile_steps, workdir)
 
     # -- checkpoints -------------------------------------------------------------
 
@@ -388,9 +389,9 @@ class _Run:
                 batch = self.data.preprocess(next(self.data_iter), True)
                 if c.activity_every_steps and (p.step + 1) % c.activity_every_steps == 0:
                     self.record_activity(dstate, batch, p.step + 1)
-                self.profile(p.step + 1, "start")
+                self.profiler.before(p.step + 1)
                 dstate, metrics = self.dp.train_step(dstate, batch)
-                self.profile(p.step + 1, "stop", metrics)
+                self.profiler.after(p.step + 1, metrics)
                 meter.add(metrics)
                 p.step += 1
                 bar.update(1)
@@ -407,7 +408,7 @@ class _Run:
                 if stop:
                     stopped = signals.received or "SIGTERM"
                     break
-            self.profile(p.step, "end", dstate)
+            self.profiler.after(p.step, dstate, ended=True)
         if stopped and p.step >= self.total_steps:
             stopped = None  # the last step was done and saved: the run is complete
         if stopped:
@@ -416,24 +417,6 @@ class _Run:
                 "run the same command to resume"
             )
         return dstate, stopped
-
-    def profile(self, step: int, when: str, metrics: Any = None) -> None:
-        """Starts (before step ``first``, or the first step of a resumed run inside the
-        range) or stops (after step ``last``, or when the loop ends early) a
-        ``jax.profiler`` trace of the configured steps, into the run's TensorBoard
-        directory (profile tab)."""
-        steps = tuple(self.config.profile_steps)
-        if not steps:
-            return
-        first, last = steps
-        if when == "start" and not self.tracing and first <= step <= last:
-            jax.profiler.start_trace(os.fspath(self.workdir / mj.train.metrics.TENSORBOARD))
-            self.tracing = True
-        elif when in ("stop", "end") and self.tracing and (step >= last or when == "end"):
-            jax.block_until_ready(metrics)  # the trace holds the whole step
-            jax.profiler.stop_trace()
-            self.tracing = False
-            tqdm.write(f"profiled steps {first}-{min(step, last)} into {self.workdir}/tensorboard")
 
     def results(self, wall: float, stopped: str | None) -> dict[str, Any]:
         p = self.progress
@@ -489,7 +472,7 @@ def train_and_evaluate(
     _on_process_0(lambda: _start(lock, workdir, config, allow_change))
     try:
         data = data if data is not None else input_pipeline.get_datasets(config)
-        run = _Run(config, data, model if model is not None else build_model(config))
+        run = Run(config, data, model if model is not None else build_model(config))
         run.open(workdir)
         start = time.time()
         try:
@@ -609,7 +592,7 @@ def _has_checkpoints(workdir: epath.Path) -> bool:
     return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def _finished_results(workdir: epath.Path, run: _Run) -> dict[str, Any] | None:
+def _finished_results(workdir: epath.Path, run: Run) -> dict[str, Any] | None:
     """The recorded results when the restored run is already complete (nothing to
     train; its results stay as they were), else ``None``.
 
@@ -628,69 +611,6 @@ def _finished_results(workdir: epath.Path, run: _Run) -> dict[str, Any] | None:
         return None
     tqdm.write(f"the run in {workdir} is complete (step {step}); its results are unchanged")
     return json.loads(path.read_text())
-
-
-def _memory(compiled: Any) -> dict[str, int | None]:
-    """Per-device byte counts of a compiled step (``None`` where the backend gives none)."""
-    stats = compiled.memory_analysis()
-    names = ("argument", "output", "temp", "generated_code")
-    out = {f"{n}_bytes": getattr(stats, f"{n}_size_in_bytes", None) for n in names}
-    out["peak_bytes"] = getattr(stats, "peak_memory_in_bytes", None) or None
-    return out
-
-
-def _mb(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.1f} MiB"
-
-
-def dry_run(
-    config: Any, *, data: input_pipeline.Data | None = None, model: Any = None
-) -> dict[str, Any]:
-    """Builds data, model and the data-parallel steps of ``config``, compiles one train and
-    one eval step, prints what a launch would use, and trains nothing.
-
-    Touches no work directory. Use it to check a config for a pod on a CPU with as many
-    fake devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
-
-    Returns:
-      The figures printed: devices, batches, parameters, compile times and per-device
-      memory of both steps (``compiled.memory_analysis()``).
-    """
-    config_check.validate(config)
-    check_divisible(config.batch_size)
-    data = data if data is not None else input_pipeline.get_datasets(config)
-    run = _Run(config, data, model if model is not None else build_model(config))
-    params = jax.tree.leaves(run.state.params)
-    figures = {
-        "processes": jax.process_count(),
-        "devices": jax.device_count(),
-        "parallel": config.parallel,
-        "global_batch": config.batch_size,
-        "per_device_batch": config.batch_size // jax.device_count(),
-        "steps_per_epoch": run.steps_per_epoch,
-        "num_params": mj.models.num_params(params),
-        "param_bytes": sum(int(p.nbytes) for p in params),
-        **run.compile_steps(),
-    }
-    if jax.process_index() == 0:
-        f = figures
-        print(
-            f"dry run of {config.dataset}: {f['devices']} devices in {f['processes']} "
-            f"process(es), {f['parallel']}\n"
-            f"  train batch {f['global_batch']} = {f['per_device_batch']} per device, "
-            f"{f['steps_per_epoch']} steps per epoch; eval batch {config.eval_batch_size} "
-            f"-> {f['eval_batch_per_process'] * f['processes']} "
-            f"({f['eval_batch_per_process'] // len(run.dp.local_devices)} per device)\n"
-            f"  parameters: {f['num_params']:,} ({_mb(f['param_bytes'])})"
-        )
-        for name in ("train_step", "eval_step"):
-            m = f[name]
-            print(
-                f"  {name}: compiled in {m['compile_seconds']:.1f} s; per device: arguments "
-                f"{_mb(m['argument_bytes'])}, outputs {_mb(m['output_bytes'])}, temporaries "
-                f"{_mb(m['temp_bytes'])}, peak {_mb(m['peak_bytes'])}"
-            )
-    return figures
 
 
 def enable_compilation_cache(path: str) -> str | None:

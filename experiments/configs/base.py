@@ -23,6 +23,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.time_steps = 4  # direct encoding: T; event data: T frames over a fixed window
     config.model.thresholds = (0.6, 1.6, 2.6)  # K = 3 levels; (0.6,) is LIF
     config.model.tau = 0.25
+    # tdBN normalises each pre-activation to alpha * v_th * (x - mean) / std: None scales it
+    # to the first threshold (the paper's), a number to that value instead.
+    config.model.v_th = ml_collections.config_dict.placeholder(float)
     config.model.surrogate = "rectangular"  # rectangular | triangle | sigmoid | arctan
     config.model.surrogate_param = 1.0  # width (rectangular, triangle) or alpha
     config.model.detach_reset = False

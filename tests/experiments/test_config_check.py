@@ -11,8 +11,11 @@ import pytest
 from experiments import config_check
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The training configs (the depth study's config describes a grid of them, not one run).
 CONFIGS = sorted(
-    p for p in (ROOT / "experiments" / "configs").glob("*.py") if p.stem not in ("__init__", "base")
+    p
+    for p in (ROOT / "experiments" / "configs").glob("*.py")
+    if p.stem not in ("__init__", "base", "depth_study")
 )
 
 
@@ -54,6 +57,7 @@ def test_every_shipped_config_is_valid(path):
         ("model_thresholds", (), "config.model.thresholds must be a non-empty tuple"),
         ("model_time_steps", 0, "config.model.time_steps must be >= 1"),
         ("model_tau", 0.0, r"config.model.tau must be in \(0.0"),
+        ("model_v_th", 0.0, r"config.model.v_th must be in \(0.0, inf\), got 0.0"),
         ("model_dtype", "float16", "config.model.dtype must be one of bfloat16, float32"),
         ("model_surrogate", "relu", "config.model.surrogate must be one of arctan"),
         ("model_conv_impl", "fft", "config.model.conv_impl must be one of auto, xla, im2col"),
@@ -64,6 +68,15 @@ def test_every_shipped_config_is_valid(path):
 def test_a_bad_value_is_named(key, value, message):
     with pytest.raises(config_check.ConfigError, match=message):
         config_check.validate(_config(**{key: value}))
+
+
+def test_tdbn_scale_defaults_to_the_first_threshold_and_may_be_set():
+    from experiments.models import build_model
+
+    assert build_model(_config()).v_th is None  # the ResNet then scales to thresholds[0]
+    config = _config(model_v_th=1.0)
+    config_check.validate(config)
+    assert build_model(config).v_th == 1.0
 
 
 def test_a_learned_leak_needs_tau_below_one():
