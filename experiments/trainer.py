@@ -510,7 +510,11 @@ def _dormancy_constants(model: Any) -> tuple[Any, Any]:
         return None, None
     if any("threshold" in name for name in neuron.learned):
         return None, None
-    return tuple(float(v) for v in neuron.level_thresholds()), neuron.surrogate
+    try:
+        levels = neuron.level_thresholds()
+    except NotImplementedError:  # a user's model that does not say
+        return None, None
+    return tuple(float(v) for v in levels), neuron.surrogate
 
 
 def _gather_strings(text: str) -> list[str]:

@@ -33,6 +33,7 @@ the surrogate gradient through the reset unless ``detach_reset``:
 
 :class:`LIF` and :class:`MLF` run their sequences with the kernel their ``impl`` names (as
 :func:`mlf_jax.neurons.lif` and :func:`mlf_jax.neurons.mlf`); the others with the scan.
+
 Each model also defines :meth:`NeuronModel.potential`, the per-level potentials ``[K, ...]``
 whose distance to the level's base threshold is what the surrogate sees (what
 :class:`mlf_jax.nn.Neuron` records for :mod:`mlf_jax.analysis`).
