@@ -316,13 +316,13 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.bar(pos + 0.2, test, 0.4, label="test")
     if "base" in names:
         ax.axhline(train[names.index("base")], color="C0", lw=0.8, ls="--")
-    ax.set_ylim(min(train + test) - 2, max(train + test) + 2)
+    ax.set_ylim(min(train + test) - 2, max(train + test) + 5)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(
         f"One factor at a time: {FLAGS.train_size} training images, "
         f"{FLAGS.epochs} epochs (dashed: the base's train accuracy)"
     )
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", ncol=2)
     nan = float("nan")
     ax2.bar(
         pos - 0.2,
@@ -339,7 +339,8 @@ def plot(rows: list[dict], path: Path) -> None:
         label="units with 2+ spikes",
     )
     ax2.set_ylabel("% of units")
-    ax2.legend(loc="upper right")
+    ax2.set_ylim(0, 100)
+    ax2.legend(loc="upper left", ncol=2)
     ax2.set_xticks(pos, names, rotation=45, ha="right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.depth = 8
     config.model.widths = (32, 64, 128)
     config.model.time_steps = 1
+    config.model.v_th = None  # tdBN scaled to the first threshold, as this model was trained
 
     config.batch_size = 256
     config.num_epochs = 40
