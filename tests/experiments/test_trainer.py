@@ -1,6 +1,7 @@
 """The experiments' training loop on a tiny separable problem: learning, metrics, NaN,
 stop signals, resume, run identity, unreadable checkpoints, locking."""
 
+import functools
 import json
 import os
 import shutil
@@ -505,3 +506,16 @@ def test_activity_every_steps_is_operational_and_the_regulariser_is_not(tmp_path
     config.firing_rate_reg = 0.1
     with pytest.raises(run_identity.ConfigMismatchError, match="firing_rate_reg: None -> 0.1"):
         run_identity.check(tmp_path, config)
+
+
+def test_activity_logs_know_the_levels_of_every_zoo_neuron():
+    from experiments.trainer import _dormancy_constants
+
+    kw = dict(widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1)
+    alif = mj.zoo.AdaptiveLIF(threshold=0.7, surrogate=mj.triangle(0.5))
+    assert _dormancy_constants(mj.models.resnet(8, neuron=alif, **kw)) == ((0.7,), mj.triangle(0.5))
+    assert _dormancy_constants(mj.models.resnet(8, **kw)) == ((0.6, 1.6, 2.6), mj.rectangular(1.0))
+    # learned thresholds, or a layer factory: rates only
+    assert _dormancy_constants(mj.models.resnet(8, learn_thresholds=True, **kw)) == (None, None)
+    factory = functools.partial(mj.nn.Neuron, model=alif)
+    assert _dormancy_constants(mj.models.resnet(8, neuron=factory, **kw)) == (None, None)

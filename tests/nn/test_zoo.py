@@ -138,8 +138,6 @@ def test_plif_is_the_lif_with_a_learned_leak():
 
 
 def test_the_resnet_takes_a_neuron_model():
-    from experiments.trainer import _dormancy_constants
-
     kw = dict(widths=(4, 4, 4), num_classes=3, time_steps=2, in_channels=1)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
     plif = mj.zoo.PLIF(tau=0.3)
@@ -150,11 +148,9 @@ def test_the_resnet_takes_a_neuron_model():
     assert model.neuron_model() is plif and factory.neuron_model() is None
     default = mj.models.resnet(8, thresholds=(0.4, 1.0), tau=0.5, **kw).neuron_model()
     assert default == mj.zoo.MLF(thresholds=(0.4, 1.0), tau=0.5)
-    # the activity logs' dormant fractions know every zoo neuron's levels and surrogate
+    # every zoo neuron says its levels, what the dormant-unit analysis needs
     alif = mj.zoo.AdaptiveLIF(threshold=0.7, surrogate=mj.triangle(0.5))
-    assert _dormancy_constants(mj.models.resnet(8, neuron=alif, **kw)) == (
-        (0.7,),
-        mj.triangle(0.5),
+    assert alif.level_thresholds() == (0.7,)
+    np.testing.assert_allclose(
+        mj.zoo.MLF(learn_thresholds=True).level_thresholds(), (0.6, 1.6, 2.6)
     )
-    assert _dormancy_constants(mj.models.resnet(8, learn_thresholds=True, **kw)) == (None, None)
-    assert _dormancy_constants(factory) == (None, None)
