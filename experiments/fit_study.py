@@ -158,15 +158,8 @@ def probe(
     if s["learn_thresholds"]:  # the learned values are what the dormant test must use
         dormant = float("nan")
     else:
-        dormant = float(
-            np.mean(
-                list(
-                    mj.analysis.dormant_fractions(
-                        records, s["thresholds"], surrogate, atol=1e-6
-                    ).values()
-                )
-            )
-        )
+        fractions = mj.analysis.dormant_fractions(records, s["thresholds"], surrogate, atol=1e-6)
+        dormant = float(np.mean(list(fractions.values())))
     spikes = [np.asarray(r.spikes) for r in records.values()]
     norms = mj.analysis.activation_grad_norms(model, variables, x, jnp.asarray(y), train=True)
     first, last = (
@@ -185,6 +178,7 @@ def run(variant: str, seed: int, data: tuple[dict, dict]) -> dict[str, Any]:
     s = settings_of(variant)
     train, test = data
     model = build(s)
+    # the schedule counts the partial last batch, which the loop skips (one shape)
     steps_per_epoch = -(-len(train["label"]) // FLAGS.batch_size)
     schedule = mj.train.learning_rate_schedule(
         s["learning_rate"], steps_per_epoch, FLAGS.epochs, kind="cosine", warmup_epochs=0.5

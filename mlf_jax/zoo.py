@@ -339,7 +339,7 @@ class IF(NeuronModel):
             x,
             threshold=params["threshold"],
             tau=1.0,
-            surrogate=self.surrogate,
+            surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
 
@@ -490,7 +490,7 @@ class AdaptiveLIF(NeuronModel):
             x,
             threshold=params["threshold"] + b,
             tau=params["tau"],
-            surrogate=self.surrogate,
+            surrogate=get_surrogate(self.surrogate),
             detach_reset=self.detach_reset,
         )
         return ALIFState(lif_state.u, o, b), o

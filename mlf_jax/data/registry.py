@@ -77,7 +77,7 @@ class DatasetInfo:
             "layout": "[T, H, W, C]" if self.event else "[H, W, C]",
             "time_steps": t,
         }
-        if self.event:
+        if self.event and self.window_us is not None:
             bin_us = self.window_us // t
             return out | {
                 "normalization": "none: event counts as float32",
@@ -103,15 +103,19 @@ class DatasetInfo:
                 "encoding": f"latency: the intensity c in [0, 1] (no mean/std) fires once, at "
                 f"step floor((1 - c) (T - 1) + 1/2) of T = {t} (mlf_jax.encoders.latency)",
             }
-        per_channel = isinstance(self.mean, tuple)
+        mean, std = self.mean, self.std
+        mean_out: Any
+        std_out: Any
+        if isinstance(mean, tuple) and isinstance(std, tuple):
+            normalization = f"x / {peak}, then (x - mean[c]) / std[c] per channel c"
+            mean_out, std_out = list(mean), list(std)
+        else:
+            normalization = f"x / {peak}, then (x - {mean}) / {std}"
+            mean_out, std_out = mean, std
         return out | {
-            "normalization": (
-                f"x / {peak}, then (x - mean[c]) / std[c] per channel c"
-                if per_channel
-                else f"x / {peak}, then (x - {self.mean}) / {self.std}"
-            ),
-            "mean": list(self.mean) if per_channel else self.mean,
-            "std": list(self.std) if per_channel else self.std,
+            "normalization": normalization,
+            "mean": mean_out,
+            "std": std_out,
             "encoding": f"direct: the normalised image is the input of the first convolution "
             f"at each of the T = {t} time steps (repeated, not spike coded)",
         }

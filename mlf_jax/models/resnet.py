@@ -231,6 +231,7 @@ class ResNet(nn.Module):
             axis_name=self.axis_name,
             dtype=jnp.float32,
         )
+        neuron: Callable[..., nn.Module]
         if isinstance(self.neuron, NeuronModel):
             neuron = functools.partial(Neuron, model=self.neuron, unroll=self.unroll)
         elif self.neuron is not None:
