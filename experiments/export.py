@@ -38,6 +38,7 @@ import mlf_jax as mj
 from experiments import config_check, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
+from mlf_jax._files import dumps
 from mlf_jax.data import registry
 
 __all__ = [
@@ -57,6 +58,10 @@ __all__ = [
 COLLECTIONS = ("params", "batch_stats")
 #: The variables ``experiments.train`` writes at the end of a run (in its work directory).
 FINAL_VARIABLES = "final_variables.msgpack"
+#: The sidecar fields :func:`export` computes besides the library's (``extra`` may not
+#: replace them).
+_COMPUTED = ("format", "dataset", "model", "input", "num_classes", "class_names", "results")
+_COMPUTED += ("source", "exported", "versions")
 _MAX_NAMES = 6  # layers named in one message before "... and N more"
 
 
@@ -96,6 +101,12 @@ def sidecar_path(weights: str | os.PathLike) -> epath.Path:
     return path.parent / (path.name + ".json")
 
 
+def _stem(path: str | os.PathLike) -> epath.Path:
+    """``path`` without a ``.msgpack`` or ``.json`` suffix."""
+    stem = epath.Path(path)
+    return stem.with_suffix("") if stem.suffix in (".msgpack", ".json") else stem
+
+
 def _model_settings(config: Any) -> dict[str, Any]:
     """``{'dataset': ..., 'model.<key>': ...}`` of ``config``, as JSON values."""
     flat = run_identity.flatten(config)
@@ -114,23 +125,6 @@ def _settings_diff(
         for k in sorted(set(recorded) & set(mine))
         if not run_identity.is_operational(k) and recorded[k] != mine[k]
     ]
-
-
-def dumps(value: Any, indent: int = 2, _level: int = 0) -> str:
-    """JSON as ``json.dumps(value, indent=2)``, but with every list of numbers or strings on
-    one line (a confusion matrix row by row), so that the output stays readable."""
-    pad, inner = " " * indent * _level, " " * indent * (_level + 1)
-    if isinstance(value, Mapping) and value:
-        items = [
-            f"{inner}{json.dumps(str(k))}: {dumps(v, indent, _level + 1)}" for k, v in value.items()
-        ]
-        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
-    if isinstance(value, (list, tuple)) and value:
-        if not any(isinstance(v, (Mapping, list, tuple)) for v in value):
-            return json.dumps(list(value))
-        items = [f"{inner}{dumps(v, indent, _level + 1)}" for v in value]
-        return "[\n" + ",\n".join(items) + f"\n{pad}]"
-    return json.dumps(value)
 
 
 def _show(value: Any) -> str:
@@ -409,10 +403,7 @@ def export(
         config, or a config that is not the run's.
     """
     config_check.validate(config)
-    reserved = {"weights_file", "format", "sha256", "dataset", "model", "input", "num_classes"}
-    reserved |= {"class_names", "num_params", "results", "source", "exported", "versions"}
-    reserved |= {"resnet", "resnet_format"}
-    if clash := sorted(reserved & set(extra or {})):
+    if clash := sorted((set(_COMPUTED) | set(mj.models.RESERVED)) & set(extra or {})):
         raise ValueError(f"extra sidecar fields {clash} would replace computed ones")
     source = epath.Path(workdir_or_variables_file)
     if source.is_dir():
@@ -428,27 +419,13 @@ def export(
     if workdir is not None:
         _check_run_config(workdir, config)
     variables = load(variables_file, config)
-    data = serialization.to_bytes(variables)
-
-    stem = epath.Path(out_stem)
-    if stem.suffix in (".msgpack", ".json"):
-        stem = stem.with_suffix("")
-    out = stem.parent / (stem.name + ".msgpack")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mj.train.write_atomically(out, data)
-    sidecar: dict[str, Any] = {
-        "weights_file": out.name,
+    info: dict[str, Any] = {
         "format": "flax.serialization msgpack of {'params', 'batch_stats'} (numpy arrays)",
-        "sha256": hashlib.sha256(data).hexdigest(),
         "dataset": config.dataset,
         "model": json.loads(json.dumps(config.model.to_dict())),
-        # the model's settings, for mlf_jax.models.load without this repository
-        "resnet_format": mj.models.SPEC_FORMAT,
-        "resnet": mj.models.spec_of(build_model(config)),
         "input": input_description(config),
         "num_classes": registry.get(config.dataset).classes,
         "class_names": class_names(config.dataset),
-        "num_params": mj.models.num_params(variables),
         "results": _run_results(workdir) if workdir is not None else None,
         "source": os.fspath(variables_file),
         "exported": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -460,8 +437,10 @@ def export(
         },
         **(extra or {}),
     }
-    mj.train.write_atomically(sidecar_path(out), dumps(sidecar) + "\n")
-    return sidecar
+    # the library's writer: the weights, their checksum, parameter count and the ResNet's
+    # settings (for mlf_jax.models.load without this repository), then this information
+    out = mj.models.save(_stem(out_stem), build_model(config), variables, **info)
+    return json.loads(sidecar_path(out).read_text())
 
 
 def _version(package: str) -> str | None:
@@ -495,8 +474,7 @@ def main(argv: Sequence[str]) -> None:
         logging.set_verbosity(logging.WARNING)
     sidecar = export(flag_values.workdir, flag_values.config, flag_values.out)
     print(dumps(sidecar))
-    stem = epath.Path(flag_values.out)
-    stem = stem.with_suffix("") if stem.suffix in (".msgpack", ".json") else stem
+    stem = _stem(flag_values.out)
     print(f"wrote {stem}.msgpack and {stem}.json", file=sys.stderr)
 
 

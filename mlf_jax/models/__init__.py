@@ -1,7 +1,15 @@
 """Spiking ResNet models and the paper's presets."""
 
 from mlf_jax.models._count import num_params
-from mlf_jax.models._io import SPEC_FORMAT, ModelFileError, from_spec, load, save, spec_of
+from mlf_jax.models._io import (
+    RESERVED,
+    SPEC_FORMAT,
+    ModelFileError,
+    from_spec,
+    load,
+    save,
+    spec_of,
+)
 from mlf_jax.models.resnet import (
     ResNet,
     cifar10_resnet20,
@@ -25,4 +33,5 @@ __all__ = [
     "from_spec",
     "ModelFileError",
     "SPEC_FORMAT",
+    "RESERVED",
 ]

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
+from mlf_jax._files import dumps, is_remote, write_atomically
 from mlf_jax.models._count import num_params
 from mlf_jax.models.resnet import ResNet
 from mlf_jax.surrogate import _FAMILIES, Surrogate
@@ -107,17 +108,28 @@ def _surrogate_of(spec: dict[str, Any]) -> Surrogate:
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none."""
-    path = Path(path)
+    """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none (a remote
+    URI such as ``gs://...`` through ``etils.epath``, which the training extra installs)."""
+    if is_remote(path):
+        from etils import epath
+
+        path = epath.Path(path)  # type: ignore[assignment]
+    else:
+        path = Path(path)
     stem = path.with_suffix("") if path.suffix in (".msgpack", ".json") else path
     return stem.parent / (stem.name + ".msgpack"), stem.parent / (stem.name + ".json")
 
 
-def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], **info: Any) -> Path:
+def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, **info: Any) -> Path:
     """Writes ``variables`` to ``<stem>.msgpack`` and the sidecar ``<stem>.json``.
 
+    Each file is replaced whole (a temporary file and a rename), so a kill leaves the old
+    or the new file, never a torn one; the weights are written first, so a sidecar never
+    describes weights that are not there yet.
+
     Args:
-      path: where to write, with or without the ``.msgpack`` suffix.
+      path: where to write, with or without the ``.msgpack`` suffix: a local path or a
+        remote URI (``gs://...``).
       model: the :class:`ResNet` the variables belong to (its settings go to the sidecar).
       variables: ``{'params', 'batch_stats'}`` as ``model.init`` returns them (or trained).
       **info: more JSON values for the sidecar, e.g. ``input`` (the preprocessing the
@@ -136,7 +148,8 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], **in
     _check_fits(model, variables, "the variables")
     data = serialization.to_bytes(jax.tree.map(np.asarray, variables))
     weights, sidecar = _paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    if not is_remote(weights):
+        weights.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "weights_file": weights.name,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -145,9 +158,12 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], **in
         "num_params": num_params(variables),
         **info,
     }
-    text = json.dumps(record, indent=2)  # before writing anything: info must be JSON
-    weights.write_bytes(data)
-    sidecar.write_text(text + "\n")
+    try:  # before writing anything: info must be JSON
+        text = dumps(json.loads(json.dumps(record)))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the sidecar's information is not JSON: {e}") from None
+    write_atomically(weights, data)
+    write_atomically(sidecar, text + "\n")
     return weights
 
 

@@ -21,6 +21,7 @@ import pytest
 from flax import serialization, traverse_util
 from PIL import Image
 
+import mlf_jax as mj
 from experiments import evaluate as evaluate_module
 from experiments import export, train
 from experiments.configs import digits as digits_config
@@ -251,6 +252,17 @@ def test_sidecar_records_what_the_weights_are(run, cli):
     assert cli["export"].returncode == 0, cli["export"].stderr
     assert (run["tmp"] / "cli_out" / "tiny.msgpack").read_bytes() == raw
     assert json.loads(cli["export"].stdout)["sha256"] == side["sha256"]
+
+
+def test_exported_weights_load_with_the_library_alone(run):
+    """export writes through mlf_jax.models.save: mlf_jax.models.load reads the files back
+    without the config, as the model the config builds, with the same variables."""
+    model, variables, info = mj.models.load(run["tmp"] / "out" / "tiny.msgpack")
+    assert model == build_model(run["config"])
+    assert info["class_names"] == export.class_names("digits") and info["dataset"] == "digits"
+    want, got = _flat(run["final"]), _flat(variables)
+    assert set(got) == set(want)
+    assert all(got[k].tobytes() == np.asarray(a).tobytes() for k, a in want.items())
 
 
 def test_accuracy_from_metrics_when_results_json_is_missing(run):

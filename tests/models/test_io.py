@@ -43,6 +43,8 @@ def test_save_refuses_what_it_cannot_describe(tmp_path, small):
     model, variables = small
     with pytest.raises(ValueError, match="would replace computed ones"):
         mj.models.save(tmp_path / "x", model, variables, sha256="mine")
+    with pytest.raises(ValueError, match="not JSON"):
+        mj.models.save(tmp_path / "x", model, variables, note=object())
     zoo = model.clone(neuron=lambda **kw: mj.nn.Neuron(model=mj.zoo.PLIF()))
     with pytest.raises(ValueError, match="custom neuron"):
         mj.models.save(tmp_path / "x", zoo, variables)

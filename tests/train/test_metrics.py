@@ -73,8 +73,7 @@ def test_a_disabled_writer_writes_nothing(tmp_path, enabled):
 
 def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     import errno
-
-    from etils import epath
+    import pathlib
 
     writer = MetricsWriter(tmp_path, tensorboard=False)
     writer.write(1, "train", {"loss": 1.0})
@@ -84,7 +83,7 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatc
         open(self, "wb").close()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(type(epath.Path(tmp_path)), "write_bytes", full_disk)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
     with pytest.raises(OSError, match=r"could not write .*metrics\.jsonl \(No space left") as e:
         writer.write(2, "train", {"loss": 0.5})
     assert e.value.errno == errno.ENOSPC

@@ -1,0 +1,63 @@
+"""Writing files that a kill cannot tear, locally or to a remote store, and JSON that a
+person can read (the sidecars and results the library and the experiments write)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["dumps", "is_remote", "write_atomically"]
+
+
+def is_remote(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a URI of a remote store (``gs://``, ``s3://``, ...)."""
+    return "://" in os.fspath(path)
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Replaces ``path`` by ``data``: on a local disk through a temporary file and a rename,
+    so that a kill leaves the old or the new file, never a torn one; remotely in one upload
+    (an object store replaces an object whole).
+
+    Raises:
+      OSError: the local write failed (a full disk, no permission); its message names
+        ``path``, and the temporary file is removed.
+    """
+    data = data.encode() if isinstance(data, str) else data
+    if is_remote(path):
+        from etils import epath  # the remote stores' file system (an optional dependency)
+
+        epath.Path(path).write_bytes(data)
+        return
+    target = Path(path)
+    tmp = target.parent / f".{target.name}.tmp"
+    try:
+        tmp.write_bytes(data)
+        os.replace(os.fspath(tmp), os.fspath(target))
+    except OSError as e:  # a full disk names no file: say which, and leave no empty temporary
+        with contextlib.suppress(OSError):
+            os.remove(os.fspath(tmp))
+        raise OSError(
+            e.errno, f"could not write {target} ({e.strerror or e}); it is left as it was"
+        ) from e
+
+
+def dumps(value: Any, indent: int = 2, _level: int = 0) -> str:
+    """JSON as ``json.dumps(value, indent=2)``, but with every list of numbers or strings on
+    one line (a confusion matrix row by row), so that the output stays readable."""
+    pad, inner = " " * indent * _level, " " * indent * (_level + 1)
+    if isinstance(value, Mapping) and value:
+        items = [
+            f"{inner}{json.dumps(str(k))}: {dumps(v, indent, _level + 1)}" for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, (list, tuple)) and value:
+        if not any(isinstance(v, (Mapping, list, tuple)) for v in value):
+            return json.dumps(list(value))
+        items = [f"{inner}{dumps(v, indent, _level + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value)
