@@ -110,13 +110,14 @@ def _surrogate_of(spec: dict[str, Any]) -> Surrogate:
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none (a remote
     URI such as ``gs://...`` through ``etils.epath``, which the training extra installs)."""
+    given: Any
     if is_remote(path):
         from etils import epath
 
-        path = epath.Path(path)  # type: ignore[assignment]
+        given = epath.Path(path)
     else:
-        path = Path(path)
-    stem = path.with_suffix("") if path.suffix in (".msgpack", ".json") else path
+        given = Path(path)
+    stem = given.with_suffix("") if given.suffix in (".msgpack", ".json") else given
     return stem.parent / (stem.name + ".msgpack"), stem.parent / (stem.name + ".json")
 
 
