@@ -12,7 +12,6 @@ from flax import linen as nn
 
 from mlf_jax import encoders, zoo
 from mlf_jax.nn.blocks import BasicBlock, check_shortcut, conv3x3, kaiming_normal
-from mlf_jax.nn.neuron import MLF
 from mlf_jax.nn.normalization import TdBatchNorm
 from mlf_jax.nn.zoo import Neuron
 from mlf_jax.surrogate import Surrogate, rectangular
@@ -100,7 +99,7 @@ class ResNet(nn.Module):
         the backward pass); see :mod:`mlf_jax.nn.conv`.
       neuron_impl: how the MLF neurons compute their dynamics: ``'auto'`` (default),
         ``'scan'``, ``'fused'`` or ``'pallas'`` (see :func:`mlf_jax.neurons.mlf`);
-        passed to every :class:`mlf_jax.nn.MLF` (unused with a custom ``neuron``).
+        the ``impl`` of the MLF model the layers run (unused with a custom ``neuron``).
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -232,22 +231,11 @@ class ResNet(nn.Module):
             dtype=jnp.float32,
         )
         neuron: Callable[..., nn.Module]
-        if isinstance(self.neuron, NeuronModel):
-            neuron = functools.partial(Neuron, model=self.neuron, unroll=self.unroll)
-        elif self.neuron is not None:
-            neuron = self.neuron
-        else:
-            neuron = functools.partial(
-                MLF,
-                thresholds=tuple(self.thresholds),
-                tau=self.tau,
-                surrogate=self.surrogate,
-                detach_reset=self.detach_reset,
-                unroll=self.unroll,
-                impl=self.neuron_impl,
-                learn_tau=self.learn_tau,
-                learn_thresholds=self.learn_thresholds,
-            )
+        model = self.neuron_model()
+        if model is None:  # a factory of layers
+            neuron = self.neuron  # type: ignore[assignment]
+        else:  # the one neuron layer, running the model (the MLF of the fields by default)
+            neuron = functools.partial(Neuron, model=model, unroll=self.unroll)
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)
 
