@@ -115,9 +115,9 @@ def _thresholds(v: Any) -> str | None:
         or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v)
     ):
         return f"must be a non-empty tuple of numbers, e.g. (0.6,) or (0.6, 1.6, 2.6); got {v!r}"
-    if any(not math.isfinite(x) or x <= 0 for x in v) or list(v) != sorted(set(v)):
-        return f"must be positive and strictly increasing; got {v!r}"
-    return None
+    if any(not math.isfinite(x) or x <= 0 for x in v):  # tdBN scales to the first one
+        return f"must be positive; got {v!r}"
+    return None  # their order and the rest: the neuron model's own rules (_relations)
 
 
 def _profile_steps(v: Any) -> str | None:
@@ -231,21 +231,24 @@ def validate(config: Any) -> None:
             f"config.num_epochs ({flat['num_epochs']})"
         )
     if not problems:
-        problems += _relations(flat)
+        problems += _relations(config, flat)
     if problems:
         raise ConfigError("; ".join(problems))
 
 
-def _relations(flat: dict[str, Any]) -> list[str]:
-    """What is wrong between model keys that are each valid on their own."""
+def _relations(config: Any, flat: dict[str, Any]) -> list[str]:
+    """What is wrong between model keys that are each valid on their own: the library's
+    rules for the neuron the model runs (increasing thresholds, a learned leak strictly
+    inside (0, 1), ...), asked of the model itself so that they are written once, and the
+    data set's."""
+    from experiments.models import build_model
     from mlf_jax.data import registry
 
     problems = []
-    if flat["model.learn_tau"] and flat["model.tau"] >= 1.0:
-        problems.append(
-            f"config.model.learn_tau needs config.model.tau strictly between 0 and 1 (its "
-            f"logit is the parameter), got {flat['model.tau']}"
-        )
+    try:
+        build_model(config).neuron_model()
+    except (TypeError, ValueError) as e:
+        problems.append(f"config.model: {e}")
     if flat["model.encoder"] != "direct" and registry.get(flat["dataset"]).event:
         problems.append(
             f"config.model.encoder={flat['model.encoder']!r} encodes static images, but "

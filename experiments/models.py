@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -12,33 +13,33 @@ from mlf_jax.data import registry
 __all__ = ["DTYPES", "build_model"]
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+#: ``config.model`` keys that are not :class:`mlf_jax.models.ResNet` fields of the same name:
+#: the depth (the ResNet's stage sizes), the surrogate as a family name and its parameter,
+#: and the dtype as a name. Every other key is the ResNet's field of that name.
+_CONVERTED = ("depth", "surrogate", "surrogate_param", "dtype")
 
 
 def build_model(config: Any) -> mj.models.ResNet:
-    """The ``ResNet`` described by ``config.model`` for ``config.dataset``."""
+    """The ``ResNet`` described by ``config.model`` for ``config.dataset``: the data set's
+    classes and channels from the registry, cross-device tdBN from ``config.cross_device_bn``.
+
+    Raises:
+      ValueError: an unknown data set, dtype, or a ``config.model`` key the ResNet has not.
+    """
     m = config.model
     if m.dtype not in DTYPES:
         raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
     spec = registry.get(config.dataset)  # ValueError naming the known data sets
+    fields = {f.name for f in dataclasses.fields(mj.models.ResNet)}
+    same = {k: v for k, v in m.items() if k not in _CONVERTED}
+    if unknown := sorted(set(same) - fields):
+        raise ValueError(f"config.model has keys the ResNet has not: {unknown}")
     return mj.models.resnet(
         m.depth,
-        widths=tuple(m.widths),
         num_classes=spec.classes,
-        shortcut=m.shortcut,
-        time_steps=m.time_steps,
-        input_norm=m.input_norm,
         in_channels=spec.channels,
-        thresholds=tuple(m.thresholds),
-        tau=m.tau,
-        v_th=m.get("v_th"),
-        learn_tau=m.get("learn_tau", False),
-        learn_thresholds=m.get("learn_thresholds", False),
-        encoder=m.get("encoder", "direct"),
         surrogate=mj.get_surrogate(m.surrogate, m.surrogate_param),
-        detach_reset=m.detach_reset,
-        axis_name=mj.train.AXIS if config.cross_device_bn else None,
         dtype=DTYPES[m.dtype],
-        conv_impl=m.conv_impl,
-        remat=m.get("remat", False),
-        neuron_impl=m.get("neuron_impl", "auto"),
+        axis_name=mj.train.AXIS if config.cross_device_bn else None,
+        **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in same.items()},
     )

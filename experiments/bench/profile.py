@@ -4,7 +4,7 @@
         [--repeats 3] [--out experiments/bench/results/profile.json]
 
 A profile by ablation, on one device, at the paper's batch size: forward+backward of the loss
-for the full model, then with every MLF layer replaced by the identity ("no neurons"), then
+for the full model, then with every neuron layer replaced by the identity ("no neurons"), then
 with tdBN replaced by the identity as well ("convs only": convolutions, pooling and the dense
 head). Differences give each part's time. Beside each variant: XLA's FLOP and byte counts of the
 compiled program, and the two floors measured in the same run (FLOPs / matmul rate, bytes / copy
@@ -38,8 +38,8 @@ from experiments.models import build_model
 
 VARIANTS = {
     "full": (),
-    "no neurons": (mj.nn.MLF,),
-    "convs only": (mj.nn.MLF, mj.nn.TdBatchNorm),
+    "no neurons": mj.nn.NEURON_LAYERS,
+    "convs only": (*mj.nn.NEURON_LAYERS, mj.nn.TdBatchNorm),
 }
 
 
@@ -108,7 +108,7 @@ def measure(preset: str, repeats: int, flop_rate: float, bandwidth: float) -> li
 
 
 #: The layer kinds timed alone, by the name used in the output.
-LAYER_KINDS = {"convs": nn.Conv, "tdBN": mj.nn.TdBatchNorm, "neurons": mj.nn.MLF}
+LAYER_KINDS = {"convs": nn.Conv, "tdBN": mj.nn.TdBatchNorm, "neurons": mj.nn.NEURON_LAYERS}
 
 
 def layer_calls(model: nn.Module, x: jax.Array) -> list[tuple[str, nn.Module, tuple, dict]]:

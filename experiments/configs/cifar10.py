@@ -2,6 +2,7 @@
 
 The paper's settings: SGD momentum 0.9, lr 0.1 x0.1 every 40 epochs, weight decay 1e-4,
 110 epochs, batch 64, random crop (pad 4) + flip. Reported: 94.25 %.
+The model is the library's preset ``mlf_jax.models.cifar10_resnet20()`` (tested).
 """
 
 import ml_collections

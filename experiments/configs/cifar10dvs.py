@@ -1,6 +1,7 @@
 """The paper's CIFAR10-DVS run: DS-ResNet-14 (widths 32/64/128), T = 10 frames of 10 ms.
 
 The paper's settings: 100 epochs, batch 32, weight decay 1e-3. Reported: 70.36 %.
+The model is the library's preset ``mlf_jax.models.cifar10dvs_resnet14()`` (tested).
 """
 
 import ml_collections

@@ -2,6 +2,7 @@
 
 The paper's settings: 120 epochs, batch 28, weight decay 1e-4, tdBN without affine on the input.
 Reported: 97.29 %.
+The model is the library's preset ``mlf_jax.models.gesture_resnet20()`` (tested).
 """
 
 import ml_collections

@@ -33,6 +33,34 @@ def test_every_shipped_config_is_valid(path):
 
 
 @pytest.mark.parametrize(
+    "stem, preset",
+    [
+        ("cifar10", "cifar10_resnet20"),
+        ("gesture", "gesture_resnet20"),
+        ("cifar10dvs", "cifar10dvs_resnet14"),
+    ],
+)
+def test_the_paper_configs_build_the_librarys_presets(stem, preset):
+    """The experiments' paper runs and the library's presets are one model each (compared
+    field by field, the surrogate's width included)."""
+    import mlf_jax as mj
+    from experiments.models import build_model
+
+    config = runpy.run_path(str(ROOT / f"experiments/configs/{stem}.py"))["get_config"]()
+    axis = mj.train.AXIS if config.cross_device_bn else None  # the training set-up's, not the net's
+    assert build_model(config) == getattr(mj.models, preset)(axis_name=axis)
+
+
+def test_a_model_key_the_resnet_has_not_is_named():
+    from experiments.models import build_model
+
+    config = _config()
+    config.model.widht = 3
+    with pytest.raises(ValueError, match=r"keys the ResNet has not: \['widht'\]"):
+        build_model(config)
+
+
+@pytest.mark.parametrize(
     "key, value, message",
     [
         ("keep_checkpoints", 0, "config.keep_checkpoints must be >= 1, got 0"),
@@ -53,7 +81,8 @@ def test_every_shipped_config_is_valid(path):
         ("model_depth", 9, r"config.model.depth must be 6n \+ 2"),
         ("model_widths", (4, 4), "config.model.widths must be 3 positive integers"),
         ("model_widths", (4, 0, 4), "config.model.widths must be 3 positive integers"),
-        ("model_thresholds", (1.6, 0.6), "config.model.thresholds must be positive and strictly"),
+        ("model_thresholds", (0.6, -1.0), "config.model.thresholds must be positive"),
+        ("model_thresholds", (1.6, 0.6), "config.model: thresholds must be strictly increasing"),
         ("model_thresholds", (), "config.model.thresholds must be a non-empty tuple"),
         ("model_time_steps", 0, "config.model.time_steps must be >= 1"),
         ("model_tau", 0.0, r"config.model.tau must be in \(0.0"),
@@ -81,7 +110,7 @@ def test_tdbn_scale_defaults_to_the_first_threshold_and_may_be_set():
 
 def test_a_learned_leak_needs_tau_below_one():
     config_check.validate(_config(model_learn_tau=True, model_tau=0.5))
-    with pytest.raises(config_check.ConfigError, match="learn_tau needs config.model.tau strictly"):
+    with pytest.raises(config_check.ConfigError, match=r"config.model: MLF tau must be strictly"):
         config_check.validate(_config(model_learn_tau=True, model_tau=1.0))
 
 
