@@ -13,17 +13,22 @@ each epoch, and keeps the run's promises (README, "What a run guarantees"):
 * ``metrics.jsonl`` holds each step once, also after a resume.
 
 It is composed of the library's pieces (:mod:`mlf_jax.train`): state, data-parallel
-steps, evaluation, checkpoints, metrics, lock and stop signals.
+steps, evaluation, checkpoints, metrics, lock and stop signals. The loop reads top to bottom
+in :func:`train_and_evaluate`; :class:`Run` builds the pieces from the config, and the side
+work is in small helpers below it (restore, save, log, evaluate, the activity log and the
+profiler).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -79,6 +84,9 @@ class Progress:
     step: int = 0
     best: float = 0.0
     last_eval: dict[str, Any] | None = None
+    #: the device and process counts the run has trained on, oldest first
+    device_counts: list[int] = dataclasses.field(default_factory=lambda: [jax.device_count()])
+    process_counts: list[int] = dataclasses.field(default_factory=lambda: [jax.process_count()])
 
 
 def batch_plan(batch_size: int, train_size: int) -> tuple[int, int]:
@@ -183,13 +191,44 @@ class _Profiler:
             tqdm.write(f"profiled steps {self.steps[0]}-{last} into {self.directory}/tensorboard")
 
 
+class _ActivityLog:
+    """Every ``every`` steps (0: never), each neuron layer's firing rate and dormant fraction
+    on the step's batch, under the state that step starts from (the one whose loss its train
+    metrics report), as ``activity/firing_rate/<layer>`` and ``activity/dormant/<layer>``.
+    A separate compiled function, compiled on first use: the train step itself is the same
+    with or without it."""
+
+    def __init__(self, run: Run, writer: Any):
+        self.run, self.writer, self.every = run, writer, run.config.activity_every_steps
+        self.step_fn: Any = None
+
+    def __call__(self, dstate: Any, batch: dict[str, Any], step: int) -> None:
+        if not self.every or step % self.every:
+            return
+        if self.step_fn is None:
+            thresholds, surrogate = self.run.neurons
+            self.step_fn = self.run.dp.map_step(
+                functools.partial(
+                    mj.train.activity_step, thresholds=thresholds, surrogate=surrogate
+                )
+            )
+        values = jax.device_get(self.step_fn(dstate, batch))
+        scalars = {}
+        for kind in ("firing_rate", "dormant"):
+            per_layer = values.get(kind, {})
+            for path in mj.analysis.forward_order([tuple(k.split("/")) for k in per_layer]):
+                layer = "/".join(path)
+                scalars[f"{kind}/{layer}"] = float(per_layer[layer])
+        self.writer.write(step, "activity", scalars)
+
+
 class Run:
-    """One training run: the pieces, built from the config, and the loop (also what
+    """The pieces of one training run, built from its config: batch plan, optimiser, the
+    data-parallel step, the initial state and the endless data iterator (also what
     :func:`experiments.dry_run.dry_run` compiles)."""
 
     def __init__(self, config: Any, data: input_pipeline.Data, model: Any):
         self.config, self.data = config, data
-        self.main = jax.process_index() == 0
         self.steps_per_epoch, self.local_batch = batch_plan(config.batch_size, len(data.train))
         self.total_steps = self.steps_per_epoch * config.num_epochs
         self.tx, self.schedule = make_optimizer(config, self.steps_per_epoch)
@@ -212,225 +251,11 @@ class Run:
             drop_remainder=True,
             transform=data.augment,
         )
-        self.progress = Progress()
-        # the device counts the run has trained on, oldest first (carried in the checkpoints)
-        self.device_counts = [jax.device_count()]
-        self.process_counts = [jax.process_count()]
         self.neurons = _dormancy_constants(model)
-        self.activity: Any = None  # the mapped activity step, compiled on first use
 
-    def open(self, workdir: epath.Path) -> None:
-        """Opens the run's checkpoints and metrics in ``workdir``."""
-        self.workdir = workdir
-        self.ckpt = mj.train.Checkpointer(workdir / "checkpoints", self.config.keep_checkpoints)
-        self.writer = mj.train.MetricsWriter(workdir, enabled=self.main)
-        self.profiler = _Profiler(self.config.profile_steps, workdir)
-
-    # -- checkpoints -------------------------------------------------------------
-
-    def restore(self) -> None:
-        """Resumes from the newest readable checkpoint, if any."""
-        like = self.dp.restore_target(mj.train.state_to_tree(self.state, self.rng))
-        restored = self.ckpt.restore_latest(like)
-        if restored is None:
-            self.writer.resume_at(0)  # records of a start that died before its first save
-            return
-        step, tree, meta = restored
-        self.state, self.rng = mj.train.tree_to_state(tree, self.state)
-        position = _data_position(meta)
-        if position is None:  # written by another number of processes
-            position = state_after(self.data_iter.get_state(), step * self.local_batch).decode()
-            tqdm.write(
-                f"the checkpoint was written by {_processes_of(meta)} process(es), this run has "
-                f"{jax.process_count()}: each reads another shard of the data in another "
-                f"order; the run goes on at step {step}, at the same point of the epoch, so "
-                "the rest of an interrupted epoch may repeat some of its examples and miss "
-                "others, and every later epoch is whole (results.json lists every count used)"
-            )
-        self.data_iter.set_state(position.encode())
-        self.progress = Progress(step, meta.get("best_test_accuracy", 0.0), meta.get("last_eval"))
-        self.writer.resume_at(step)
-        tqdm.write(f"resumed from checkpoint at step {step} in {self.ckpt.directory}")
-        # (checkpoints from before device counts were recorded: taken as this run's)
-        self.device_counts = list(meta.get("device_counts", [jax.device_count()]))
-        self.process_counts = list(meta.get("process_counts", [_processes_of(meta)]))
-        if self.process_counts[-1] != jax.process_count():
-            self.process_counts.append(jax.process_count())
-        if self.device_counts[-1] != jax.device_count():
-            tqdm.write(
-                f"the checkpoint was written on {self.device_counts[-1]} device(s), this run "
-                f"has {jax.device_count()}: same global batch and data order from step "
-                f"{step + 1}, but another split of each batch over the devices (not "
-                "bit-identical to a run that stayed on one count; results.json lists every "
-                "count used)"
-            )
-            self.device_counts.append(jax.device_count())
-
-    def save(self, dstate: Any) -> None:
-        positions = _gather_strings(self.data_iter.get_state().decode())
-        meta = {  # every process's position in its shard of the data
-            "data": {str(rank): position for rank, position in enumerate(positions)},
-            "processes": len(positions),
-            "device_counts": self.device_counts,
-            "process_counts": self.process_counts,
-            "best_test_accuracy": self.progress.best,
-            "last_eval": self.progress.last_eval,
-        }
-        tree = mj.train.state_to_tree(self.dp.get_state(dstate), self.rng)
-        try:
-            self.ckpt.save(self.progress.step, tree, meta)
-        except mj.train.NonFiniteStateError:
-            raise self.diverged("the parameters are not finite") from None
-
-    def diverged(self, what: str) -> DivergenceError:
-        """The error for a NaN/Inf at the current step, with the ways on."""
-        steps = self.ckpt.all_steps()
-        step = self.progress.step
-        where = f"step {step} (epoch {(step - 1) // self.steps_per_epoch + 1})"
-        lr = f"--config.learning_rate below {self.config.learning_rate:g}"
-        if steps:
-            last = (
-                f"The last finite checkpoint is step {steps[-1]} in {self.ckpt.directory}. "
-                f"Start afresh in a new --workdir with {lr}; or go on from step {steps[-1]} "
-                "with it and --allow_change=learning_rate (this helps only if the run was "
-                f"still healthy at step {steps[-1]})."
-            )
-        else:
-            last = (
-                f"No checkpoint was saved: run again with {lr} and --allow_change=learning_rate "
-                "(or in a new --workdir)."
-            )
-        return DivergenceError(f"training diverged: {what} at {where}; stopped. {last}")
-
-    # -- the loop ----------------------------------------------------------------
-
-    def log(self, meter: _Meter, bar: Any) -> None:
-        """Fetches the pending metrics (stopping on NaN) and writes a train record."""
-        step = self.progress.step
-        bad = meter.fetch(step)
-        if bad is not None:
-            self.progress.step = bad
-            raise self.diverged("the training loss is not finite")
-        rate = meter.count * self.config.batch_size / max(time.time() - meter.since, 1e-9)
-        means = meter.means()
-        bar.set_postfix(
-            epoch=(step - 1) // self.steps_per_epoch + 1,
-            loss=f"{means['loss']:.4f}",
-            acc=f"{means['accuracy']:.4f}",
-            img_s=f"{rate:.0f}",
-        )
-        lr = float(self.schedule(step - 1))
-        self.writer.write(step, "train", {**means, "images_per_second": rate, "learning_rate": lr})
-        meter.reset()
-
-    def record_activity(self, dstate: Any, batch: dict[str, Any], step: int) -> None:
-        """Writes every neuron layer's firing rate and dormant fraction on ``batch``, the
-        batch of step ``step``, under the state that step starts from (the one whose loss
-        its train metrics report), as ``activity/firing_rate/<layer>`` and
-        ``activity/dormant/<layer>`` (a separate compiled function: the train step itself
-        is the same with or without it)."""
-        if self.activity is None:
-            thresholds, surrogate = self.neurons
-            self.activity = self.dp.map_step(
-                functools.partial(
-                    mj.train.activity_step, thresholds=thresholds, surrogate=surrogate
-                )
-            )
-        values = jax.device_get(self.activity(dstate, batch))
-        scalars = {}
-        for kind in ("firing_rate", "dormant"):
-            per_layer = values.get(kind, {})
-            for path in mj.analysis.forward_order([tuple(k.split("/")) for k in per_layer]):
-                layer = "/".join(path)
-                scalars[f"{kind}/{layer}"] = float(per_layer[layer])
-        self.writer.write(step, "activity", scalars)
-
-    def evaluate(self, dstate: Any, start: float) -> None:
-        """Evaluates on the test set after an epoch and records it."""
-        c, step = self.config, self.progress.step
-        test = mj.train.evaluate(
-            self.dp, dstate, self.data.test, self.data.preprocess, c.eval_batch_size
-        )
-        epoch = step // self.steps_per_epoch
-        self.progress.best = max(self.progress.best, test["accuracy"])
-        self.progress.last_eval = {
-            "epoch": epoch,
-            "test_loss": test["loss"],
-            "test_accuracy": test["accuracy"],
-        }
-        self.writer.write(
-            step,
-            "eval",
-            {
-                **self.progress.last_eval,
-                "best_test_accuracy": self.progress.best,
-                "wall_seconds": time.time() - start,
-            },
-        )
-        tqdm.write(
-            f"epoch {epoch}: test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
-            f"(best {self.progress.best:.4f}) | {time.time() - start:.0f} s"
-        )
-
-    def loop(self) -> tuple[Any, str | None]:
-        """Trains to ``total_steps``; the final device state and the stop signal, if any."""
-        c, p = self.config, self.progress
-        dstate = self.dp.put_state(self.state)
-        meter, start, stopped = _Meter(), time.time(), None
-        bar = tqdm(
-            total=self.total_steps,
-            initial=p.step,
-            unit="step",
-            mininterval=2.0,
-            disable=not self.main,
-        )
-        with bar, mj.train.StopSignals() as signals:
-            while p.step < self.total_steps:
-                batch = self.data.preprocess(next(self.data_iter), True)
-                if c.activity_every_steps and (p.step + 1) % c.activity_every_steps == 0:
-                    self.record_activity(dstate, batch, p.step + 1)
-                self.profiler.before(p.step + 1)
-                dstate, metrics = self.dp.train_step(dstate, batch)
-                self.profiler.after(p.step + 1, metrics)
-                meter.add(metrics)
-                p.step += 1
-                bar.update(1)
-                epoch_end = p.step % self.steps_per_epoch == 0
-                every = c.checkpoint_every_steps
-                checkpoint = epoch_end or bool(every and p.step % every == 0)
-                stop = mj.train.agree_to_stop(signals.received is not None, p.step, c.log_every)
-                if p.step % c.log_every == 0 or checkpoint or stop:
-                    self.log(meter, bar)
-                if epoch_end:
-                    self.evaluate(dstate, start)
-                if checkpoint or stop:
-                    self.save(dstate)
-                if stop:
-                    stopped = signals.received or "SIGTERM"
-                    break
-            self.profiler.after(p.step, dstate, ended=True)
-        if stopped and p.step >= self.total_steps:
-            stopped = None  # the last step was done and saved: the run is complete
-        if stopped:
-            tqdm.write(
-                f"{stopped}: saved a checkpoint at step {p.step} in {self.ckpt.directory}; "
-                "run the same command to resume"
-            )
-        return dstate, stopped
-
-    def results(self, wall: float, stopped: str | None) -> dict[str, Any]:
-        p = self.progress
-        return {
-            "final_test_accuracy": None if p.last_eval is None else p.last_eval["test_accuracy"],
-            "best_test_accuracy": p.best,
-            "steps": p.step,
-            "preempted": stopped is not None,
-            "stopped_by": stopped,
-            "wall_seconds": wall,
-            "num_params": mj.models.num_params(self.state.params),
-            "device_counts": self.device_counts,
-            "process_counts": self.process_counts,
-        }
+    def epoch_of(self, step: int) -> int:
+        """The epoch (from 1) that step ``step`` (from 1) belongs to."""
+        return (step - 1) // self.steps_per_epoch + 1
 
 
 def train_and_evaluate(
@@ -466,31 +291,215 @@ def train_and_evaluate(
     check_divisible(config.batch_size)  # before any data is read
     workdir = resolve_workdir(workdir)
     main = jax.process_index() == 0
-    lock = mj.train.RunLock(workdir)
-    # process 0 takes the lock and checks the run's identity; the others follow its verdict
-    # (an error on one process alone would leave the others waiting in a collective)
-    _on_process_0(lambda: _start(lock, workdir, config, allow_change))
-    try:
+    with _holding(workdir, config, allow_change):
         data = data if data is not None else input_pipeline.get_datasets(config)
         run = Run(config, data, model if model is not None else build_model(config))
-        run.open(workdir)
+        ckpt = mj.train.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+        writer = mj.train.MetricsWriter(workdir, enabled=main)
         start = time.time()
-        try:
-            run.restore()
-            previous = _finished_results(workdir, run)
+        with contextlib.closing(ckpt):
+            state, p = _restore(run, ckpt, writer)
+            previous = _finished_results(workdir, run, p)
             if main:  # data, batch plan and checkpoint accepted: this config is the run's now
                 run_identity.record(workdir, config)
             if previous is not None:
-                return {"state": run.state, **previous}
-            dstate, stopped = run.loop()
-        finally:
-            run.ckpt.close()
-        results = run.results(time.time() - start, stopped)
+                return {"state": state, **previous}
+
+            dstate = run.dp.put_state(state)
+            meter, stopped = _Meter(), None
+            profiler = _Profiler(config.profile_steps, workdir)
+            activity = _ActivityLog(run, writer)
+            bar = tqdm(
+                total=run.total_steps, initial=p.step, unit="step", mininterval=2.0,
+                disable=not main,
+            )  # fmt: skip
+            with bar, mj.train.StopSignals() as signals:
+                while p.step < run.total_steps:
+                    step = p.step + 1
+                    batch = data.preprocess(next(run.data_iter), True)
+                    activity(dstate, batch, step)
+                    profiler.before(step)
+                    dstate, metrics = run.dp.train_step(dstate, batch)
+                    profiler.after(step, metrics)
+                    meter.add(metrics)
+                    p.step = step
+                    bar.update(1)
+
+                    epoch_end = step % run.steps_per_epoch == 0
+                    every = config.checkpoint_every_steps
+                    checkpoint = epoch_end or bool(every and step % every == 0)
+                    stop = mj.train.agree_to_stop(
+                        signals.received is not None, step, config.log_every
+                    )
+                    if step % config.log_every == 0 or checkpoint or stop:
+                        _log(run, writer, meter, bar, p, ckpt)
+                    if epoch_end:
+                        _evaluate(run, writer, p, dstate, start)
+                    if checkpoint or stop:
+                        _save(run, ckpt, p, dstate)
+                    if stop:
+                        stopped = signals.received or "SIGTERM"
+                        break
+                profiler.after(p.step, dstate, ended=True)
+        if stopped and p.step >= run.total_steps:
+            stopped = None  # the last step was done and saved: the run is complete
+        if stopped:
+            tqdm.write(
+                f"{stopped}: saved a checkpoint at step {p.step} in {ckpt.directory}; "
+                "run the same command to resume"
+            )
+        results = _results(run, p, time.time() - start, stopped)
         if main:
             mj.train.write_atomically(workdir / RESULTS, json.dumps(results, indent=2) + "\n")
+    return {"state": run.dp.get_state(dstate), **results}
+
+
+# -- the loop's side work -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _holding(workdir: epath.Path, config: Any, allow_change: Any) -> Iterator[None]:
+    """Holds the work directory's lock while the run lasts. Process 0 takes it and checks
+    the run's identity; the others follow its verdict (an error on one process alone would
+    leave the others waiting in a collective)."""
+    lock = mj.train.RunLock(workdir)
+    _on_process_0(lambda: _start(lock, workdir, config, allow_change))
+    try:
+        yield
     finally:
         lock.release()
-    return {"state": run.dp.get_state(dstate), **results}
+
+
+def _restore(run: Run, ckpt: Any, writer: Any) -> tuple[Any, Progress]:
+    """The state and progress to go on from: the newest readable checkpoint's, else the
+    initial state at step 0. Moves the data iterator to the checkpoint's position."""
+    like = run.dp.restore_target(mj.train.state_to_tree(run.state, run.rng))
+    restored = ckpt.restore_latest(like)
+    if restored is None:
+        writer.resume_at(0)  # records of a start that died before its first save
+        return run.state, Progress()
+    step, tree, meta = restored
+    state, run.rng = mj.train.tree_to_state(tree, run.state)
+    position = _data_position(meta)
+    if position is None:  # written by another number of processes
+        position = state_after(run.data_iter.get_state(), step * run.local_batch).decode()
+        tqdm.write(
+            f"the checkpoint was written by {_processes_of(meta)} process(es), this run has "
+            f"{jax.process_count()}: each reads another shard of the data in another "
+            f"order; the run goes on at step {step}, at the same point of the epoch, so "
+            "the rest of an interrupted epoch may repeat some of its examples and miss "
+            "others, and every later epoch is whole (results.json lists every count used)"
+        )
+    run.data_iter.set_state(position.encode())
+    # (checkpoints from before device counts were recorded: taken as this run's)
+    p = Progress(
+        step,
+        meta.get("best_test_accuracy", 0.0),
+        meta.get("last_eval"),
+        list(meta.get("device_counts", [jax.device_count()])),
+        list(meta.get("process_counts", [_processes_of(meta)])),
+    )
+    writer.resume_at(step)
+    tqdm.write(f"resumed from checkpoint at step {step} in {ckpt.directory}")
+    if p.process_counts[-1] != jax.process_count():
+        p.process_counts.append(jax.process_count())
+    if p.device_counts[-1] != jax.device_count():
+        tqdm.write(
+            f"the checkpoint was written on {p.device_counts[-1]} device(s), this run "
+            f"has {jax.device_count()}: same global batch and data order from step "
+            f"{step + 1}, but another split of each batch over the devices (not "
+            "bit-identical to a run that stayed on one count; results.json lists every "
+            "count used)"
+        )
+        p.device_counts.append(jax.device_count())
+    return state, p
+
+
+def _save(run: Run, ckpt: Any, p: Progress, dstate: Any) -> None:
+    """A checkpoint of ``dstate`` at ``p.step``, with every process's data position and the
+    progress; a non-finite state stops the run instead (:class:`DivergenceError`)."""
+    positions = _gather_strings(run.data_iter.get_state().decode())
+    meta = {  # every process's position in its shard of the data
+        "data": {str(rank): position for rank, position in enumerate(positions)},
+        "processes": len(positions),
+        "device_counts": p.device_counts,
+        "process_counts": p.process_counts,
+        "best_test_accuracy": p.best,
+        "last_eval": p.last_eval,
+    }
+    tree = mj.train.state_to_tree(run.dp.get_state(dstate), run.rng)
+    try:
+        ckpt.save(p.step, tree, meta)
+    except mj.train.NonFiniteStateError:
+        raise _diverged(run, ckpt, p.step, "the parameters are not finite") from None
+
+
+def _diverged(run: Run, ckpt: Any, step: int, what: str) -> DivergenceError:
+    """The error for a NaN/Inf at ``step``, with the ways on."""
+    steps = ckpt.all_steps()
+    where = f"step {step} (epoch {run.epoch_of(step)})"
+    lr = f"--config.learning_rate below {run.config.learning_rate:g}"
+    if steps:
+        last = (
+            f"The last finite checkpoint is step {steps[-1]} in {ckpt.directory}. "
+            f"Start afresh in a new --workdir with {lr}; or go on from step {steps[-1]} "
+            "with it and --allow_change=learning_rate (this helps only if the run was "
+            f"still healthy at step {steps[-1]})."
+        )
+    else:
+        last = (
+            f"No checkpoint was saved: run again with {lr} and --allow_change=learning_rate "
+            "(or in a new --workdir)."
+        )
+    return DivergenceError(f"training diverged: {what} at {where}; stopped. {last}")
+
+
+def _log(run: Run, writer: Any, meter: _Meter, bar: Any, p: Progress, ckpt: Any) -> None:
+    """Fetches the pending metrics (stopping on NaN) and writes a train record."""
+    bad = meter.fetch(p.step)
+    if bad is not None:
+        raise _diverged(run, ckpt, bad, "the training loss is not finite")
+    rate = meter.count * run.config.batch_size / max(time.time() - meter.since, 1e-9)
+    means = meter.means()
+    bar.set_postfix(
+        epoch=run.epoch_of(p.step),
+        loss=f"{means['loss']:.4f}",
+        acc=f"{means['accuracy']:.4f}",
+        img_s=f"{rate:.0f}",
+    )
+    lr = float(run.schedule(p.step - 1))
+    writer.write(p.step, "train", {**means, "images_per_second": rate, "learning_rate": lr})
+    meter.reset()
+
+
+def _evaluate(run: Run, writer: Any, p: Progress, dstate: Any, start: float) -> None:
+    """Evaluates on the test set after an epoch and records it."""
+    c = run.config
+    test = mj.train.evaluate(run.dp, dstate, run.data.test, run.data.preprocess, c.eval_batch_size)
+    epoch = p.step // run.steps_per_epoch
+    p.best = max(p.best, test["accuracy"])
+    p.last_eval = {"epoch": epoch, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
+    record = {**p.last_eval, "best_test_accuracy": p.best, "wall_seconds": time.time() - start}
+    writer.write(p.step, "eval", record)
+    tqdm.write(
+        f"epoch {epoch}: test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
+        f"(best {p.best:.4f}) | {time.time() - start:.0f} s"
+    )
+
+
+def _results(run: Run, p: Progress, wall: float, stopped: str | None) -> dict[str, Any]:
+    """What ``results.json`` records."""
+    return {
+        "final_test_accuracy": None if p.last_eval is None else p.last_eval["test_accuracy"],
+        "best_test_accuracy": p.best,
+        "steps": p.step,
+        "preempted": stopped is not None,
+        "stopped_by": stopped,
+        "wall_seconds": wall,
+        "num_params": mj.models.num_params(run.state.params),
+        "device_counts": p.device_counts,
+        "process_counts": p.process_counts,
+    }
 
 
 def firing_rate_options(config: Any) -> dict[str, float]:
@@ -596,14 +605,14 @@ def _has_checkpoints(workdir: epath.Path) -> bool:
     return directory.exists() and any(p.name.isdigit() for p in directory.iterdir())
 
 
-def _finished_results(workdir: epath.Path, run: Run) -> dict[str, Any] | None:
+def _finished_results(workdir: epath.Path, run: Run, p: Progress) -> dict[str, Any] | None:
     """The recorded results when the restored run is already complete (nothing to
     train; its results stay as they were), else ``None``.
 
     Raises:
       config_check.ConfigError: the run has trained past this config's last step.
     """
-    step, total = run.progress.step, run.total_steps
+    step, total = p.step, run.total_steps
     if step > total:
         raise config_check.ConfigError(
             f"config.num_epochs {run.config.num_epochs} ends at step {total}, but the run in "

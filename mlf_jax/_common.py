@@ -15,6 +15,7 @@ __all__ = [
     "auto_unroll",
     "check_sequence_input",
     "check_tau",
+    "check_thresholds",
     "is_concrete",
 ]
 
@@ -35,22 +36,26 @@ def check_tau(tau) -> None:
         raise ValueError(f"tau must be a scalar decay factor in [0, 1], got {tau!r}")
 
 
+def check_thresholds(thresholds: Sequence[float] | ArrayLike) -> None:
+    """Concrete thresholds must be 1-D, non-empty, finite and strictly increasing (numpy
+    only: checking a neuron's settings does not start a JAX backend)."""
+    given = np.asarray(thresholds, dtype=np.float64)
+    if given.ndim != 1 or given.size == 0:
+        raise ValueError(
+            f"thresholds must be a non-empty 1-D sequence (one per level), got shape {given.shape}"
+        )
+    if not np.all(np.isfinite(given)):
+        raise ValueError(f"thresholds must be finite, got {given.tolist()}")
+    if given.size > 1 and not np.all(np.diff(given) > 0):
+        raise ValueError(
+            f"thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got {given.tolist()}"
+        )
+
+
 def as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:
     """Validates thresholds (1-D, strictly increasing when concrete) as a [K] array."""
     if is_concrete(thresholds):
-        given = np.asarray(thresholds, dtype=np.float64)
-        if given.ndim != 1 or given.size == 0:
-            raise ValueError(
-                "thresholds must be a non-empty 1-D sequence (one per level), got shape "
-                f"{given.shape}"
-            )
-        if not np.all(np.isfinite(given)):
-            raise ValueError(f"thresholds must be finite, got {given.tolist()}")
-        if given.size > 1 and not np.all(np.diff(given) > 0):
-            raise ValueError(
-                "thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got "
-                f"{given.tolist()}"
-            )
+        check_thresholds(thresholds)
     th = jnp.asarray(thresholds, dtype=floating(dtype))
     if th.ndim != 1 or th.shape[0] == 0:
         raise ValueError(

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mlf_jax import neurons
-from mlf_jax._common import as_thresholds, check_sequence_input
+from mlf_jax._common import check_sequence_input, check_thresholds
 from mlf_jax.neurons import LIFState, auto_unroll
 from mlf_jax.reparam import (
     leak_from_logit,
@@ -372,7 +372,7 @@ class MLF(NeuronModel):
     impl: str = "auto"
 
     def __post_init__(self):
-        as_thresholds(self.thresholds, jnp.float32)  # 1-D, finite, increasing
+        check_thresholds(self.thresholds)  # 1-D, finite, increasing
         object.__setattr__(self, "thresholds", tuple(float(v) for v in self.thresholds))
         if self.learn_thresholds:
             raw_of_thresholds(self.thresholds)  # positive too

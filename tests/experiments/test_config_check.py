@@ -207,3 +207,22 @@ def test_a_workdir_that_is_a_file_is_one_line(tmp_path):
     out = _train("--config=experiments/configs/digits.py", f"--workdir={tmp_path / 'w'}")
     assert out.returncode == 1 and out.stderr.startswith("error: "), out.stderr[-2000:]
     assert "Traceback" not in out.stderr and str(tmp_path / "w") in out.stderr
+
+
+def test_checking_a_config_starts_no_jax_backend():
+    """A multi-host run checks its config before jax.distributed.initialize, which must
+    come before any backend starts: asking the neuron model for its rules computes nothing."""
+    code = (
+        "import runpy, jax._src.xla_bridge as xb\n"
+        "from experiments import config_check\n"
+        "for stem in ('digits', 'gesture', 'cifar10dvs'):\n"
+        "    c = runpy.run_path(f'experiments/configs/{stem}.py')['get_config']()\n"
+        "    c.model.learn_thresholds = c.model.learn_tau = True\n"
+        "    config_check.validate(c)\n"
+        "print(sorted(xb._backends))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
