@@ -36,9 +36,12 @@ def check_tau(tau) -> None:
         raise ValueError(f"tau must be a scalar decay factor in [0, 1], got {tau!r}")
 
 
-def check_thresholds(thresholds: Sequence[float] | ArrayLike) -> None:
-    """Concrete thresholds must be 1-D, non-empty, finite and strictly increasing (numpy
-    only: checking a neuron's settings does not start a JAX backend)."""
+def check_thresholds(
+    thresholds: Sequence[float] | ArrayLike, *, increasing: bool = True
+) -> np.ndarray:
+    """Concrete thresholds as a float64 ``[K]`` numpy array; ``ValueError`` unless 1-D,
+    non-empty, finite and (``increasing``) strictly increasing. Numpy only: checking a
+    neuron's settings does not start a JAX backend."""
     given = np.asarray(thresholds, dtype=np.float64)
     if given.ndim != 1 or given.size == 0:
         raise ValueError(
@@ -46,10 +49,11 @@ def check_thresholds(thresholds: Sequence[float] | ArrayLike) -> None:
         )
     if not np.all(np.isfinite(given)):
         raise ValueError(f"thresholds must be finite, got {given.tolist()}")
-    if given.size > 1 and not np.all(np.diff(given) > 0):
+    if increasing and given.size > 1 and not np.all(np.diff(given) > 0):
         raise ValueError(
             f"thresholds must be strictly increasing (V_th,1 < V_th,2 < ...), got {given.tolist()}"
         )
+    return given
 
 
 def as_thresholds(thresholds: Sequence[float] | ArrayLike, dtype) -> Array:

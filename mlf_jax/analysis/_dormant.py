@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlf_jax._common import check_thresholds as _check_thresholds
 from mlf_jax.analysis._record import LayerRecord
 from mlf_jax.surrogate import Surrogate, get_surrogate
 
@@ -30,14 +31,7 @@ __all__ = [
 
 def check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
     """Thresholds as a float64 ``[K]`` numpy array; ``ValueError`` unless 1-D, non-empty, finite."""
-    th = np.asarray(thresholds, dtype=np.float64)
-    if th.ndim != 1 or th.size == 0:
-        raise ValueError(
-            f"thresholds must be a non-empty 1-D sequence (one per level), got shape {th.shape}"
-        )
-    if not np.all(np.isfinite(th)):
-        raise ValueError(f"thresholds must be finite, got {th.tolist()}")
-    return th
+    return _check_thresholds(thresholds, increasing=False)
 
 
 def surrogate_windows(
