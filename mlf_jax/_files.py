@@ -1,5 +1,6 @@
-"""Writing files that a kill cannot tear, locally or to a remote store, and JSON that a
-person can read (the sidecars and results the library and the experiments write)."""
+"""Writing local files that a kill cannot tear, and JSON that a person can read (the
+sidecars and results the library and the experiments write). The training package adds
+remote stores (``gs://``) on top."""
 
 from __future__ import annotations
 
@@ -19,20 +20,16 @@ def is_remote(path: str | os.PathLike) -> bool:
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
-    """Replaces ``path`` by ``data``: on a local disk through a temporary file and a rename,
-    so that a kill leaves the old or the new file, never a torn one; remotely in one upload
-    (an object store replaces an object whole).
+    """Replaces the local file ``path`` by ``data`` through a temporary file and a rename,
+    so that a kill leaves the old or the new file, never a torn one.
 
     Raises:
-      OSError: the local write failed (a full disk, no permission); its message names
-        ``path``, and the temporary file is removed.
+      OSError: the write failed (a full disk, no permission); its message names ``path``,
+        and the temporary file is removed.
     """
-    data = data.encode() if isinstance(data, str) else data
     if is_remote(path):
-        from etils import epath  # the remote stores' file system (an optional dependency)
-
-        epath.Path(path).write_bytes(data)
-        return
+        raise ValueError(f"{os.fspath(path)}: a local path is needed here")
+    data = data.encode() if isinstance(data, str) else data
     target = Path(path)
     tmp = target.parent / f".{target.name}.tmp"
     try:

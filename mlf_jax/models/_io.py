@@ -108,15 +108,10 @@ def _surrogate_of(spec: dict[str, Any]) -> Surrogate:
 
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none (a remote
-    URI such as ``gs://...`` through ``etils.epath``, which the training extra installs)."""
-    given: Any
+    """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none."""
     if is_remote(path):
-        from etils import epath
-
-        given = epath.Path(path)
-    else:
-        given = Path(path)
+        raise ValueError(f"{os.fspath(path)}: save to a local path (then copy it to the store)")
+    given = Path(path)
     stem = given.with_suffix("") if given.suffix in (".msgpack", ".json") else given
     return stem.parent / (stem.name + ".msgpack"), stem.parent / (stem.name + ".json")
 
@@ -129,8 +124,7 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
     describes weights that are not there yet.
 
     Args:
-      path: where to write, with or without the ``.msgpack`` suffix: a local path or a
-        remote URI (``gs://...``).
+      path: where to write (a local path), with or without the ``.msgpack`` suffix.
       model: the :class:`ResNet` the variables belong to (its settings go to the sidecar).
       variables: ``{'params', 'batch_stats'}`` as ``model.init`` returns them (or trained).
       **info: more JSON values for the sidecar, e.g. ``input`` (the preprocessing the
@@ -149,8 +143,7 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
     _check_fits(model, variables, "the variables")
     data = serialization.to_bytes(jax.tree.map(np.asarray, variables))
     weights, sidecar = _paths(path)
-    if not is_remote(weights):
-        weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "weights_file": weights.name,
         "sha256": hashlib.sha256(data).hexdigest(),

@@ -6,8 +6,8 @@ The loop itself belongs to the experiment (``experiments/trainer.py``): nothing 
 reads an experiment config.
 """
 
-from mlf_jax._files import is_remote, write_atomically
 from mlf_jax.train import distributed
+from mlf_jax.train._paths import is_remote, write_atomically
 from mlf_jax.train.activity import activity_step, firing_rate_penalty, with_firing_rates
 from mlf_jax.train.checkpoint import (
     Checkpointer,

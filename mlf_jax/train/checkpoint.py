@@ -39,8 +39,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import SingleDeviceSharding
 
-from mlf_jax._files import is_remote
 from mlf_jax.train._notice import notice
+from mlf_jax.train._paths import is_remote
 from mlf_jax.train.state import TrainState
 
 __all__ = [

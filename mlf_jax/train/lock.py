@@ -26,8 +26,8 @@ from typing import Any
 
 from etils import epath
 
-from mlf_jax._files import is_remote
 from mlf_jax.train._notice import notice
+from mlf_jax.train._paths import is_remote
 
 __all__ = ["LOCK_NAME", "LockedError", "RunLock"]
 

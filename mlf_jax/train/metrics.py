@@ -25,8 +25,8 @@ from typing import Any
 
 from etils import epath
 
-from mlf_jax._files import write_atomically
 from mlf_jax.train._notice import notice
+from mlf_jax.train._paths import write_atomically
 
 __all__ = ["MetricsWriter", "read_metrics"]
 

@@ -45,6 +45,8 @@ def test_save_refuses_what_it_cannot_describe(tmp_path, small):
         mj.models.save(tmp_path / "x", model, variables, sha256="mine")
     with pytest.raises(ValueError, match="not JSON"):
         mj.models.save(tmp_path / "x", model, variables, note=object())
+    with pytest.raises(ValueError, match="save to a local path"):
+        mj.models.save("gs://bucket/net", model, variables)
     zoo = model.clone(neuron=lambda **kw: mj.nn.Neuron(model=mj.zoo.PLIF()))
     with pytest.raises(ValueError, match="custom neuron"):
         mj.models.save(tmp_path / "x", zoo, variables)
