@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -393,7 +394,8 @@ def export(
         ``final_variables.msgpack`` is exported) or a variables msgpack.
       config: the config the weights were trained with; checked against the weights'
         shapes and the run's recorded ``config.json``.
-      out_stem: the output path without suffix (a ``.msgpack`` suffix is dropped).
+      out_stem: the output path without suffix (a ``.msgpack`` suffix is dropped); a
+        local path or a remote URI (``gs://...``).
       extra: more fields for the sidecar (e.g. a note); not the names of computed ones.
 
     Raises:
@@ -439,8 +441,15 @@ def export(
     }
     # the library's writer: the weights, their checksum, parameter count and the ResNet's
     # settings (for mlf_jax.models.load without this repository), then this information
-    out = mj.models.save(_stem(out_stem), build_model(config), variables, **info)
-    return json.loads(sidecar_path(out).read_text())
+    stem, model = _stem(out_stem), build_model(config)
+    if not mj.train.is_remote(stem):
+        out = mj.models.save(stem, model, variables, **info)
+        return json.loads(sidecar_path(out).read_text())
+    with tempfile.TemporaryDirectory() as tmp:  # it writes local files: then upload them
+        local = mj.models.save(os.path.join(tmp, stem.name), model, variables, **info)
+        for file in (local, sidecar_path(local)):
+            mj.train.write_atomically(stem.parent / file.name, file.read_bytes())
+        return json.loads(sidecar_path(local).read_text())
 
 
 def _version(package: str) -> str | None:

@@ -17,6 +17,10 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 #: the depth (the ResNet's stage sizes), the surrogate as a family name and its parameter,
 #: and the dtype as a name. Every other key is the ResNet's field of that name.
 _CONVERTED = ("depth", "surrogate", "surrogate_param", "dtype")
+#: ResNet fields that come from elsewhere: the data set, the depth, the training set-up,
+#: Flax's own, and a neuron given in code.
+_NOT_FROM_THE_MODEL_KEYS = {"num_classes", "in_channels", "stage_sizes", "axis_name", "neuron"}
+_NOT_FROM_THE_MODEL_KEYS |= {"name", "parent"}
 
 
 def build_model(config: Any) -> mj.models.ResNet:
@@ -30,10 +34,10 @@ def build_model(config: Any) -> mj.models.ResNet:
     if m.dtype not in DTYPES:
         raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
     spec = registry.get(config.dataset)  # ValueError naming the known data sets
-    fields = {f.name for f in dataclasses.fields(mj.models.ResNet)}
+    fields = {f.name for f in dataclasses.fields(mj.models.ResNet)} - _NOT_FROM_THE_MODEL_KEYS
     same = {k: v for k, v in m.items() if k not in _CONVERTED}
     if unknown := sorted(set(same) - fields):
-        raise ValueError(f"config.model has keys the ResNet has not: {unknown}")
+        raise ValueError(f"config.model has keys the ResNet does not take from it: {unknown}")
     return mj.models.resnet(
         m.depth,
         num_classes=spec.classes,

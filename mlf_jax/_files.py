@@ -26,6 +26,7 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
     Raises:
       OSError: the write failed (a full disk, no permission); its message names ``path``,
         and the temporary file is removed.
+      ValueError: ``path`` is a remote URI.
     """
     if is_remote(path):
         raise ValueError(f"{os.fspath(path)}: a local path is needed here")

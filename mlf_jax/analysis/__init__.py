@@ -3,7 +3,7 @@
 Pure functions over what a forward (and backward) pass records:
 
 * recording: :func:`record` runs a model with the ``'intermediates'`` collection
-  mutable and returns every MLF layer's :class:`LayerRecord` (per-level membrane
+  mutable and returns every neuron layer's :class:`LayerRecord` (per-level membrane
   potentials ``[T, K, B, ...]`` and spikes ``[T, B, ...]``) in forward call order;
   :func:`collect` does the same for an ``'intermediates'`` dict at hand.
 * surrogate windows and dormant units: :func:`surrogate_windows`,

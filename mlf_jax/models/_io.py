@@ -109,8 +109,6 @@ def _surrogate_of(spec: dict[str, Any]) -> Surrogate:
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """``(<stem>.msgpack, <stem>.json)`` for ``path`` with either suffix or none."""
-    if is_remote(path):
-        raise ValueError(f"{os.fspath(path)}: save to a local path (then copy it to the store)")
     given = Path(path)
     stem = given.with_suffix("") if given.suffix in (".msgpack", ".json") else given
     return stem.parent / (stem.name + ".msgpack"), stem.parent / (stem.name + ".json")
@@ -135,15 +133,17 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
 
     Raises:
       ValueError: ``info`` names a computed field or is not JSON; the model cannot be
-        described (see :func:`spec_of`); the variables do not fit the model.
+        described (see :func:`spec_of`); the variables do not fit the model; ``path`` is
+        a remote URI.
     """
     if clash := sorted(set(info) & set(RESERVED)):
         raise ValueError(f"info fields {clash} would replace computed ones")
     spec = spec_of(model)
     _check_fits(model, variables, "the variables")
     data = serialization.to_bytes(jax.tree.map(np.asarray, variables))
+    if is_remote(path):
+        raise ValueError(f"{os.fspath(path)}: save to a local path (then copy it to the store)")
     weights, sidecar = _paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "weights_file": weights.name,
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -156,6 +156,7 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
         text = dumps(json.loads(json.dumps(record)))
     except (TypeError, ValueError) as e:
         raise ValueError(f"the sidecar's information is not JSON: {e}") from None
+    weights.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(weights, data)
     write_atomically(sidecar, text + "\n")
     return weights
@@ -172,8 +173,11 @@ def load(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any], dict[str, Any
 
     Raises:
       ModelFileError: naming the file that is missing, not JSON or msgpack, whose checksum
-        differs from the sidecar's, or whose variables do not fit the described model.
+        differs from the sidecar's, or whose variables do not fit the described model; a
+        remote URI (load reads local files).
     """
+    if is_remote(path):
+        raise ModelFileError(f"{os.fspath(path)}: load reads local files (copy them here first)")
     weights, sidecar = _paths(path)
     for file in (sidecar, weights):
         if not file.is_file():

@@ -56,11 +56,12 @@ def train_step(
 
     With ``firing_rate_reg > 0`` the loss gains a firing-rate term,
     ``firing_rate_reg * mean_l (r_l - firing_rate_target)^2``, where ``r_l`` is the mean
-    spike count per unit and time step of the ``l``-th :class:`mlf_jax.nn.MLF` layer call
-    on the batch (on the global batch under ``axis_name``: the rates are averaged over the
-    devices before the square); its gradient reaches the parameters through the neurons'
-    surrogate gradients (``mlf_jax.train.activity``: it works with every neuron
-    implementation). The metrics then also hold ``'firing_rate_penalty'`` (that term) and
+    spike count per unit and time step of the ``l``-th neuron layer call
+    (:func:`mlf_jax.nn.is_neuron_layer`) on the batch (on the global batch under
+    ``axis_name``: the rates are averaged over the devices before the square); its gradient
+    reaches the parameters through the neurons' surrogate gradients
+    (``mlf_jax.train.activity``: it works with every neuron implementation). The metrics
+    then also hold ``'firing_rate_penalty'`` (that term) and
     ``'firing_rate'`` (the mean of ``r_l`` over the layers); ``'loss'`` stays the
     cross-entropy, so the objective is ``loss + firing_rate_penalty``. With
     ``firing_rate_reg = 0`` (the default) the step computes exactly what it computes

@@ -56,7 +56,8 @@ def test_a_model_key_the_resnet_has_not_is_named():
 
     config = _config()
     config.model.widht = 3
-    with pytest.raises(ValueError, match=r"keys the ResNet has not: \['widht'\]"):
+    config.model.num_classes = 5  # the data set's
+    with pytest.raises(ValueError, match=r"does not take from it: \['num_classes', 'widht'\]"):
         build_model(config)
 
 

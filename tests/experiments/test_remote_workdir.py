@@ -2,6 +2,7 @@
 goes there (checkpoints, metrics, TensorBoard, results, config, lock, final variables),
 nothing is written locally, and a restart resumes from the remote checkpoints."""
 
+import hashlib
 import json
 import os
 
@@ -10,7 +11,7 @@ import pytest
 from etils import epath
 from flax import serialization
 
-from experiments import train
+from experiments import export, train
 from mlf_jax.train import LockedError, RunLock, read_metrics
 
 from ..fake_gcs import fake_gcs
@@ -56,6 +57,14 @@ def test_a_run_writes_only_to_the_remote_workdir_and_resumes_from_it(
     assert os.listdir(tmp_path) == []
     steps = [(r["kind"], r["step"]) for r in read_metrics(root)]
     assert len(steps) == len(set(steps))
+
+    # its weights exported to the store too (through mlf_jax.models.save's local files)
+    side = export.export(gcs_workdir, config, gcs_workdir + "_weights/w.msgpack")
+    weights = epath.Path(gcs_workdir + "_weights")
+    assert sorted(p.name for p in weights.iterdir()) == ["w.json", "w.msgpack"]
+    assert json.loads((weights / "w.json").read_text()) == side
+    assert side["sha256"] == hashlib.sha256((weights / "w.msgpack").read_bytes()).hexdigest()
+    assert os.listdir(tmp_path) == []
 
 
 def test_the_remote_lock_is_exclusive(gcs_workdir, tmp_path):
