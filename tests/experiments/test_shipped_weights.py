@@ -12,7 +12,11 @@ import pytest
 
 import mlf_jax as mj
 from experiments import evaluate, export
-from experiments.configs import fashion_mnist, fashion_mnist_converged
+from experiments.configs import (
+    fashion_mnist,
+    fashion_mnist_converged,
+    fashion_mnist_converged_vth1,
+)
 from mlf_jax.data import fashion_mnist as fashion_mnist_data
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +26,7 @@ WEIGHTS = ROOT / "experiments" / "weights"
 SHIPPED = {
     "fashion_mnist_main": fashion_mnist.get_config,
     "fashion_mnist_converged": fashion_mnist_converged.get_config,
+    "fashion_mnist_converged_vth1": fashion_mnist_converged_vth1.get_config,
 }
 
 needs_data = pytest.mark.skipif(
