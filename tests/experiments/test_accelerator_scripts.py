@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["experiments/bench/accelerator.sh", "experiments/bench/accelerator_wheels.sh"]
+SCRIPTS = [
+    "experiments/bench/accelerator.sh",
+    "experiments/bench/accelerator_wheels.sh",
+    "experiments/bench/accelerator_train.sh",
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -27,3 +31,21 @@ def test_accelerator_script_names_what_exists():
     assert tests and all((ROOT / t).exists() for t in tests), tests
     configs = re.findall(r"--config=(\S+)", text)
     assert configs and all((ROOT / c).exists() for c in configs), configs
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "usage: accelerator_train.sh OUTDIR STEM"),
+        (["{out}", "nope"], "no config experiments/configs/nope.py"),
+        (["{out}", "fashion_mnist_converged"], "no Fashion-MNIST files in"),
+    ],
+)
+def test_the_training_script_refuses_before_it_starts(tmp_path, args, message):
+    args = [a.format(out=tmp_path / "out") for a in args]
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path / "no_data")}
+    done = subprocess.run(
+        ["bash", ROOT / SCRIPTS[2], *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
