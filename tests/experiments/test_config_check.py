@@ -227,3 +227,10 @@ def test_checking_a_config_starts_no_jax_backend():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guides/training.md"])
+def test_every_training_config_is_in_the_docs_table(page):
+    text = (ROOT / page).read_text()
+    missing = [p.name for p in CONFIGS if f"| `{p.name}` |" not in text]
+    assert not missing, f"{page}'s table of configs lacks {missing}"
