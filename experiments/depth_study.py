@@ -101,6 +101,7 @@ def cell_config(shortcut: str, neuron: str, depth: int, seed: int) -> Any:
     config.model.thresholds = NEURONS[neuron]
     config.model.time_steps = FLAGS.config.time_steps
     config.model.v_th = None  # tdBN scaled to the first threshold, the paper's
+    config.model.learn_thresholds = False  # fixed thresholds, the paper's
     config.batch_size = FLAGS.config.batch_size
     config.num_epochs = FLAGS.config.epochs
     config.learning_rate = FLAGS.config.learning_rate

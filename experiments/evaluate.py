@@ -3,7 +3,7 @@
     python -m experiments.evaluate --config=experiments/configs/fashion_mnist.py \\
         --weights=experiments/weights/fashion_mnist_ds8.msgpack \\
         [--batch_size=500 --confusion_plot=confusion.png --json_out=eval.json \\
-         --config.data_dir=...]
+         --split=train --config.data_dir=...]
 
 Loads ``{'params', 'batch_stats'}`` (a file of ``experiments.export`` or a run's
 ``final_variables.msgpack``; no optimiser or training state), checked against the config's
@@ -11,7 +11,9 @@ model (:func:`experiments.export.load`), runs the model in eval mode (tdBN with 
 statistics) over every test example once, the last partial batch included, and prints JSON
 on stdout: ``test_accuracy``, ``per_class_accuracy``, ``num_examples``,
 ``confusion_matrix`` (rows: true class, columns: predicted), ``class_names``, ``dataset``,
-``weights``, ``config`` and ``config_overrides``. A progress bar goes to stderr. A mistake
+``weights``, ``config`` and ``config_overrides``. ``--split=train`` evaluates the
+training set instead, without augmentation (how well the model fits what it was trained
+on); the accuracy is then ``train_accuracy``. A progress bar goes to stderr. A mistake
 in the command, the config, the data or the weights ends with one line ``error: ...`` and
 exit code 1.
 
@@ -43,6 +45,7 @@ from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
 
 __all__ = [
+    "SPLITS",
     "USER_ERRORS",
     "confusion_matrix",
     "evaluate",
@@ -52,6 +55,9 @@ __all__ = [
 ]
 
 USER_ERRORS = export.USER_ERRORS
+
+#: The splits a config's data set can be evaluated on.
+SPLITS = ("test", "train")
 
 #: Set by the command line's Ctrl-C handler (:func:`_on_interrupt`), checked by the loop.
 _INTERRUPTED = threading.Event()
@@ -82,8 +88,10 @@ def predict(
     data: input_pipeline.Data | None = None,
     model: Any = None,
     progress: bool = True,
+    split: str = "test",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, predictions)`` of every test example of ``config``'s data set, in order.
+    """``(labels, predictions)`` of every example of a split (``"test"`` or ``"train"``)
+    of ``config``'s data set, in order, preprocessed as for evaluation (never augmented).
 
     Batches of ``batch_size`` (default ``config.eval_batch_size``); the last, short one is
     padded to the same size so that one compiled function serves all, and its padding is
@@ -95,9 +103,12 @@ def predict(
     batch_size = config.eval_batch_size if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise config_check.ConfigError(f"--batch_size must be >= 1, got {batch_size}")
-    n = len(data.test)
+    if split not in SPLITS:
+        raise config_check.ConfigError(f"--split must be one of {SPLITS}, got {split!r}")
+    source = data.test if split == "test" else data.train
+    n = len(source)
     if n == 0:
-        raise config_check.ConfigError(f"the {config.dataset} test set is empty")
+        raise config_check.ConfigError(f"the {config.dataset} {split} set is empty")
 
     @jax.jit
     def classify(variables: Any, images: jax.Array) -> jax.Array:
@@ -110,7 +121,7 @@ def predict(
         for start in range(0, n, batch_size):
             _check_interrupted()
             idx = np.arange(start, min(start + batch_size, n))
-            batch = data.preprocess(data.test[idx], False)
+            batch = data.preprocess(source[idx], False)
             padded = mj.train.pad_batch(batch, batch_size)
             out = np.asarray(classify(device_vars, padded["image"]))
             predictions.append(out[: len(idx)])
@@ -126,19 +137,22 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
     return matrix
 
 
-def summarize(confusion: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-class accuracy (``None`` for a class without test examples) and the
-    matrix as JSON values."""
+def summarize(
+    confusion: np.ndarray, class_names: Sequence[str], split: str = "test"
+) -> dict[str, Any]:
+    """Accuracy (``{split}_accuracy``), per-class accuracy (``None`` for a class without
+    examples), the split and the matrix as JSON values."""
     total = int(confusion.sum())
     per_class_n = confusion.sum(axis=1)
     diagonal = np.diag(confusion)
     return {
-        "test_accuracy": float(diagonal.sum() / total) if total else None,
+        f"{split}_accuracy": float(diagonal.sum() / total) if total else None,
         "per_class_accuracy": {
             name: (float(diagonal[i] / per_class_n[i]) if per_class_n[i] else None)
             for i, name in enumerate(class_names)
         },
         "num_examples": total,
+        "split": split,
         "class_names": list(class_names),
         "confusion_matrix": confusion.tolist(),
     }
@@ -152,14 +166,21 @@ def evaluate(
     data: input_pipeline.Data | None = None,
     model: Any = None,
     progress: bool = True,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """Evaluates ``variables`` on the test set of ``config``: :func:`summarize` of the
-    confusion matrix of :func:`predict`."""
+    """Evaluates ``variables`` on a split (``"test"`` by default) of ``config``'s data set:
+    :func:`summarize` of the confusion matrix of :func:`predict`."""
     labels, predictions = predict(
-        config, variables, batch_size=batch_size, data=data, model=model, progress=progress
+        config,
+        variables,
+        batch_size=batch_size,
+        data=data,
+        model=model,
+        progress=progress,
+        split=split,
     )
     names = export.class_names(config.dataset)
-    return summarize(confusion_matrix(labels, predictions, len(names)), names)
+    return summarize(confusion_matrix(labels, predictions, len(names)), names, split)
 
 
 def plot_confusion(
@@ -222,6 +243,9 @@ def _define_flags() -> None:
     flags.DEFINE_integer("batch_size", None, "Batch size (default: config.eval_batch_size).")
     flags.DEFINE_string("confusion_plot", None, "Also save the confusion matrix as this PNG.")
     flags.DEFINE_string("json_out", None, "Also write the JSON printed on stdout to this file.")
+    flags.DEFINE_enum(
+        "split", "test", list(SPLITS), "Evaluate this split (train: without augmentation)."
+    )
     flags.mark_flags_as_required(["config", "weights"])
 
 
@@ -238,7 +262,7 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
     trainer.enable_compilation_cache(config.compilation_cache_dir)
     variables = export.load(fv.weights, config)
     data = input_pipeline.get_datasets(config)
-    result = evaluate(config, variables, batch_size=fv.batch_size, data=data)
+    result = evaluate(config, variables, batch_size=fv.batch_size, data=data, split=fv.split)
     result |= {
         "dataset": config.dataset,
         "weights": fv.weights,
@@ -252,9 +276,10 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         mj.train.write_atomically(out, text + "\n")
     if fv.confusion_plot:
-        accuracy = result["test_accuracy"]
+        accuracy = result[f"{fv.split}_accuracy"]
+        n = result["num_examples"]
         title = (
-            f"{config.dataset}: {100 * accuracy:.2f} % of {result['num_examples']} test examples"
+            f"{config.dataset}: {100 * accuracy:.2f} % of {n} {fv.split} examples"
             if accuracy is not None and math.isfinite(accuracy)
             else config.dataset
         )

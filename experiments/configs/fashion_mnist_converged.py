@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.widths = (32, 64, 128)
     config.model.time_steps = 1
     config.model.v_th = None  # tdBN scaled to the first threshold, as this model was trained
+    config.model.learn_thresholds = False  # fixed thresholds, as this model was trained
 
     config.batch_size = 256
     config.num_epochs = 40

@@ -76,6 +76,14 @@ def run(tmp_path_factory):
         "confusion": confusion,
         "n": len(labels),
     }
+    # and over the training images, unaugmented
+    train_images, train_labels = digits.arrays("train")
+    train_logits = jax.jit(lambda v, x: build_model(config).apply(v, x, train=False))(
+        final, digits.normalize(train_images)
+    )
+    train_predicted = np.argmax(np.asarray(train_logits), -1)
+    reference["train_accuracy"] = float(np.mean(train_predicted == train_labels))
+    reference["train_n"] = len(train_labels)
     return {
         "tmp": tmp,
         "config": config,
@@ -135,6 +143,13 @@ def cli(run):
             f"--confusion_plot={tmp / 'plots' / 'confusion.png'}",
             f"--json_out={tmp / 'eval.json'}",
         ],
+        "train_split": [
+            *evaluate,
+            f"--weights={tmp / 'out' / 'tiny.msgpack'}",
+            f"--batch_size={BATCH}",
+            "--split=train",
+        ],
+        "bad_split": [*evaluate, f"--weights={tmp / 'out' / 'tiny.msgpack'}", "--split=val"],
         "export": [
             sys.executable,
             "-m",
@@ -179,6 +194,23 @@ def test_cli_matches_an_independent_evaluation(run, cli):
     ]
     assert "360/360" in result.stderr  # the progress bar, on stderr
     assert json.loads((run["tmp"] / "eval.json").read_text()) == out
+
+
+def test_train_split_matches_an_independent_evaluation(run, cli):
+    result = cli["train_split"]
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    ref = run["reference"]
+    assert out["split"] == "train" and "test_accuracy" not in out
+    assert out["num_examples"] == ref["train_n"] > ref["n"]
+    assert out["train_accuracy"] == pytest.approx(ref["train_accuracy"], abs=1e-12)
+    assert json.loads(cli["ok"].stdout)["split"] == "test"
+
+
+def test_an_unknown_split_is_refused_in_one_line(cli):
+    result = cli["bad_split"]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--split" in result.stderr and "val" in result.stderr
 
 
 def test_confusion_plot_is_a_png(run, cli):

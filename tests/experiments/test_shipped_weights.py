@@ -15,6 +15,7 @@ from experiments import evaluate, export
 from experiments.configs import (
     fashion_mnist,
     fashion_mnist_converged,
+    fashion_mnist_converged_learned,
     fashion_mnist_converged_vth1,
 )
 from mlf_jax.data import fashion_mnist as fashion_mnist_data
@@ -27,7 +28,15 @@ SHIPPED = {
     "fashion_mnist_main": fashion_mnist.get_config,
     "fashion_mnist_converged": fashion_mnist_converged.get_config,
     "fashion_mnist_converged_vth1": fashion_mnist_converged_vth1.get_config,
+    "fashion_mnist_converged_learned": fashion_mnist_converged_learned.get_config,
 }
+
+#: The converged runs, in the order of the rows of the README's table by epoch.
+CONVERGED_ROWS = (
+    "fashion_mnist_converged",
+    "fashion_mnist_converged_vth1",
+    "fashion_mnist_converged_learned",
+)
 
 needs_data = pytest.mark.skipif(
     not os.path.isdir(fashion_mnist_data.DEFAULT_DIR),
@@ -76,3 +85,57 @@ def test_shipped_weights_reach_their_recorded_test_accuracy(name):
     # (one here): float sums may round apart on a few images, so up to 3 of them may differ
     recorded = side["results"]["final_test_accuracy"]
     assert abs(result["test_accuracy"] - recorded) <= 3e-4, (result["test_accuracy"], recorded)
+
+
+def test_the_readmes_epoch_table_is_the_converged_runs_metrics():
+    """The README's table of test accuracy by epoch quotes each converged run's
+    ``<name>_metrics.jsonl``, row by row in the order of ``CONVERGED_ROWS``."""
+    readme = (ROOT / "README.md").read_text()
+    header = "| epoch | 4 | 8 | 12 | 16 | 20 | 24 | 28 | 32 | 36 | 40 |"
+    assert readme.count(header) == 1
+    lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(CONVERGED_ROWS)]
+    epochs = [int(e) for e in header.strip("|").split("|")[1:]]
+    for line, name in zip(lines, CONVERGED_ROWS, strict=True):
+        quoted = [float(c) for c in line.strip("|").split("|")[1:]]
+        tests = {}
+        for row in (WEIGHTS / f"{name}_metrics.jsonl").read_text().splitlines():
+            record = json.loads(row)
+            if record.get("kind") == "eval":
+                tests[record["epoch"]] = record["test_accuracy"]
+        assert quoted == [round(100 * tests[e], 2) for e in epochs], (name, line)
+
+
+def _readme_train_fit_rows() -> list[tuple[float, float, float]]:
+    """``(train %, test %, gap)`` of the README's table of how the converged models fit their
+    training images, row by row in the order of ``CONVERGED_ROWS``."""
+    readme = (ROOT / "README.md").read_text()
+    header = "| run | training images | test | gap |"
+    assert readme.count(header) == 1
+    lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(CONVERGED_ROWS)]
+    return [
+        tuple(float(c.strip().rstrip("%")) for c in line.strip("|").split("|")[1:])
+        for line in lines
+    ]
+
+
+def test_the_readmes_train_fit_table_is_consistent():
+    rows = _readme_train_fit_rows()
+    for (train, test, gap), name in zip(rows, CONVERGED_ROWS, strict=True):
+        assert test == round(100 * _sidecar(name)["results"]["final_test_accuracy"], 2), name
+        assert gap == pytest.approx(train - test, abs=1e-9), name
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.parametrize("row", range(len(CONVERGED_ROWS)))
+def test_the_readmes_train_fit_is_measured_from_the_weights(row):
+    """The README's training-image accuracy of each converged model, re-measured: the
+    weights in eval mode on the 60,000 unaugmented training images."""
+    name = CONVERGED_ROWS[row]
+    config = SHIPPED[name]()
+    variables = export.load(WEIGHTS / f"{name}.msgpack", config)
+    result = evaluate.evaluate(config, variables, batch_size=500, progress=False, split="train")
+    assert result["num_examples"] == 60_000
+    assert 100 * result["train_accuracy"] == pytest.approx(
+        _readme_train_fit_rows()[row][0], abs=0.01
+    )
