@@ -63,12 +63,15 @@ def run(tmp_path_factory):
     results.pop("state")
     sidecar = export.export(tmp / "run", config, tmp / "out" / "tiny")
     final = _restore(tmp / "run" / train.FINAL_VARIABLES)
-    # the reference: one forward pass over all 360 test images, counted with numpy
-    images, labels = digits.arrays("test")
-    logits = jax.jit(lambda v, x: build_model(config).apply(v, x, train=False))(
-        final, digits.normalize(images)
-    )
-    predicted = np.argmax(np.asarray(logits), -1)
+    # the reference: one forward pass over all images of a split, counted with numpy
+    classify = jax.jit(lambda v, x: build_model(config).apply(v, x, train=False))
+
+    def predicted_and_labels(split):
+        images, labels = digits.arrays(split)
+        logits = classify(final, digits.normalize(images))
+        return np.argmax(np.asarray(logits), -1), labels
+
+    predicted, labels = predicted_and_labels("test")
     confusion = np.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)
     reference = {
         "accuracy": float(np.mean(predicted == labels)),
@@ -77,11 +80,7 @@ def run(tmp_path_factory):
         "n": len(labels),
     }
     # and over the training images, unaugmented
-    train_images, train_labels = digits.arrays("train")
-    train_logits = jax.jit(lambda v, x: build_model(config).apply(v, x, train=False))(
-        final, digits.normalize(train_images)
-    )
-    train_predicted = np.argmax(np.asarray(train_logits), -1)
+    train_predicted, train_labels = predicted_and_labels("train")
     reference["train_accuracy"] = float(np.mean(train_predicted == train_labels))
     reference["train_n"] = len(train_labels)
     return {

@@ -87,35 +87,35 @@ def test_shipped_weights_reach_their_recorded_test_accuracy(name):
     assert abs(result["test_accuracy"] - recorded) <= 3e-4, (result["test_accuracy"], recorded)
 
 
+def _readme_table_rows(header: str) -> list[list[str]]:
+    """The cells after the first of each row of the README's table under ``header`` (which
+    it holds once), one row per entry of ``CONVERGED_ROWS``, in that order."""
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(header) == 1, header
+    lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(CONVERGED_ROWS)]
+    return [[c.strip() for c in line.strip("|").split("|")[1:]] for line in lines]
+
+
 def test_the_readmes_epoch_table_is_the_converged_runs_metrics():
     """The README's table of test accuracy by epoch quotes each converged run's
     ``<name>_metrics.jsonl``, row by row in the order of ``CONVERGED_ROWS``."""
-    readme = (ROOT / "README.md").read_text()
     header = "| epoch | 4 | 8 | 12 | 16 | 20 | 24 | 28 | 32 | 36 | 40 |"
-    assert readme.count(header) == 1
-    lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(CONVERGED_ROWS)]
     epochs = [int(e) for e in header.strip("|").split("|")[1:]]
-    for line, name in zip(lines, CONVERGED_ROWS, strict=True):
-        quoted = [float(c) for c in line.strip("|").split("|")[1:]]
+    for cells, name in zip(_readme_table_rows(header), CONVERGED_ROWS, strict=True):
+        quoted = [float(c) for c in cells]
         tests = {}
         for row in (WEIGHTS / f"{name}_metrics.jsonl").read_text().splitlines():
             record = json.loads(row)
             if record.get("kind") == "eval":
                 tests[record["epoch"]] = record["test_accuracy"]
-        assert quoted == [round(100 * tests[e], 2) for e in epochs], (name, line)
+        assert quoted == [round(100 * tests[e], 2) for e in epochs], (name, cells)
 
 
-def _readme_train_fit_rows() -> list[tuple[float, float, float]]:
+def _readme_train_fit_rows() -> list[tuple[float, ...]]:
     """``(train %, test %, gap)`` of the README's table of how the converged models fit their
     training images, row by row in the order of ``CONVERGED_ROWS``."""
-    readme = (ROOT / "README.md").read_text()
-    header = "| run | training images | test | gap |"
-    assert readme.count(header) == 1
-    lines = readme[readme.index(header) :].splitlines()[2 : 2 + len(CONVERGED_ROWS)]
-    return [
-        tuple(float(c.strip().rstrip("%")) for c in line.strip("|").split("|")[1:])
-        for line in lines
-    ]
+    rows = _readme_table_rows("| run | training images | test | gap |")
+    return [tuple(float(c.rstrip("%")) for c in cells) for cells in rows]
 
 
 def test_the_readmes_train_fit_table_is_consistent():
