@@ -39,8 +39,8 @@ import mlf_jax as mj
 from experiments import config_check, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.models import build_model
-from mlf_jax._files import dumps
 from mlf_jax.data import registry
+from mlf_jax.files import dumps
 
 __all__ = [
     "COLLECTIONS",

@@ -35,6 +35,7 @@ def build_model(config: Any) -> mj.models.ResNet:
         raise ValueError(f"unknown model.dtype {m.dtype!r}; expected one of {sorted(DTYPES)}")
     spec = registry.get(config.dataset)  # ValueError naming the known data sets
     fields = {f.name for f in dataclasses.fields(mj.models.ResNet)} - _NOT_FROM_THE_MODEL_KEYS
+    fields |= set(mj.models.MLF_SETTINGS)  # the MLF neuron's settings, by name
     same = {k: v for k, v in m.items() if k not in _CONVERTED}
     if unknown := sorted(set(same) - fields):
         raise ValueError(f"config.model has keys the ResNet does not take from it: {unknown}")

@@ -38,15 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mlf_jax._common import (
-    MAX_UNROLLED_STEPS,
-    as_thresholds,
-    auto_unroll,
-    check_sequence_input,
-    check_tau,
-    is_concrete,
-)
+from mlf_jax.checks import as_thresholds, check_sequence_input, check_tau, is_concrete
 from mlf_jax.surrogate import DEFAULT_SURROGATE, Surrogate, get_surrogate, spike
+from mlf_jax.thresholds import DEFAULT_THRESHOLDS, default_thresholds
+from mlf_jax.unroll import MAX_UNROLLED_STEPS, auto_unroll
 
 __all__ = [
     "LIFState",
@@ -58,6 +53,7 @@ __all__ = [
     "mlf_step",
     "mlf",
     "default_thresholds",
+    "DEFAULT_THRESHOLDS",
     "auto_unroll",
     "MAX_UNROLLED_STEPS",
     "NEURON_IMPLS",
@@ -73,13 +69,6 @@ class LIFState(NamedTuple):
 
     u: Array
     o: Array
-
-
-def default_thresholds(levels: int = 3, v_th: float = 0.6, spacing: float = 1.0) -> tuple:
-    """``V_th,k = v_th + (k - 1) * spacing`` for ``k = 1..levels``."""
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels must be a positive integer, got {levels!r}")
-    return tuple(float(v_th + k * spacing) for k in range(levels))
 
 
 def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
@@ -104,7 +93,8 @@ def lif_init(shape: Sequence[int], dtype=jnp.float32) -> LIFState:
 NEURON_IMPLS = ("auto", "scan", "fused", "pallas")
 
 
-def _check_impl(impl: str) -> str:
+def check_impl(impl: str) -> str:
+    """``impl`` if it is one of :data:`NEURON_IMPLS`, else a ``ValueError`` naming them."""
     if impl not in NEURON_IMPLS:
         raise ValueError(f"unknown impl {impl!r}; expected one of {NEURON_IMPLS}")
     return impl
@@ -214,7 +204,7 @@ def lif(
     surrogate = get_surrogate(surrogate)
     check_tau(tau)
     threshold = _lif_threshold(threshold, x.shape[1:])
-    if _check_impl(impl) == "auto":
+    if check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     impl = _pallas_fallback(impl, x.shape[0], threshold, tau)
     if np.ndim(threshold) != 0:
@@ -255,7 +245,7 @@ def mlf_step(
     state: MLFState,
     x: Array,
     *,
-    thresholds: Sequence[float] | ArrayLike = (0.6, 1.6, 2.6),
+    thresholds: Sequence[float] | ArrayLike = DEFAULT_THRESHOLDS,
     tau: ArrayLike = 0.25,
     surrogate: Surrogate = DEFAULT_SURROGATE,
     detach_reset: bool = False,
@@ -286,7 +276,7 @@ def mlf_step(
 def mlf(
     x: Array,
     *,
-    thresholds: Sequence[float] | ArrayLike = (0.6, 1.6, 2.6),
+    thresholds: Sequence[float] | ArrayLike = DEFAULT_THRESHOLDS,
     tau: ArrayLike = 0.25,
     surrogate: Surrogate | str = DEFAULT_SURROGATE,
     detach_reset: bool = False,
@@ -329,7 +319,7 @@ def mlf(
     surrogate = get_surrogate(surrogate)
     check_tau(tau)
     th = as_thresholds(thresholds, x.dtype)
-    if _check_impl(impl) == "auto":
+    if check_impl(impl) == "auto":
         impl = auto_impl(x.shape[0]) if unroll is None else "scan"
     impl = _pallas_fallback(impl, x.shape[0], thresholds, tau)
     if impl != "scan" and not return_potential:

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from mlf_jax import neurons
-from mlf_jax._common import check_sequence_input, check_thresholds
+from mlf_jax.checks import check_sequence_input, check_thresholds
 from mlf_jax.neurons import LIFState, auto_unroll
 from mlf_jax.reparam import (
     leak_from_logit,
@@ -247,11 +247,6 @@ def _leak(params: Params, x: Array) -> Any:
     return params["tau"]
 
 
-def _check_impl(impl: str) -> None:
-    if impl not in neurons.NEURON_IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; expected one of {neurons.NEURON_IMPLS}")
-
-
 @dataclasses.dataclass(frozen=True)
 class LIF(NeuronModel):
     """Leaky integrate and fire; parameters ``'threshold'`` and ``'tau'`` (``'tau_logit'``,
@@ -271,7 +266,7 @@ class LIF(NeuronModel):
     def __post_init__(self):
         _float(f"{type(self).__name__} threshold", self.threshold)
         _check_leak(f"{type(self).__name__} tau", self.tau, self.learn_tau)
-        _check_impl(self.impl)
+        neurons.check_impl(self.impl)
         _surrogate_field(self)
 
     @property
@@ -363,7 +358,7 @@ class MLF(NeuronModel):
     ``'pallas'``; the same numbers).
     """
 
-    thresholds: Sequence[float] = (0.6, 1.6, 2.6)
+    thresholds: Sequence[float] = neurons.DEFAULT_THRESHOLDS
     tau: float = 0.25
     surrogate: Surrogate | str = rectangular(1.0)
     detach_reset: bool = False
@@ -377,7 +372,7 @@ class MLF(NeuronModel):
         if self.learn_thresholds:
             raw_of_thresholds(self.thresholds)  # positive too
         _check_leak("MLF tau", self.tau, self.learn_tau)
-        _check_impl(self.impl)
+        neurons.check_impl(self.impl)
         _surrogate_field(self)
 
     @property

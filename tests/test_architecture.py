@@ -1,5 +1,6 @@
-"""The architecture contract: no import cycle among the project's modules, and each layer
-imports only the layers below it (run by `make lint` and `make test`).
+"""The architecture contract: no import cycle among the project's modules, each layer imports
+only the layers below it, and no module imports another package's private module (run by
+`make lint` and `make test`).
 
 Imports are read from the source (``ast``), inside functions too, so a lazy import counts:
 it is still an edge of the design."""
@@ -110,8 +111,9 @@ def _under(prefixes: tuple[str, ...]) -> list[str]:
 RULES = [
     (("mlf_jax",), ("experiments", "ml_collections"),
      "the library knows nothing of the experiments and their configs"),
-    (("mlf_jax.neurons", "mlf_jax.surrogate", "mlf_jax._common", "mlf_jax._sharding",
-      "mlf_jax.kernels", "mlf_jax.reparam", "mlf_jax.encoders", "mlf_jax.losses", "mlf_jax.zoo"),
+    (("mlf_jax.neurons", "mlf_jax.surrogate", "mlf_jax.checks", "mlf_jax.unroll",
+      "mlf_jax.thresholds", "mlf_jax.shard_map_casts", "mlf_jax.kernels", "mlf_jax.reparam",
+      "mlf_jax.encoders", "mlf_jax.losses", "mlf_jax.zoo"),
      ("flax", "mlf_jax.nn", "mlf_jax.models", "mlf_jax.train", "mlf_jax.data",
       "mlf_jax.analysis"),
      "neurons and their kernels are pure JAX functions: no Flax, no layers above them"),
@@ -148,3 +150,30 @@ def test_layers_import_only_below_them(modules, forbidden, why):
     }  # fmt: skip
     broken = {k: v for k, v in broken.items() if v}
     assert not broken, f"{why}; but: {broken}"
+
+
+def _private_imports(name: str) -> list[str]:
+    """The private modules (a ``_``-prefixed part) of another package that ``name`` imports,
+    project or third-party (``jax._src``): a private module serves its own package alone."""
+    own = name if MODULES[name].name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for imported in _imports(name):
+        parts = imported.split(".")
+        for i, part in enumerate(parts):
+            if part.startswith("_") and not part.startswith("__"):
+                if ".".join(parts[:i]) != own:
+                    out.append(imported)
+                break
+    return sorted(out)
+
+
+def test_the_private_import_finder_finds_one():
+    assert _private_imports("mlf_jax.nn.neuron") == []
+
+
+def test_no_module_imports_another_packages_private_module():
+    broken = {name: found for name in sorted(MODULES) if (found := _private_imports(name))}
+    assert not broken, (
+        "a private module serves its own package; make the name public where it is shared, "
+        f"or move it to where it is used; but: {broken}"
+    )

@@ -14,10 +14,9 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from mlf_jax._common import check_thresholds as _check_thresholds
 from mlf_jax.analysis._record import LayerRecord
+from mlf_jax.checks import check_thresholds
 from mlf_jax.surrogate import Surrogate, get_surrogate
 
 __all__ = [
@@ -27,11 +26,6 @@ __all__ = [
     "dormant_fraction",
     "dormant_fractions",
 ]
-
-
-def check_thresholds(thresholds: Sequence[float]) -> np.ndarray:
-    """Thresholds as a float64 ``[K]`` numpy array; ``ValueError`` unless 1-D, non-empty, finite."""
-    return _check_thresholds(thresholds, increasing=False)
 
 
 def surrogate_windows(
@@ -44,7 +38,7 @@ def surrogate_windows(
     ``[(0.1, 1.1), (1.1, 2.1), (2.1, 3.1)]``.
     """
     lo, hi = get_surrogate(surrogate).support()
-    return [(float(t + lo), float(t + hi)) for t in check_thresholds(thresholds)]
+    return [(float(t + lo), float(t + hi)) for t in check_thresholds(thresholds, increasing=False)]
 
 
 def surrogate_derivative(
@@ -61,7 +55,7 @@ def surrogate_derivative(
       ``[T, K, ...]`` array (floating, the dtype of ``membrane`` or float32).
     """
     surrogate = get_surrogate(surrogate)
-    th = check_thresholds(thresholds)
+    th = check_thresholds(thresholds, increasing=False)
     u = jnp.asarray(membrane)
     if u.ndim < 2:
         raise ValueError(f"membrane must have shape [T, K, ...], got {u.shape}")

@@ -13,8 +13,7 @@ from flax import linen as nn
 from mlf_jax.analysis._cache import per_model
 from mlf_jax.analysis._order import forward_order, join_path
 from mlf_jax.losses import cross_entropy
-from mlf_jax.nn._layers import is_neuron_layer
-from mlf_jax.nn.neuron import RECORD_COLLECTION
+from mlf_jax.nn import RECORD_COLLECTION, is_neuron_layer
 
 __all__ = [
     "param_grad_norms",

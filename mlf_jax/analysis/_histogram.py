@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mlf_jax.analysis._dormant import check_thresholds
+from mlf_jax.checks import check_thresholds
 from mlf_jax.surrogate import Surrogate, get_surrogate
 
 __all__ = ["potential_histogram", "surrogate_curve"]
@@ -71,7 +71,7 @@ def surrogate_curve(
       numpy array shaped like ``grid``.
     """
     surrogate = get_surrogate(surrogate)
-    th = check_thresholds(thresholds)
+    th = check_thresholds(thresholds, increasing=False)
     u = jnp.asarray(grid)
     if not jnp.issubdtype(u.dtype, jnp.floating):
         u = u.astype(jnp.float32)

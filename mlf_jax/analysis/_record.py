@@ -11,7 +11,7 @@ from flax import linen as nn
 
 from mlf_jax.analysis._cache import per_model
 from mlf_jax.analysis._order import forward_order, join_path
-from mlf_jax.nn.neuron import RECORD_COLLECTION
+from mlf_jax.nn import RECORD_COLLECTION
 
 __all__ = ["LayerRecord", "collect", "record"]
 

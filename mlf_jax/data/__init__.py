@@ -2,7 +2,7 @@
 registry of what each data set is."""
 
 from mlf_jax.data import augment, cifar10, digits, events, fashion_mnist, neuromorphic, registry
-from mlf_jax.data.errors import DataFileError
+from mlf_jax.data.errors import DataFileError, DatasetNotFoundError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.loader import make_loader, shard_bounds, steps_per_epoch
 from mlf_jax.data.source import ArraySource
@@ -10,6 +10,7 @@ from mlf_jax.data.source import ArraySource
 __all__ = [
     "ArraySource",
     "DataFileError",
+    "DatasetNotFoundError",
     "make_loader",
     "shard_bounds",
     "steps_per_epoch",

@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from mlf_jax.data import augment as _augment
-from mlf_jax.data.errors import DataFileError
-from mlf_jax.data.fashion_mnist import DatasetNotFoundError
+from mlf_jax.data.errors import DataFileError, DatasetNotFoundError
 from mlf_jax.data.source import ArraySource
 
 __all__ = [
@@ -47,7 +46,6 @@ __all__ = [
     "STD",
     "TFDS_NAME",
     "DataFileError",
-    "DatasetNotFoundError",
     "TfdsSource",
     "augment",
     "crop_flip",

@@ -1,10 +1,16 @@
-"""The error raised for a data file that is present but unusable."""
+"""The errors of the data set readers: a data set not found, and a data file that is present
+but unusable (shared by every data set)."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["DataFileError"]
+__all__ = ["DataFileError", "DatasetNotFoundError"]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A data set's files are not where they were looked for; the message names the place
+    looked in, the files expected and how to get them."""
 
 
 class DataFileError(ValueError):

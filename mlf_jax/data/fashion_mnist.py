@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mlf_jax.data import augment as _augment
-from mlf_jax.data.errors import DataFileError
+from mlf_jax.data.errors import DataFileError, DatasetNotFoundError
 from mlf_jax.data.idx import read_idx
 from mlf_jax.data.source import ArraySource
 
@@ -47,7 +47,6 @@ __all__ = [
     "SIZE",
     "PADDING",
     "DataFileError",
-    "DatasetNotFoundError",
     "augment",
     "check_images",
     "check_labels",
@@ -130,10 +129,6 @@ CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A data set's files are not where they were looked for."""
 
 
 class DownloadError(OSError):

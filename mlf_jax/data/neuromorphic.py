@@ -72,9 +72,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mlf_jax.data.errors import DataFileError
+from mlf_jax.data.errors import DataFileError, DatasetNotFoundError
 from mlf_jax.data.events import FRAME_DTYPE, events_to_frames
-from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.source import ArraySource
 
 __all__ = [

@@ -32,15 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from mlf_jax._common import (
-    as_thresholds,
-    auto_unroll,
-    check_sequence_input,
-    check_tau,
-    is_concrete,
-)
-from mlf_jax._sharding import vary_alike
+from mlf_jax.checks import as_thresholds, check_sequence_input, check_tau, is_concrete
+from mlf_jax.shard_map_casts import vary_alike
 from mlf_jax.surrogate import DEFAULT_SURROGATE, Surrogate, get_surrogate, heaviside
+from mlf_jax.thresholds import DEFAULT_THRESHOLDS
+from mlf_jax.unroll import auto_unroll
 
 __all__ = ["mlf_fused"]
 
@@ -132,7 +128,7 @@ _mlf_static.defvjp(_mlf_static_fwd, _mlf_static_bwd)
 def mlf_fused(
     x: Array,
     *,
-    thresholds: Sequence[float] | Array = (0.6, 1.6, 2.6),
+    thresholds: Sequence[float] | Array = DEFAULT_THRESHOLDS,
     tau: float | Array = 0.25,
     surrogate: Surrogate | str = DEFAULT_SURROGATE,
     detach_reset: bool = False,

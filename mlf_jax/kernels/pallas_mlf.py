@@ -66,8 +66,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 from jax.experimental.pallas import tpu as pltpu
 
-from mlf_jax._common import as_thresholds, check_sequence_input, check_tau
+from mlf_jax.checks import as_thresholds, check_sequence_input, check_tau
 from mlf_jax.surrogate import Surrogate, get_surrogate, heaviside, rectangular
+from mlf_jax.thresholds import DEFAULT_THRESHOLDS
 
 __all__ = ["mlf_pallas", "LANES", "PLATFORMS"]
 
@@ -372,7 +373,7 @@ def _static_float(name: str, value) -> float:
 def mlf_pallas(
     x: Array,
     *,
-    thresholds: Sequence[float] = (0.6, 1.6, 2.6),
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     tau: float = 0.25,
     width: float = 1.0,
     detach_reset: bool = False,

@@ -11,7 +11,9 @@ from mlf_jax.models._io import (
     spec_of,
 )
 from mlf_jax.models.resnet import (
+    MLF_SETTINGS,
     ResNet,
+    check_neuron,
     cifar10_resnet20,
     cifar10dvs_resnet14,
     gesture_resnet20,
@@ -22,6 +24,8 @@ from mlf_jax.models.resnet import (
 __all__ = [
     "ResNet",
     "resnet",
+    "MLF_SETTINGS",
+    "check_neuron",
     "stage_sizes_for_depth",
     "cifar10_resnet20",
     "gesture_resnet20",

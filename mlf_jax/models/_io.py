@@ -21,10 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from mlf_jax._files import dumps, is_remote, write_atomically
+from mlf_jax import zoo
+from mlf_jax.files import dumps, is_remote, write_local_atomically
 from mlf_jax.models._count import num_params
-from mlf_jax.models.resnet import ResNet
+from mlf_jax.models.resnet import MLF_SETTINGS, ResNet, route_neuron_settings
 from mlf_jax.surrogate import _FAMILIES, Surrogate
+from mlf_jax.zoo import ZOO
 
 __all__ = ["ModelFileError", "load", "save", "spec_of", "from_spec"]
 
@@ -32,7 +34,6 @@ __all__ = ["ModelFileError", "load", "save", "spec_of", "from_spec"]
 SPEC_FORMAT = 1
 #: Sidecar keys that ``save`` computes (``info`` may not replace them).
 RESERVED = ("weights_file", "sha256", "resnet", "resnet_format", "num_params")
-_SEQUENCES = ("stage_sizes", "widths", "thresholds")
 
 
 class ModelFileError(ValueError):
@@ -42,49 +43,83 @@ class ModelFileError(ValueError):
 def spec_of(model: ResNet) -> dict[str, Any]:
     """The settings of ``model`` as JSON values (what the sidecar's ``'resnet'`` holds).
 
+    The ResNet's fields, and its neuron: an MLF neuron by its settings under their ResNet
+    names (:data:`mlf_jax.models.MLF_SETTINGS`), any other neuron of :data:`mlf_jax.zoo.ZOO`
+    as ``'neuron': {'model': <its ZOO name>, <its fields>}``.
+
     Raises:
-      ValueError: for a model that has no such description: a custom ``neuron``, or
-        a surrogate that is not one of the library's families.
+      ValueError: for a model that has no such description: a neuron given as a layer
+        factory or a neuron model of your own, or a surrogate that is not one of the
+        library's families.
     """
-    if model.neuron is not None:
+    neuron = model.neuron
+    names = {cls: name for name, cls in ZOO.items()}
+    if type(neuron) not in names:
         raise ValueError(
-            "a ResNet with a custom neuron (a zoo model or a layer factory) cannot be described "
-            "by its settings; save "
-            "its variables with flax.serialization and build the model in code"
+            f"a ResNet whose neuron is {type(neuron).__name__} (not a model of mlf_jax.zoo.ZOO) "
+            "cannot be described by its settings; save its variables with "
+            "flax.serialization and build the model in code"
         )
-    spec: dict[str, Any] = {}
-    for field in dataclasses.fields(ResNet):
-        if field.name in ("parent", "name", "neuron"):
-            continue
-        value = getattr(model, field.name)
-        if field.name == "surrogate":
+    spec: dict[str, Any] = {
+        f.name: getattr(model, f.name)
+        for f in dataclasses.fields(ResNet)
+        if f.name not in ("parent", "name", "neuron")
+    }
+    if type(neuron) is zoo.MLF:
+        spec.update({key: getattr(neuron, field) for key, field in MLF_SETTINGS.items()})
+    else:
+        spec["neuron"] = {"model": names[type(neuron)], **_json_values(_fields(neuron))}
+    return _json_values(spec)
+
+
+def _fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields by name (not recursively, unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _json_values(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with surrogates, dtypes and tuples as JSON values."""
+    out = {}
+    for key, value in spec.items():
+        if key == "surrogate":
             value = _surrogate_spec(value)
-        elif field.name == "dtype":
+        elif key == "dtype":
             value = None if value is None else jnp.dtype(value).name
-        elif field.name in _SEQUENCES:
+        elif isinstance(value, tuple):
             value = list(value)
-        spec[field.name] = value
-    return json.loads(json.dumps(spec))
+        out[key] = value
+    return json.loads(json.dumps(out))
 
 
 def from_spec(spec: dict[str, Any]) -> ResNet:
     """The :class:`ResNet` that :func:`spec_of` described.
 
     Raises:
-      ValueError: naming an unknown setting or surrogate family.
+      ValueError: naming an unknown setting, neuron model or surrogate family.
     """
-    names = {f.name for f in dataclasses.fields(ResNet)} - {"parent", "name", "neuron"}
-    if unknown := sorted(set(spec) - names):
-        raise ValueError(f"unknown ResNet settings {unknown}; known: {sorted(names)}")
-    kwargs = dict(spec)
-    if "surrogate" in kwargs:
-        kwargs["surrogate"] = _surrogate_of(kwargs["surrogate"])
-    if kwargs.get("dtype") is not None:
-        kwargs["dtype"] = jnp.dtype(kwargs["dtype"])
-    for key in _SEQUENCES:
-        if key in kwargs:
-            kwargs[key] = tuple(kwargs[key])
-    return ResNet(**kwargs)
+    names = {f.name for f in dataclasses.fields(ResNet)} - {"parent", "name"}
+    if unknown := sorted(set(spec) - names - set(MLF_SETTINGS)):
+        raise ValueError(
+            f"unknown ResNet settings {unknown}; known: {sorted(names | set(MLF_SETTINGS))}"
+        )
+    kwargs = _python_values(spec)
+    if "neuron" in kwargs:
+        neuron = _python_values(kwargs["neuron"])
+        name = neuron.pop("model", None)
+        if name not in ZOO:
+            raise ValueError(f"unknown neuron model {name!r}; known: {sorted(ZOO)}")
+        kwargs["neuron"] = ZOO[name](**neuron)
+    return ResNet(**route_neuron_settings(kwargs))
+
+
+def _python_values(spec: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`_json_values`: surrogates, dtypes and tuples from JSON."""
+    out = dict(spec)
+    if "surrogate" in out:
+        out["surrogate"] = _surrogate_of(out["surrogate"])
+    if out.get("dtype") is not None:
+        out["dtype"] = jnp.dtype(out["dtype"])
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in out.items()}
 
 
 def _surrogate_spec(surrogate: Surrogate | str) -> dict[str, Any]:
@@ -157,8 +192,8 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
     except (TypeError, ValueError) as e:
         raise ValueError(f"the sidecar's information is not JSON: {e}") from None
     weights.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(weights, data)
-    write_atomically(sidecar, text + "\n")
+    write_local_atomically(weights, data)
+    write_local_atomically(sidecar, text + "\n")
     return weights
 
 

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from mlf_jax import encoders, zoo
 from mlf_jax.nn.blocks import BasicBlock, check_shortcut, conv3x3, kaiming_normal
+from mlf_jax.nn.neuron import Neuron
 from mlf_jax.nn.normalization import TdBatchNorm
-from mlf_jax.nn.zoo import Neuron
-from mlf_jax.surrogate import Surrogate, rectangular
 from mlf_jax.zoo import NeuronModel
 
 __all__ = [
     "ResNet",
     "resnet",
+    "MLF_SETTINGS",
+    "check_neuron",
     "stage_sizes_for_depth",
     "cifar10_resnet20",
     "gesture_resnet20",
@@ -36,6 +39,57 @@ def stage_sizes_for_depth(depth: int, stages: int = 3) -> tuple[int, ...]:
             f"(e.g. {per + 2}, {2 * per + 2}, {3 * per + 2}), got {depth!r}"
         )
     return ((depth - 2) // per,) * stages
+
+
+#: The MLF neuron's settings that :func:`resnet` and the presets take by name, as the
+#: shorthand of ``neuron=mlf_jax.zoo.MLF(...)`` (the names of configs and sidecars): each
+#: ResNet keyword and the :class:`mlf_jax.zoo.MLF` field it sets.
+MLF_SETTINGS: dict[str, str] = {
+    ("neuron_impl" if f.name == "impl" else f.name): f.name for f in dataclasses.fields(zoo.MLF)
+}
+
+
+def check_neuron(neuron: Any) -> None:
+    """``neuron`` is a neuron model instance or a factory of layers; else a ``TypeError``
+    naming what was given and what is accepted."""
+    if isinstance(neuron, NeuronModel):
+        return
+    accepted = (
+        "a neuron model (e.g. neuron=mj.zoo.PLIF()) or a factory of spiking layers called as "
+        "neuron(name=...) (e.g. functools.partial(mj.nn.Neuron, model=mj.zoo.PLIF()))"
+    )
+    if isinstance(neuron, type) and issubclass(neuron, NeuronModel):
+        raise TypeError(
+            f"neuron={neuron.__name__} is a neuron model class: pass an instance, "
+            f"neuron={neuron.__module__.replace('mlf_jax', 'mj')}.{neuron.__name__}()"
+        )
+    if isinstance(neuron, nn.Module):
+        raise TypeError(
+            f"neuron={type(neuron).__name__}(...) is a built layer, not a factory; pass {accepted}"
+        )
+    if not callable(neuron):
+        raise TypeError(f"neuron={neuron!r} ({type(neuron).__name__}) is not {accepted}")
+
+
+def route_neuron_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the MLF settings given by name (:data:`MLF_SETTINGS`) made into
+    ``neuron=zoo.MLF(...)`` (on top of a given ``zoo.MLF``); refused with another neuron,
+    which would ignore them."""
+    if "neuron" in kwargs:
+        check_neuron(kwargs["neuron"])
+    settings = {MLF_SETTINGS[k]: kwargs.pop(k) for k in list(kwargs) if k in MLF_SETTINGS}
+    if not settings:
+        return kwargs
+    neuron = kwargs.get("neuron", zoo.MLF())
+    if type(neuron) is not zoo.MLF:
+        given = ", ".join(k for k, v in MLF_SETTINGS.items() if v in settings)
+        what = type(neuron).__name__ if isinstance(neuron, NeuronModel) else "a layer factory"
+        raise ValueError(
+            f"{given}: settings of the MLF neuron, which neuron={what} would ignore; set "
+            "them on the neuron you pass instead"
+        )
+    kwargs["neuron"] = dataclasses.replace(neuron, **settings)
+    return kwargs
 
 
 class ResNet(nn.Module):
@@ -64,23 +118,17 @@ class ResNet(nn.Module):
         is deterministic.
       input_norm: tdBN without affine parameters on the input (event data).
       in_channels: expected input channels (checked when set).
-      thresholds: the MLF neuron's thresholds, one per level (``(0.6,)`` is LIF).
-      tau: the MLF neuron's leak factor.
-      learn_tau, learn_thresholds: learn each MLF layer's leak / thresholds (one set per
-        layer, initialised to ``tau`` / ``thresholds``; see :class:`mlf_jax.nn.MLF`).
-        tdBN keeps ``v_th`` (default ``thresholds[0]``, the initial value).
-      surrogate: the MLF neuron's surrogate gradient (an instance or a family name).
-      detach_reset: stop the gradient through the neuron's reset term.
-      unroll: the neuron's ``lax.scan`` unroll (``None``: by T, see
-        :func:`mlf_jax.neurons.auto_unroll`).
-      neuron: optional neuron replacing the MLF neuron built from the fields above (which
-        are then unused, except ``thresholds[0]`` as tdBN's default ``v_th``): a neuron
-        model (:class:`mlf_jax.zoo.NeuronModel`, e.g. ``mj.zoo.PLIF()``), run in a
-        :class:`mlf_jax.nn.Neuron` layer per position, or a factory of spiking layers,
+      neuron: the spiking layers' neuron: a neuron model (:class:`mlf_jax.zoo.NeuronModel`;
+        default :class:`mlf_jax.zoo.MLF` with the paper's settings), run in a
+        :class:`mlf_jax.nn.Neuron` layer at every position, or a factory of spiking layers,
         called as ``neuron(name=...)`` and the module it returns as ``layer(x)`` with
-        time-major ``x`` ``[T, B, ...]``, returning the same shape, like
-        :class:`mlf_jax.nn.MLF`; e.g. ``functools.partial(MyNeuron, beta=0.5)``.
-      v_th: threshold used by tdBN (default: the first level, ``thresholds[0]``).
+        time-major ``x`` ``[T, B, ...]``, returning the same shape (e.g.
+        ``functools.partial(MyNeuron, beta=0.5)``). :func:`resnet` and the presets also
+        take the MLF neuron's settings by name (:data:`MLF_SETTINGS`).
+      unroll: the neuron layers' ``lax.scan`` unroll (``None``: by T, see
+        :func:`mlf_jax.neurons.auto_unroll`).
+      v_th: threshold used by tdBN (default: the neuron's first threshold, as its model
+        starts; for a factory of layers, that of the default MLF neuron).
       bn_momentum: tdBN running-average momentum (Flax convention: 0.9 is PyTorch's 0.1).
       bn_epsilon: tdBN's epsilon, added to the standard deviation.
       axis_name: device axis for cross-device tdBN statistics (data parallelism).
@@ -97,9 +145,6 @@ class ResNet(nn.Module):
         convolution elsewhere), ``'xla'``, ``'patch_grad'`` or ``'im2col'`` (one matmul
         over image patches, which keeps nine times the input of each 3x3 convolution for
         the backward pass); see :mod:`mlf_jax.nn.conv`.
-      neuron_impl: how the MLF neurons compute their dynamics: ``'auto'`` (default),
-        ``'scan'``, ``'fused'`` or ``'pallas'`` (see :func:`mlf_jax.neurons.mlf`);
-        the ``impl`` of the MLF model the layers run (unused with a custom ``neuron``).
     """
 
     stage_sizes: Sequence[int] = (3, 3, 3)
@@ -109,13 +154,7 @@ class ResNet(nn.Module):
     time_steps: int = 4
     input_norm: bool = False
     in_channels: int | None = None
-    thresholds: Sequence[float] = (0.6, 1.6, 2.6)
-    tau: float = 0.25
-    learn_tau: bool = False
-    learn_thresholds: bool = False
     encoder: str = "direct"
-    surrogate: Surrogate | str = rectangular(1.0)
-    detach_reset: bool = False
     unroll: int | bool | None = None
     v_th: float | None = None
     bn_momentum: float = 0.9
@@ -124,29 +163,27 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     conv_impl: str = "auto"
-    neuron_impl: str = "auto"
-    neuron: NeuronModel | Callable[..., nn.Module] | None = None
+    neuron: NeuronModel | Callable[..., nn.Module] = zoo.MLF()
 
     def neuron_model(self) -> NeuronModel | None:
-        """The neuron model every spiking layer runs: the given ``neuron`` model, the
-        :class:`mlf_jax.zoo.MLF` of the fields, or ``None`` for a factory of layers (its
-        dynamics are its own)."""
-        if isinstance(self.neuron, NeuronModel):
-            return self.neuron
-        if self.neuron is not None:
-            return None
-        return zoo.MLF(
-            thresholds=tuple(self.thresholds),
-            tau=self.tau,
-            surrogate=self.surrogate,
-            detach_reset=self.detach_reset,
-            learn_tau=self.learn_tau,
-            learn_thresholds=self.learn_thresholds,
-            impl=self.neuron_impl,
-        )
+        """The neuron model every spiking layer runs, or ``None`` for a factory of layers
+        (its dynamics are its own)."""
+        return self.neuron if isinstance(self.neuron, NeuronModel) else None
+
+    def tdbn_threshold(self) -> float:
+        """tdBN's ``v_th``: the field, else the neuron model's first threshold as it starts
+        (that of the default MLF neuron for a factory of layers)."""
+        if self.v_th is not None:
+            return self.v_th
+        model = self.neuron_model() or zoo.MLF()
+        for name in ("thresholds", "threshold"):  # the field, exactly as given
+            if hasattr(model, name):
+                return float(np.ravel(getattr(model, name))[0])
+        return float(np.ravel(np.asarray(model.level_thresholds()))[0])
 
     def _validate(self) -> None:
         check_shortcut(self.shortcut)
+        check_neuron(self.neuron)
         if len(self.stage_sizes) != len(self.widths) or not self.widths:
             raise ValueError(
                 f"stage_sizes and widths must have the same non-zero length, got "
@@ -220,7 +257,7 @@ class ResNet(nn.Module):
         """
         self._validate()
         x = self._time_major(x, train)
-        v_th = self.thresholds[0] if self.v_th is None else self.v_th
+        v_th = self.tdbn_threshold()
         norm = functools.partial(
             TdBatchNorm,
             use_running_average=not train,
@@ -234,7 +271,7 @@ class ResNet(nn.Module):
         model = self.neuron_model()
         if model is None:  # a factory of layers
             neuron = self.neuron  # type: ignore[assignment]
-        else:  # the one neuron layer, running the model (the MLF of the fields by default)
+        else:  # the one neuron layer, running the model (the paper's MLF by default)
             neuron = functools.partial(Neuron, model=model, unroll=self.unroll)
         if self.input_norm:
             x = norm(use_scale=False, use_bias=False, name="input_bn")(x)
@@ -269,8 +306,19 @@ class ResNet(nn.Module):
 
 
 def resnet(depth: int, **kwargs: Any) -> ResNet:
-    """A three-stage ``ResNet`` of the given depth ``6n + 2``."""
-    return ResNet(stage_sizes=stage_sizes_for_depth(depth), **kwargs)
+    """A three-stage ``ResNet`` of the given depth ``6n + 2``.
+
+    ``kwargs`` are :class:`ResNet` fields, and the MLF neuron's settings by name
+    (:data:`MLF_SETTINGS`: ``thresholds``, ``tau``, ``surrogate``, ``detach_reset``,
+    ``learn_tau``, ``learn_thresholds``, ``neuron_impl``), which set ``neuron``'s
+    :class:`mlf_jax.zoo.MLF`. ``resnet(8, thresholds=(0.6,))`` is
+    ``resnet(8, neuron=mj.zoo.MLF(thresholds=(0.6,)))``.
+
+    Raises:
+      TypeError: ``neuron`` is neither a neuron model nor a factory of layers.
+      ValueError: MLF settings given with another neuron (which would ignore them).
+    """
+    return ResNet(stage_sizes=stage_sizes_for_depth(depth), **route_neuron_settings(kwargs))
 
 
 def cifar10_resnet20(**overrides: Any) -> ResNet:
@@ -278,7 +326,7 @@ def cifar10_resnet20(**overrides: Any) -> ResNet:
     kw = dict(
         stage_sizes=(3, 3, 3), widths=(64, 128, 256), num_classes=10, time_steps=4, in_channels=3
     )
-    return ResNet(**{**kw, **overrides})
+    return ResNet(**route_neuron_settings({**kw, **overrides}))
 
 
 def gesture_resnet20(**overrides: Any) -> ResNet:
@@ -291,7 +339,7 @@ def gesture_resnet20(**overrides: Any) -> ResNet:
         in_channels=2,
         input_norm=True,
     )
-    return ResNet(**{**kw, **overrides})
+    return ResNet(**route_neuron_settings({**kw, **overrides}))
 
 
 def cifar10dvs_resnet14(**overrides: Any) -> ResNet:
@@ -299,4 +347,4 @@ def cifar10dvs_resnet14(**overrides: Any) -> ResNet:
     kw = dict(
         stage_sizes=(2, 2, 2), widths=(32, 64, 128), num_classes=10, time_steps=10, in_channels=2
     )
-    return ResNet(**{**kw, **overrides})
+    return ResNet(**route_neuron_settings({**kw, **overrides}))

@@ -17,7 +17,7 @@ import jax
 from flax import linen as nn
 
 from mlf_jax.nn.conv import conv_general_dilated
-from mlf_jax.nn.neuron import MLF
+from mlf_jax.nn.neuron import Neuron
 from mlf_jax.nn.normalization import TdBatchNorm
 
 __all__ = ["BasicBlock", "SHORTCUTS", "kaiming_normal", "conv3x3", "conv1x1"]
@@ -84,7 +84,7 @@ def check_shortcut(shortcut: str) -> str:
 
 
 class BasicBlock(nn.Module):
-    """conv3x3(stride) -> tdBN -> MLF -> conv3x3 -> tdBN, plus a shortcut.
+    """conv3x3(stride) -> tdBN -> neuron -> conv3x3 -> tdBN, plus a shortcut.
 
     * ``shortcut='ds'`` (spiking DS-ResNet): ``out = MLF(residual) + shortcut(x)``;
       a projection shortcut is conv1x1 -> tdBN -> MLF.
@@ -97,7 +97,8 @@ class BasicBlock(nn.Module):
       features: output channels.
       strides: stride of the first convolution (and of the projection).
       shortcut: ``'ds'`` or ``'standard'``.
-      neuron: factory of the spiking layer (default :class:`MLF`).
+      neuron: factory of the spiking layer, called as ``neuron(name=...)`` (default
+        :class:`mlf_jax.nn.Neuron`: the MLF neuron with the paper's settings).
       norm: factory of the normalisation; called with ``use_running_average``.
       dtype: compute dtype of the convolutions (``None``: the input's).
       conv_impl: how convolutions are computed (see :func:`conv3x3`).
@@ -106,7 +107,7 @@ class BasicBlock(nn.Module):
     features: int
     strides: int = 1
     shortcut: str = "ds"
-    neuron: ModuleFactory = MLF
+    neuron: ModuleFactory = Neuron
     norm: ModuleFactory = TdBatchNorm
     dtype: Any = None
     conv_impl: str = "auto"

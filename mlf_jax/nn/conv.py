@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from mlf_jax._sharding import vary_alike
+from mlf_jax.shard_map_casts import vary_alike
 
 __all__ = [
     "CONV_IMPLS",

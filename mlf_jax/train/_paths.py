@@ -6,8 +6,7 @@ import os
 
 from etils import epath
 
-from mlf_jax import _files
-from mlf_jax._files import is_remote
+from mlf_jax.files import is_remote, write_local_atomically
 
 __all__ = ["is_remote", "write_atomically"]
 
@@ -24,4 +23,4 @@ def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
     if is_remote(path):
         epath.Path(path).write_bytes(data.encode() if isinstance(data, str) else data)
     else:
-        _files.write_atomically(path, data)
+        write_local_atomically(path, data)

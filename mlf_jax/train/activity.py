@@ -27,10 +27,9 @@ from flax import linen as nn
 from jax import lax
 
 from mlf_jax.analysis import collect, dormant_mask
-from mlf_jax.nn._layers import is_neuron_layer
-from mlf_jax.nn.neuron import RECORD_COLLECTION
+from mlf_jax.nn import RECORD_COLLECTION, is_neuron_layer
 from mlf_jax.surrogate import Surrogate
-from mlf_jax.train._layout import model_input
+from mlf_jax.train._batch_layout import model_input
 
 __all__ = [
     "RATES",

@@ -17,7 +17,7 @@ import optax
 from jax import lax
 
 from mlf_jax.losses import cross_entropy
-from mlf_jax.train._layout import model_input
+from mlf_jax.train._batch_layout import model_input
 from mlf_jax.train.activity import firing_rate_penalty, layer_firing_rates, with_firing_rates
 from mlf_jax.train.state import TrainState
 

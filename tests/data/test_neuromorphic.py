@@ -13,7 +13,7 @@ import tonic.datasets.cifar10dvs
 import tonic.io
 
 from mlf_jax.data import ArraySource, neuromorphic
-from mlf_jax.data.fashion_mnist import DatasetNotFoundError
+from mlf_jax.data.errors import DatasetNotFoundError
 from mlf_jax.data.neuromorphic import Preprocessing
 
 from .event_files import (

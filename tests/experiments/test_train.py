@@ -12,7 +12,7 @@ from flax import serialization
 from experiments import train
 from experiments.configs import fashion_mnist as fmnist_config
 from experiments.configs import gesture as gesture_config
-from mlf_jax.data.fashion_mnist import DatasetNotFoundError
+from mlf_jax.data.errors import DatasetNotFoundError
 
 from ..data.event_files import random_events, write_gesture_sample
 from ..data.idx_files import write_fashion_mnist

@@ -47,9 +47,9 @@ def test_save_refuses_what_it_cannot_describe(tmp_path, small):
         mj.models.save(tmp_path / "x", model, variables, note=object())
     with pytest.raises(ValueError, match="save to a local path"):
         mj.models.save("gs://bucket/net", model, variables)
-    zoo = model.clone(neuron=lambda **kw: mj.nn.Neuron(model=mj.zoo.PLIF()))
-    with pytest.raises(ValueError, match="custom neuron"):
-        mj.models.save(tmp_path / "x", zoo, variables)
+    factory = model.clone(neuron=lambda **kw: mj.nn.Neuron(model=mj.zoo.PLIF()))
+    with pytest.raises(ValueError, match="neuron is function .not a model of mlf_jax.zoo.ZOO"):
+        mj.models.save(tmp_path / "x", factory, variables)
     wider = mj.models.resnet(8, widths=(4, 4, 16), num_classes=3, time_steps=2)
     with pytest.raises(ValueError, match=r"stage3_block1.*is \(.*\) but the model's is"):
         mj.models.save(tmp_path / "x", wider, variables)

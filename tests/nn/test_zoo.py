@@ -101,8 +101,10 @@ def test_the_mlf_layer_is_the_neuron_layer_running_the_zoo_mlf():
     kw = dict(thresholds=(0.5, 1.2), tau=0.3, learn_tau=True, learn_thresholds=True)
     preset = mj.nn.MLF(**kw)
     generic = mj.nn.Neuron(model=mj.zoo.MLF(**kw))
+    assert type(preset) is type(generic) is mj.nn.Neuron and preset == generic  # one class
     v = preset.init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, generic.init(jax.random.key(0), x))
+    assert set(v["params"]) == {"tau_logit", "thresholds_raw"}  # the names shipped weights use
     # at initialisation both compute the pure function at the initial constants
     ref = mj.mlf(x, thresholds=(0.5, 1.2), tau=0.3)
     for layer in (preset, generic):
@@ -154,3 +156,37 @@ def test_the_resnet_takes_a_neuron_model():
     np.testing.assert_allclose(
         mj.zoo.MLF(learn_thresholds=True).level_thresholds(), (0.6, 1.6, 2.6)
     )
+
+
+def test_the_mlf_preset_refuses_a_setting_mlf_has_not():
+    with pytest.raises(TypeError, match="threshold"):
+        mj.nn.MLF(threshold=0.5)
+
+
+def test_the_blocks_and_the_resnet_run_the_one_neuron_layer():
+    """BasicBlock's default neuron and every ResNet neuron position are ``nn.Neuron`` running
+    the paper's MLF; no other layer class is left."""
+    assert mj.nn.NEURON_LAYERS == (mj.nn.Neuron,)
+    assert mj.nn.BasicBlock(4).neuron is mj.nn.Neuron
+    assert mj.nn.Neuron().model == mj.zoo.MLF() == mj.models.resnet(8).neuron
+    model = mj.models.resnet(8, widths=(2, 2, 2), time_steps=1)
+    x = jnp.zeros((1, 4, 4, 1))
+    variables = model.init(jax.random.key(0), x)
+    layers = []
+    model.apply(variables, x, capture_intermediates=lambda m, _: layers.append(type(m)) or False)
+    assert layers.count(mj.nn.Neuron) == 9  # stem, two per block, shortcuts of stages 2 and 3
+
+
+def test_mlf_default_thresholds_are_written_once():
+    """Every default of MLF's thresholds is the one constant of mlf_jax.thresholds."""
+    import inspect
+
+    from mlf_jax.kernels import mlf_fused, mlf_pallas
+    from mlf_jax.thresholds import DEFAULT_THRESHOLDS
+
+    assert DEFAULT_THRESHOLDS == (0.6, 1.6, 2.6)  # the paper's, by hand
+    for fn in (mj.mlf, mj.mlf_step, mlf_fused, mlf_pallas):
+        assert inspect.signature(fn).parameters["thresholds"].default is DEFAULT_THRESHOLDS
+    assert mj.zoo.MLF.__dataclass_fields__["thresholds"].default is DEFAULT_THRESHOLDS
+    assert mj.nn.MLF().model.thresholds == mj.models.resnet(8).neuron.thresholds
+    assert mj.models.resnet(8).neuron.thresholds == DEFAULT_THRESHOLDS

@@ -1,6 +1,6 @@
-"""Writing local files that a kill cannot tear, and JSON that a person can read (the
-sidecars and results the library and the experiments write). The training package adds
-remote stores (``gs://``) on top."""
+"""Files the library and the experiments write: local files that a kill cannot tear, and JSON
+that a person can read (sidecars, results). :func:`mlf_jax.train.write_atomically` adds
+remote stores (``gs://``) on top of :func:`write_local_atomically`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["dumps", "is_remote", "write_atomically"]
+__all__ = ["dumps", "is_remote", "write_local_atomically"]
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -19,7 +19,7 @@ def is_remote(path: str | os.PathLike) -> bool:
     return "://" in os.fspath(path)
 
 
-def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+def write_local_atomically(path: str | os.PathLike, data: bytes | str) -> None:
     """Replaces the local file ``path`` by ``data`` through a temporary file and a rename,
     so that a kill leaves the old or the new file, never a torn one.
 

@@ -1,5 +1,6 @@
-"""What the neuron functions and their kernels share: input checks and the time loop's unroll
-policy. Shapes and dtypes are checked always (under ``jit`` too); values only when concrete."""
+"""Argument checks shared by the neuron functions, their kernels, the zoo and the analysis:
+time-major input, leak and thresholds. Shapes and dtypes are checked always (under ``jit``
+too); values only when concrete (a traced value cannot be read)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
-    "MAX_UNROLLED_STEPS",
     "as_thresholds",
-    "auto_unroll",
     "check_sequence_input",
     "check_tau",
     "check_thresholds",
@@ -75,6 +74,8 @@ def floating(dtype):
 
 
 def check_sequence_input(x: Array, name: str) -> Array:
+    """``x`` as an array of shape ``[T, ...]`` with ``T >= 1`` and a floating dtype; else a
+    ``ValueError`` or ``TypeError`` that starts with ``name``'s expectation."""
     x = jnp.asarray(x)
     if x.ndim < 1:
         raise ValueError(f"{name} expects input of shape [T, ...] (time-major), got a scalar")
@@ -85,20 +86,3 @@ def check_sequence_input(x: Array, name: str) -> Array:
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"{name} expects a floating input, got dtype {x.dtype}")
     return x
-
-
-#: Longest sequence that :func:`auto_unroll` unrolls completely.
-MAX_UNROLLED_STEPS = 10
-
-
-def auto_unroll(time_steps: int, unroll: int | bool | None = None) -> int | bool:
-    """The ``lax.scan`` unroll for ``time_steps``: ``unroll`` itself unless it is ``None``.
-
-    ``None`` unrolls completely up to :data:`MAX_UNROLLED_STEPS` steps and keeps a
-    rolled scan beyond: unrolling lets XLA fuse the steps of a short sequence, but its
-    advantage shrinks and its compile time grows faster than linearly with T (figures:
-    the benchmarks guide, section [Time loop][bench-time-loop]).
-    """
-    if unroll is None:
-        return True if time_steps <= MAX_UNROLLED_STEPS else 1
-    return unroll
