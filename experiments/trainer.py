@@ -1,7 +1,7 @@
 """The experiments' training loop: a config and a work directory become a run.
 
 :func:`train_and_evaluate` trains on every device of every process, evaluates after
-each epoch, and keeps the run's promises (README, "What a run guarantees"):
+each epoch, and keeps the run's promises (``docs/guarantees.md``, "What a run guarantees"):
 
 * one run per work directory (:class:`mlf_jax.train.RunLock`), whose config is
   recorded and checked on every restart (:mod:`experiments.run_identity`);

@@ -2,7 +2,7 @@
 
     python -m experiments.bench.vs_official [--official ../shared/official]
         [--presets cifar10 gesture cifar10dvs] [--rounds 4] [--steps 2]
-        [--out experiments/bench/results/vs_official.json] [--readme README.md]
+        [--out experiments/bench/results/vs_official.json] [--readme docs/results/speed.md]
 
 For each paper preset and round, the authors' DS-ResNet (their ``parallel_nets`` code,
 run in a separate virtualenv with the CPU build of PyTorch, which is created on first use
@@ -179,8 +179,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=positive_int, default=2,
                         help="timed steps per process (after its first)")  # fmt: skip
     parser.add_argument("--out", default="experiments/bench/results/vs_official.json")
-    parser.add_argument("--readme", type=Path, default=None,
-                        help="also write the table into this file's vs_official block")  # fmt: skip
+    parser.add_argument("--readme", type=Path, default=Path("docs/results/speed.md"),
+                        help="also write the table into this page's vs_official block")  # fmt: skip
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -1,8 +1,10 @@
 """The side-by-side benchmarks' plumbing (not their timings): skipping without the
-authors' code, the README block, the tables, the worker protocol of our contenders."""
+authors' code, the speed page's block, the tables, the worker protocol of our contenders; and
+the speed figures of the speed page and the README are those of the results files."""
 
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -36,6 +38,35 @@ def test_the_readme_block_is_replaced_and_nothing_else(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
     assert "| CIFAR10 DS-ResNet-20 | 64 | 4 | 9.00 | 3.00 | **3.00x** (2.50-3.50) |" in text
+
+
+RESULTS = ROOT / "experiments" / "bench" / "results"
+
+
+def _ratios(name: str) -> list[float]:
+    rows = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
+    return [r["official_over_ours"] for r in rows]
+
+
+def test_the_speed_pages_block_is_the_results_file():
+    page = (ROOT / "docs" / "results" / "speed.md").read_text()
+    rows = json.loads((RESULTS / "vs_official.json").read_text())["rows"]
+    assert f"{vs_official.BEGIN}\n{vs_official.table(rows)}\n{vs_official.END}" in page
+
+
+def test_the_readmes_speed_row_is_the_results_files():
+    readme = (ROOT / "README.md").read_text()
+    row = re.search(r"^\| speed against the authors' code \| (.*?) \|", readme, re.M)
+    assert row, "the README's table of results has no speed row"
+    cpu, gpu = _ratios("vs_official"), _ratios("gpu_vs_official")
+    assert f"**{min(cpu):.2f}x** to **{max(cpu):.2f}x**" in row.group(1)
+    assert f"**{min(gpu):.1f}x** to **{max(gpu):.1f}x**" in row.group(1)
+
+
+def test_the_speed_pages_gpu_ratios_are_the_results_files():
+    page = (ROOT / "docs" / "results" / "speed.md").read_text()
+    for ratio in _ratios("gpu_vs_official"):
+        assert f"**{ratio:.1f}x**" in page, ratio
 
 
 def test_a_readme_without_the_block_is_an_error(tmp_path):

@@ -1,6 +1,6 @@
-"""The README's fit-study figures are those of the committed results file
-(``experiments/results/fit_study.json``): its table, and each seed quoted where it says how
-much is noise. Nothing is trained here."""
+"""The fit-study figures of the converged-runs page (``docs/results/converged.md``) are those
+of the committed results file (``experiments/results/fit_study.json``): its table, and each
+seed quoted where it says how much is noise. Nothing is trained here."""
 
 import json
 import re
@@ -14,18 +14,22 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "experiments" / "results" / "fit_study.json"
 
 
-def _readme_section() -> str:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("### What limits the fit")
-    return text[start : text.index("\n## ", start)]
+PAGE = ROOT / "docs" / "results" / "converged.md"
+
+
+def _page_section() -> str:
+    text = PAGE.read_text()
+    start = text.index("## What limits the fit")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
 
 
 def _runs() -> list[dict]:
     return json.loads(RESULTS.read_text())["runs"]
 
 
-def test_the_readme_table_is_the_results_file():
-    assert fit_study.table(_runs()) in _readme_section()
+def test_the_pages_table_is_the_results_file():
+    assert fit_study.table(_runs()) in _page_section()
 
 
 def test_every_variant_of_the_study_was_run():
@@ -33,8 +37,8 @@ def test_every_variant_of_the_study_was_run():
 
 
 def test_the_seeds_quoted_for_the_noise_are_the_runs():
-    noise = re.search(r"\*\*How much is noise\.\*\*(.*?)\n\n", _readme_section(), re.S)
-    assert noise, "the README's paragraph on noise is missing"
+    noise = re.search(r"\*\*How much is noise\.\*\*(.*?)\n\n", _page_section(), re.S)
+    assert noise, "the page's paragraph on noise is missing"
     text = " ".join(noise.group(1).split())
     by_variant: dict[str, list[float]] = {}
     for r in _runs():
@@ -45,7 +49,7 @@ def test_the_seeds_quoted_for_the_noise_are_the_runs():
         quoted = re.search(
             rf"`{re.escape(v)}`[^`(]* by ([\d.]+)[^`(]*\(([\d.]+) % and ([\d.]+) %\)", text
         )
-        assert quoted, f"{v} was run with {len(accs)} seeds; the README should quote them"
+        assert quoted, f"{v} was run with {len(accs)} seeds; the page should quote them"
         spread, *seeds = (float(x) for x in quoted.groups())
         assert len(accs) == 2 and seeds == pytest.approx(accs, abs=0.05 + 1e-9), v
         assert spread == pytest.approx(accs[0] - accs[1], abs=0.05 + 1e-9), v
