@@ -248,15 +248,15 @@ def test_mlf_module_impls_agree():
 
 
 def test_resnet_neuron_impl_is_passed_down():
+    from mlf_jax import zoo
     from mlf_jax.models.resnet import ResNet
-    from mlf_jax.zoo import MLF as MLFModel
 
     kw = dict(stage_sizes=(1, 1), widths=(4, 8), num_classes=3, time_steps=2)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)), jnp.float32)
 
     def apply(impl):  # under jit: one compilation, not one per operation run eagerly
         return jax.jit(
-            lambda v, x: ResNet(neuron=MLFModel(impl=impl), **kw).apply(v, x, train=False)
+            lambda v, x: ResNet(neuron=zoo.MLF(impl=impl), **kw).apply(v, x, train=False)
         )
 
     variables = jax.jit(lambda k, x: ResNet(**kw).init(k, x, train=False))(jax.random.key(0), x)
