@@ -161,7 +161,7 @@ bench: $(STAMP)
 ## folder: ARGS=--official=PATH); creates .bench-venvs/official with CPU torch on first use;
 ## skips, saying so, without their code
 bench-official: $(STAMP)
-	$(VENV)/bin/python -m experiments.bench.vs_official --readme README.md $(ARGS)
+	$(VENV)/bin/python -m experiments.bench.vs_official --readme docs/results/speed.md $(ARGS)
 
 ## bench-peers: mj.lif / mj.mlf against spyx, SpikingJelly, snnTorch and norse (each in its own
 ## virtualenv under .bench-venvs, created on first use)

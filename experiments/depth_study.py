@@ -15,7 +15,7 @@ the seeds::
 Resumable: a finished run is skipped; an interrupted one resumes from its last checkpoint
 (``<workdir>/<cell>_s<seed>/checkpoints``). The aggregated results go to
 ``<workdir>/results.json`` and the plot to ``<workdir>/depth_study.png`` (``--results_out`` /
-``--plot_out`` copy them elsewhere, e.g. into ``experiments/results/`` for the README); both
+``--plot_out`` copy them elsewhere, e.g. into ``experiments/results/``, which the docs show); both
 are rewritten after every finished run, with the runs still to do under ``"pending"``.
 ``--previous_results`` takes the runs of an earlier results file with the same settings
 instead of training them again (e.g. to add seeds to a committed study, or to go on from a

@@ -23,7 +23,7 @@ Input checks: shapes and dtypes are checked always, under ``jit`` too (a scalar
 checked only when they are concrete: under ``jit``, a traced ``tau`` outside ``[0, 1]``
 or traced thresholds that are not finite and strictly increasing are not caught. Check
 such values before tracing them, or learn them through a parametrisation that keeps them
-valid (:mod:`mlf_jax.reparam`, as :class:`mlf_jax.nn.MLF` does).
+valid (:mod:`mlf_jax.reparam`, as :func:`mlf_jax.nn.MLF` does).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ import json
 import sys
 import time
 
-#: contender -> (library, neuron, reset, surrogate), for the README table.
+#: contender -> (library, neuron, reset, surrogate), for the table of docs/results/speed.md.
 MODELS = {
     "mj.lif": ("mlf_jax", "mj.lif (LIF)", "hard, to 0", "rectangular, width 1"),
     "mj.mlf": ("mlf_jax", "mj.mlf (MLF, K = 3)", "hard, to 0, per level", "rectangular, width 1"),

@@ -2,6 +2,8 @@
 
 import ml_collections
 
+import mlf_jax.zoo
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -17,23 +19,25 @@ def get_config() -> ml_collections.ConfigDict:
     config.augment = ""
 
     config.model = ml_collections.ConfigDict()
+    # The neuron's settings default to the paper's MLF neuron's (its model declares them).
+    mlf = mlf_jax.zoo.MLF()
     config.model.depth = 20
     config.model.widths = (64, 128, 256)
     config.model.shortcut = "ds"  # 'ds' (DS-ResNet) or 'standard' (spiking ResNet)
     config.model.time_steps = 4  # direct encoding: T; event data: T frames over a fixed window
-    config.model.thresholds = (0.6, 1.6, 2.6)  # K = 3 levels; (0.6,) is LIF
-    config.model.tau = 0.25
+    config.model.thresholds = mlf.thresholds  # K = 3 levels: 0.6, 1.6, 2.6; (0.6,) is LIF
+    config.model.tau = mlf.tau
     # tdBN normalises each pre-activation to alpha * v_th * (x - mean) / std: None scales it
     # to the first threshold (the paper's), a number to that value instead.
     config.model.v_th = ml_collections.config_dict.placeholder(float)
     config.model.surrogate = "rectangular"  # rectangular | triangle | sigmoid | arctan
     config.model.surrogate_param = 1.0  # width (rectangular, triangle) or alpha
-    config.model.detach_reset = False
+    config.model.detach_reset = mlf.detach_reset
     # Learn each neuron layer's leak (tau = sigmoid(w), starting at tau) and thresholds (the
     # first plus softplus gaps, starting at thresholds); weight decay applies to these raw
     # parameters too (pulling tau towards 0.5 and each gap towards log 2).
-    config.model.learn_tau = False
-    config.model.learn_thresholds = False
+    config.model.learn_tau = mlf.learn_tau
+    config.model.learn_thresholds = mlf.learn_thresholds
     # How static images become T steps: direct (repeated, the paper's) | rate (Bernoulli
     # spikes, p = intensity) | latency (one spike per pixel, brighter earlier); rate and
     # latency get intensities in [0, 1] instead of normalised images. Event data: direct.
@@ -51,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     # How the neurons compute their dynamics: auto | scan | fused | pallas (the same numbers;
     # auto: an unrolled scan up to T = 10, the fused kernel beyond; pallas is lowered for
     # GPU/TPU but has not run on one yet, and is interpreted, slowly, on CPU).
-    config.model.neuron_impl = "auto"
+    config.model.neuron_impl = mlf.impl
 
     config.seed = 0
     config.batch_size = 64

@@ -1,4 +1,4 @@
-"""The converged recipe the fit study points to (README, "What limits the fit").
+"""The converged recipe the fit study points to (docs/results/converged.md, "What limits the fit").
 
 The converged model's network and schedule (DS-ResNet-8, widths 32/64/128, T = 1, 40 epochs of
 batch 256, cosine decay from 0.2 after a one-epoch warm-up), changed where the study found the

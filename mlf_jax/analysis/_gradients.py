@@ -110,9 +110,8 @@ def activation_grad_norms(
     """Gradient of the loss with respect to each neuron layer's output, per time step.
 
     "Gradient norms through depth and time": for every neuron layer
-    (:func:`mlf_jax.nn.is_neuron_layer`: :class:`mlf_jax.nn.MLF` or
-    :class:`mlf_jax.nn.Neuron`), the L2 norm over batch and units of ``dL/d(spikes[t])``,
-    for each t.
+    (:func:`mlf_jax.nn.is_neuron_layer`), the L2 norm over batch and units of
+    ``dL/d(spikes[t])``, for each t.
     The gradients are the ones training uses (surrogate gradients through all
     later layers). Implemented by adding a zero perturbation to the output of each
     neuron layer's call (a Flax method interceptor, so the model needs no change) and
@@ -169,7 +168,7 @@ def _activation_grad_fn(model: nn.Module, train: bool, loss_fn: LossFn):
 
         jax.eval_shape(forward, variables, x)
         if not shapes:
-            raise ValueError("the model has no neuron layer (mlf_jax.nn.MLF or mlf_jax.nn.Neuron)")
+            raise ValueError("the model has no neuron layer (mlf_jax.nn.Neuron)")
         for path, s in shapes.items():
             if len(s.shape) < 2:
                 raise ValueError(f"neuron layer {path!r} output {s.shape} is not [T, B, ...]")

@@ -56,7 +56,7 @@ def collect(
     """Neuron layers found in a (nested) ``'intermediates'`` collection.
 
     A layer is any sub-dict holding both ``'membrane'`` and ``'spikes'`` (what
-    :class:`mlf_jax.nn.MLF` sows). Works on the collection of any module: a
+    :class:`mlf_jax.nn.Neuron` sows). Works on the collection of any module: a
     whole ResNet, one block, or one MLF layer (whose key is then ``''``).
 
     Args:

@@ -3,7 +3,7 @@
 Two ways to see the neurons' spikes inside a training step, for two purposes:
 
 * :func:`with_firing_rates` wraps a model's ``apply`` so that every neuron layer
-  (:class:`mlf_jax.nn.MLF`, or :class:`mlf_jax.nn.Neuron` with any zoo model) also
+  (:class:`mlf_jax.nn.Neuron`, with any zoo model) also
   returns its mean spike count, a scalar, in the collection ``RATES``
   (``'firing_rates'``), differentiable through the surrogate gradient. It uses a Flax
   method interceptor on the layers' outputs, so it works with every neuron
@@ -56,7 +56,7 @@ def with_firing_rates(apply_fn: Callable[..., Any]) -> Callable[..., Any]:
 
     The wrapped function takes the same arguments, ``mutable`` included, and adds
     ``RATES`` (``'firing_rates'``) to the mutable collections: the returned updates hold,
-    for every call of a neuron layer (:class:`mlf_jax.nn.MLF` or :class:`mlf_jax.nn.Neuron`),
+    for every call of a neuron layer (:class:`mlf_jax.nn.Neuron`),
     ``rate`` = the mean of its output
     spike counts over time, batch and units (spikes per unit per step, in ``[0, K]``), a
     float32 scalar that depends on the parameters through the layer's surrogate gradient.
@@ -82,7 +82,7 @@ def layer_firing_rates(updates: Mapping[str, Any], axis_name: str | None = None)
     leaves = jax.tree.leaves(updates.get(RATES, {}))
     if not leaves:
         raise ValueError(
-            "the model has no neuron layer (mlf_jax.nn.MLF or mlf_jax.nn.Neuron), so it has "
+            "the model has no neuron layer (mlf_jax.nn.Neuron), so it has "
             "no firing rate to "
             "regularise (firing_rate_reg must be 0 for it)"
         )
