@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from mlf_jax import neurons
@@ -201,6 +202,42 @@ class NeuronModel:
         differentiate); unknown names are an error.
         """
         return self.run(x, self.merge_params(params), unroll=unroll, return_states=return_states)
+
+    def with_params(self, params: Params | None) -> NeuronModel:
+        """This model with ``params`` (some or all of :meth:`params`, e.g. a Flax layer's
+        learned values) as its settings, learning nothing: what the layer computes with, as
+        a model whose :meth:`level_thresholds` and fields can be read and that runs without
+        parameters. A learned leak ``'tau_logit'`` becomes ``tau``, learned thresholds
+        ``'thresholds_raw'`` become ``thresholds``; every other parameter sets the field of
+        its name. ``params`` must be concrete (outside ``jit``).
+
+        Raises:
+          KeyError: ``params`` names a parameter the model does not have.
+          NotImplementedError: a model that is not a dataclass, or has a parameter that is
+            not a field of its name (define ``with_params`` for it).
+        """
+        merged = self.merge_params(params)
+        if not dataclasses.is_dataclass(self):
+            raise NotImplementedError(
+                f"{type(self).__name__} is not a dataclass: define its with_params()"
+            )
+        fields = {f.name for f in dataclasses.fields(self)}
+        changes: dict[str, Any] = {}
+        for name, value in merged.items():
+            if name == "tau_logit":
+                changes.update(tau=float(leak_from_logit(np.asarray(value))), learn_tau=False)
+            elif name == "thresholds_raw":
+                decoded = np.asarray(thresholds_from_raw(np.asarray(value)))
+                changes.update(thresholds=tuple(map(float, decoded)), learn_thresholds=False)
+            elif name in fields:
+                array = np.asarray(value, np.float64)
+                changes[name] = float(array) if array.ndim == 0 else tuple(map(float, array))
+            else:
+                raise NotImplementedError(
+                    f"{type(self).__name__}'s parameter {name!r} is not a field of that name: "
+                    "define its with_params()"
+                )
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def merge_params(self, params: Params | None) -> dict[str, Any]:
         """:meth:`params` updated with ``params``.

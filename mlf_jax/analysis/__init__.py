@@ -18,7 +18,7 @@ Pure functions over what a forward (and backward) pass records:
 Typical use::
 
     logits, recs = mj.analysis.record(model, variables, x)
-    mj.analysis.dormant_fractions(recs, model.thresholds, model.surrogate)
+    mj.analysis.dormant_fractions(recs)  # each layer's own (learned) thresholds
     mj.analysis.firing_rates(recs)
 """
 

@@ -11,9 +11,11 @@ method page, section [Dormant units][dormant-units]).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mlf_jax.analysis._record import LayerRecord
 from mlf_jax.checks import check_thresholds
@@ -116,14 +118,57 @@ def dormant_fraction(
 
 def dormant_fractions(
     records: Mapping[str, LayerRecord],
-    thresholds: Sequence[float],
-    surrogate: Surrogate | str,
+    thresholds: Sequence[float] | None = None,
+    surrogate: Surrogate | str | None = None,
     *,
     atol: float = 0.0,
 ) -> dict[str, float]:
     """:func:`dormant_fraction` of every layer of :func:`record`'s output, in its order, as
-    Python floats (for logs and JSON)."""
-    return {
-        name: float(dormant_fraction(rec.membrane, thresholds, surrogate, atol=atol))
-        for name, rec in records.items()
-    }
+    Python floats (for logs and JSON).
+
+    By default each layer's own thresholds and surrogate are used: those of the neuron model
+    it ran, learned thresholds included (``record.model``, which :func:`record` sets).
+    ``thresholds`` and ``surrogate`` override them for every layer, e.g. for records made
+    by :func:`collect`, which hold no model.
+
+    Raises:
+      ValueError: a layer's record holds no model and ``thresholds`` or ``surrogate`` is
+        not given; or ``thresholds`` differ from those a layer computed with (its learned
+        ones), which would give a fraction of other windows than the layer's.
+    """
+    out = {}
+    for name, rec in records.items():
+        th, sur = _layer_settings(name, rec, thresholds, surrogate)
+        out[name] = float(dormant_fraction(rec.membrane, th, sur, atol=atol))
+    return out
+
+
+def _layer_settings(
+    name: str, rec: LayerRecord, thresholds: Any, surrogate: Any
+) -> tuple[Sequence[float], Surrogate | str]:
+    """The thresholds and surrogate of the layer ``name`` for its dormant fraction."""
+    model = rec.model
+    if model is None:
+        if thresholds is None or surrogate is None:
+            raise ValueError(
+                f"layer {name!r}: its record holds no neuron model (made by collect?): pass "
+                "thresholds and surrogate, or record it with mj.analysis.record"
+            )
+        return thresholds, surrogate
+    own = tuple(float(v) for v in np.asarray(model.level_thresholds()).ravel())
+    if thresholds is not None and not np.allclose(
+        check_thresholds(thresholds, increasing=False), own, rtol=1e-6, atol=1e-6
+    ):
+        raise ValueError(
+            f"layer {name!r} computes with thresholds {_short(own)}, not "
+            f"{_short(thresholds)}: leave thresholds out to use each layer's own"
+        )
+    if surrogate is None:
+        surrogate = getattr(model, "surrogate", None)
+        if surrogate is None:
+            raise ValueError(f"layer {name!r}: {type(model).__name__} has no surrogate: pass one")
+    return own, surrogate
+
+
+def _short(values: Any) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.asarray(values).ravel()) + ")"

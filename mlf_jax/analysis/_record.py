@@ -11,7 +11,8 @@ from flax import linen as nn
 
 from mlf_jax.analysis._cache import per_model
 from mlf_jax.analysis._order import forward_order, join_path
-from mlf_jax.nn import RECORD_COLLECTION
+from mlf_jax.nn import RECORD_COLLECTION, Neuron
+from mlf_jax.zoo import NeuronModel
 
 __all__ = ["LayerRecord", "collect", "record"]
 
@@ -24,10 +25,15 @@ class LayerRecord(NamedTuple):
     Attributes:
       membrane: per-level membrane potentials ``[T, K, B, ...]``.
       spikes: spike counts ``[T, B, ...]`` (in ``0..K`` for MLF).
+      model: the neuron model the layer ran, with its learned parameters as settings
+        (:meth:`mlf_jax.zoo.NeuronModel.with_params`): its ``level_thresholds()`` and
+        ``surrogate`` are the layer's own. Set by :func:`record`; ``None`` from
+        :func:`collect`, which sees only the arrays.
     """
 
     membrane: jax.Array
     spikes: jax.Array
+    model: NeuronModel | None = None
 
 
 def _check_record(path: str, membrane: Any, spikes: Any) -> LayerRecord:
@@ -154,25 +160,57 @@ def record(
       tuple: ``(output, records)``, where ``records`` maps ``'/'``-joined module paths
       (``'stem_neuron'``, ``'stage1_block1/neuron1'``, ...) to :class:`LayerRecord`,
       in forward call order (in a projection block: ``neuron1``,
-      ``shortcut_neuron``, ``neuron2``).
+      ``shortcut_neuron``, ``neuron2``). The records of :class:`mlf_jax.nn.Neuron` layers
+      hold the model each ran, with its learned thresholds and leak (``record.model``).
     """
     if not isinstance(variables, Mapping):
         raise ValueError(f"variables must be a mapping, got {type(variables).__name__}")
     variables = {k: v for k, v in variables.items() if k != RECORD_COLLECTION}
-    run, order = _recorder(model, bool(train))
+    run, order, layers = _recorder(model, bool(train))
     out, mutated = run(variables, x)
-    return out, collect(mutated.get(RECORD_COLLECTION, {}), order=list(order))
+    records = collect(mutated.get(RECORD_COLLECTION, {}), order=list(order))
+    models = {path: _layer_model(m, variables, path) for path, m in layers.items()}
+    return out, {
+        name: rec._replace(model=models.get(name.split("[")[0])) for name, rec in records.items()
+    }
+
+
+def _layer_model(model: NeuronModel, variables: Mapping[str, Any], path: str) -> NeuronModel:
+    """``model`` with the learned parameters that ``variables`` hold for the layer at
+    ``path`` (``'/'``-joined) as its settings."""
+    params: Any = variables.get("params", {})
+    for key in filter(None, path.split("/")):
+        params = params.get(key, {}) if isinstance(params, Mapping) else {}
+    learned = {k: v for k, v in params.items() if not isinstance(v, Mapping)}
+    return model.with_params(learned)
+
+
+def _neuron_models(layers: dict[str, NeuronModel]):
+    """Interceptor that notes the neuron model of every :class:`mlf_jax.nn.Neuron` called."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        if isinstance(context.module, Neuron) and context.method_name == "__call__":
+            layers.setdefault(join_path(context.module.path), context.module.model)
+        return next_fun(*args, **kwargs)
+
+    return interceptor
 
 
 @per_model
 def _recorder(model: nn.Module, train: bool):
-    """``(jitted apply with intermediates, call order)``; the order is filled when traced."""
+    """``(jitted apply with intermediates, call order, neuron models by layer path)``; the
+    order and the models are filled when traced."""
     mutable = [RECORD_COLLECTION, "batch_stats"] if train else [RECORD_COLLECTION]
     order: dict[str, None] = {}
+    layers: dict[str, NeuronModel] = {}
 
     def run(variables, x):
         order.clear()
-        with nn.intercept_methods(_completion_order(order)):
+        layers.clear()
+        with (
+            nn.intercept_methods(_completion_order(order)),
+            nn.intercept_methods(_neuron_models(layers)),
+        ):
             return model.apply(variables, x, train=train, mutable=mutable)
 
-    return jax.jit(run), order
+    return jax.jit(run), order, layers

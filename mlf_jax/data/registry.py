@@ -90,6 +90,7 @@ class DatasetInfo:
             }
         peak = f"{self.peak:g}"
         out["pixels"] = self.pixels
+        out["peak"] = self.peak  # the pixel value that becomes 1
         if encoder == "rate":
             return out | {
                 "normalization": f"x / {peak}",

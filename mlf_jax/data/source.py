@@ -26,7 +26,13 @@ class ArraySource:
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
-    def __getitem__(self, index) -> dict[str, np.ndarray]:
+    def __getitem__(self, index):
+        """One example (an index) or several (a slice, an index array) as
+        ``{name: array}``; a name (``source['image']``) gives that whole array."""
+        if isinstance(index, str):
+            if index not in self.arrays:
+                raise KeyError(f"no array {index!r}; this source holds {sorted(self.arrays)}")
+            return self.arrays[index]
         return {k: v[index] for k, v in self.arrays.items()}
 
     def __repr__(self) -> str:

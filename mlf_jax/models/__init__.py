@@ -7,6 +7,7 @@ from mlf_jax.models._io import (
     ModelFileError,
     from_spec,
     load,
+    preprocess,
     save,
     spec_of,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "num_params",
     "save",
     "load",
+    "preprocess",
     "spec_of",
     "from_spec",
     "ModelFileError",

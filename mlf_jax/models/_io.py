@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from mlf_jax.models.resnet import MLF_SETTINGS, ResNet, route_neuron_settings
 from mlf_jax.surrogate import _FAMILIES, Surrogate
 from mlf_jax.zoo import ZOO
 
-__all__ = ["ModelFileError", "load", "save", "spec_of", "from_spec"]
+__all__ = ["ModelFileError", "load", "save", "spec_of", "from_spec", "preprocess"]
 
 #: The sidecar's ``'resnet_format'``: how ``'resnet'`` describes the model.
 SPEC_FORMAT = 1
@@ -40,12 +41,19 @@ class ModelFileError(ValueError):
     """A weights file or sidecar that cannot be loaded; the message names the file."""
 
 
+#: ResNet fields that say how one run computed, not what the model is: left out of the
+#: sidecar and ignored where an older one has them (a loaded model runs on one device; data
+#: parallel code sets its device axis itself).
+_HOW_RUN = ("axis_name",)
+
+
 def spec_of(model: ResNet) -> dict[str, Any]:
     """The settings of ``model`` as JSON values (what the sidecar's ``'resnet'`` holds).
 
-    The ResNet's fields, and its neuron: an MLF neuron by its settings under their ResNet
-    names (:data:`mlf_jax.models.MLF_SETTINGS`), any other neuron of :data:`mlf_jax.zoo.ZOO`
-    as ``'neuron': {'model': <its ZOO name>, <its fields>}``.
+    The ResNet's fields but its device axis (``axis_name``), and its neuron: an MLF neuron
+    by its settings under their ResNet names (:data:`mlf_jax.models.MLF_SETTINGS`), any
+    other neuron of :data:`mlf_jax.zoo.ZOO` as ``'neuron': {'model': <its ZOO name>, <its
+    fields>}``.
 
     Raises:
       ValueError: for a model that has no such description: a neuron given as a layer
@@ -63,7 +71,7 @@ def spec_of(model: ResNet) -> dict[str, Any]:
     spec: dict[str, Any] = {
         f.name: getattr(model, f.name)
         for f in dataclasses.fields(ResNet)
-        if f.name not in ("parent", "name", "neuron")
+        if f.name not in ("parent", "name", "neuron", *_HOW_RUN)
     }
     if type(neuron) is zoo.MLF:
         spec.update({key: getattr(neuron, field) for key, field in MLF_SETTINGS.items()})
@@ -102,7 +110,7 @@ def from_spec(spec: dict[str, Any]) -> ResNet:
         raise ValueError(
             f"unknown ResNet settings {unknown}; known: {sorted(names | set(MLF_SETTINGS))}"
         )
-    kwargs = _python_values(spec)
+    kwargs = {k: v for k, v in _python_values(spec).items() if k not in _HOW_RUN}
     if "neuron" in kwargs:
         neuron = _python_values(kwargs["neuron"])
         name = neuron.pop("model", None)
@@ -268,3 +276,54 @@ def _leaves(tree: Any) -> list:
 def _input_channels(variables: dict[str, Any]) -> int:
     """The stem convolution's input channels (kernel ``[3, 3, C_in, C_out]``)."""
     return int(np.shape(variables["params"]["stem_conv"]["kernel"])[2])
+
+
+def preprocess(images: Any, info: Mapping[str, Any]) -> jax.Array:
+    """Raw examples made into what a loaded model takes, as its sidecar's ``'input'``
+    describes: static images divided by ``peak`` (the pixel value that becomes 1, e.g. 255),
+    then normalised by ``mean`` and ``std`` (per channel where they are lists) when the
+    model was trained on normalised images; event frames as float32 counts.
+
+    Args:
+      images: ``[B, *shape]`` or one example ``shape`` (``info['input']['shape']``, e.g.
+        ``[28, 28, 1]`` for Fashion-MNIST), any numeric dtype (raw ``uint8`` pixels).
+      info: the information :func:`load` returns (or its ``'input'`` entry).
+
+    Returns:
+      float32 ``[B, *shape]`` (a batch of one for one example).
+
+    Raises:
+      ValueError: ``info`` describes no input (a model saved without one), or the shape of
+        ``images`` is not the described one.
+    """
+    desc = info.get("input", info)
+    if not isinstance(desc, Mapping) or "shape" not in desc:
+        raise ValueError(
+            "info holds no input description (info['input'] with 'shape', 'peak', 'mean' and "
+            "'std', which experiments.export writes): preprocess the images by hand"
+        )
+    x = np.asarray(images)
+    shape = tuple(desc["shape"])
+    if x.shape == shape:
+        x = x[None]
+    if x.shape[1:] != shape:
+        raise ValueError(
+            f"expected images of shape [B, {', '.join(map(str, shape))}], got {x.shape}"
+        )
+    x = x.astype(np.float32)
+    if "peak" in desc or "mean" in desc:
+        x = x / np.float32(desc.get("peak") or _peak_of(desc))
+    if "mean" in desc:
+        mean = np.asarray(desc["mean"], np.float32)
+        std = np.asarray(desc["std"], np.float32)
+        x = (x - mean) / std
+    return jnp.asarray(x)
+
+
+def _peak_of(desc: Mapping[str, Any]) -> float:
+    """The divisor of a sidecar written before ``'peak'`` was recorded: its
+    ``'normalization'`` starts ``'x / <peak>'``."""
+    text = str(desc.get("normalization", ""))
+    if not text.startswith("x / "):
+        raise ValueError(f"the input description gives no peak pixel value: {text!r}")
+    return float(text[4:].split(",")[0].split()[0])

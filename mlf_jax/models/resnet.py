@@ -217,7 +217,8 @@ class ResNet(nn.Module):
         return encoders.rate(key, x, self.time_steps)
 
     def _time_major(self, x: jax.Array, train: bool) -> jax.Array:
-        """Checks the input and returns it as float ``[T, B, H, W, C]``."""
+        """Checks the input (floating: raw integer pixels are refused, not cast) and
+        returns it as ``[T, B, H, W, C]``."""
         x = jnp.asarray(x)
         if x.ndim == 4:
             x = self._encode(x, train)
@@ -244,7 +245,11 @@ class ResNet(nn.Module):
                 f"{x.shape[-1]} (input shape {x.shape})"
             )
         if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(jnp.float32)
+            raise TypeError(
+                f"ResNet expects floating input (images as the model was trained on them), got "
+                f"dtype {x.dtype}: preprocess raw pixels first; for a loaded model, "
+                "mj.models.preprocess(x, info) applies what its sidecar describes"
+            )
         return x
 
     @nn.compact

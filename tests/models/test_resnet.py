@@ -364,3 +364,25 @@ def test_num_params_counts_params_only_from_variables_or_a_bare_tree():
     }
     assert mj.models.num_params(variables) == 16  # 3 * 4 + 4; statistics not counted
     assert mj.models.num_params(variables["params"]) == 16
+
+
+@pytest.mark.parametrize(
+    "neuron, message",
+    [
+        (mj.zoo.MLF, r"is a neuron model class: pass an instance, neuron=mj.zoo.MLF\(\)"),
+        (mj.nn.MLF(), "is a built layer, not a factory"),
+        ("plif", r"neuron='plif' \(str\) is not a neuron model"),
+    ],
+)
+def test_a_wrong_neuron_is_refused_when_the_model_is_built(neuron, message):
+    with pytest.raises(TypeError, match=message):
+        mj.models.resnet(8, neuron=neuron)
+
+
+def test_mlf_settings_with_another_neuron_are_refused_not_ignored():
+    with pytest.raises(ValueError, match="thresholds, tau: settings of the MLF neuron, which "):
+        mj.models.resnet(8, neuron=mj.zoo.PLIF(), thresholds=(0.5, 1.5), tau=0.9)
+    # with an MLF neuron they set it, as configs and sidecars give them
+    model = mj.models.resnet(8, neuron=mj.zoo.MLF(tau=0.5), thresholds=(0.5, 1.5))
+    assert model.neuron == mj.zoo.MLF(thresholds=(0.5, 1.5), tau=0.5)
+    assert mj.models.resnet(8, neuron_impl="scan").neuron == mj.zoo.MLF(impl="scan")
