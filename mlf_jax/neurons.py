@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import operator
 from collections.abc import Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -83,10 +83,36 @@ def _pallas_fallback(impl: str, time_steps: int, *params) -> str:
 # ---------------------------------------------------------------------------
 
 
-def lif_init(shape: Sequence[int], dtype=jnp.float32) -> LIFState:
-    """Resting state ``u[-1] = 0, o[-1] = 0`` for a layer of the given shape."""
-    zeros = jnp.zeros(shape, dtype)
+def lif_init(shape: Sequence[int] | int | Array, dtype=None) -> LIFState:
+    """Resting state ``u[-1] = 0, o[-1] = 0`` for a layer of the given shape.
+
+    ``shape`` is a shape, or an array shaped like one input step (a template, as
+    :func:`mlf_jax.zoo.sequence` passes ``x[0]``): the state then has its shape and, unless
+    ``dtype`` is given, its dtype. ``dtype`` defaults to float32 for a shape.
+    """
+    if hasattr(shape, "shape") and hasattr(shape, "dtype"):
+        zeros = jnp.zeros_like(shape, dtype=dtype)
+    else:
+        zeros = jnp.zeros(shape, jnp.float32 if dtype is None else dtype)
     return LIFState(zeros, zeros)
+
+
+def _check_lif_state(state: Any, x: Array, name: str) -> None:
+    """One :class:`LIFState` shaped like the input step ``x`` (shapes are static: checked
+    under ``jit`` too); broadcasting a state of another shape would silently change the
+    layer's size."""
+    if not isinstance(state, LIFState):
+        got = (
+            "an MLF state (a tuple of LIFStates, from mlf_init)"
+            if isinstance(state, tuple) and all(isinstance(s, LIFState) for s in state)
+            else type(state).__name__
+        )
+        raise TypeError(f"{name} takes a LIFState (from lif_init), got {got}")
+    if jnp.shape(state.u) != jnp.shape(x):
+        raise ValueError(
+            f"{name}: the state has shape {jnp.shape(state.u)} but the input step has shape "
+            f"{jnp.shape(x)}: build the state with lif_init(x_step) (one per input shape)"
+        )
 
 
 #: How :func:`mlf` and :func:`lif` compute the dynamics (see :func:`auto_impl`).
@@ -141,7 +167,13 @@ def lif_step(
     surrogate: Surrogate = DEFAULT_SURROGATE,
     detach_reset: bool = False,
 ) -> tuple[LIFState, Array]:
-    """One LIF time step: ``(state[t-1], x[t]) -> (state[t], o[t])``."""
+    """One LIF time step: ``(state[t-1], x[t]) -> (state[t], o[t])``.
+
+    Raises:
+      TypeError: ``state`` is not a :class:`LIFState` (an MLF state, say).
+      ValueError: the state's shape is not the input step's.
+    """
+    _check_lif_state(state, x, "lif_step")
     o_prev = lax.stop_gradient(state.o) if detach_reset else state.o
     u = cast(Array, tau * state.u * (1.0 - o_prev) + x)
     o = spike(u - threshold, surrogate)
@@ -187,7 +219,8 @@ def lif(
       x: input current ``[T, ...]``.
       threshold: firing threshold: a number, or an array that broadcasts to one step's
         shape (one per unit, computed with the scan); may be traced, e.g. learned.
-      tau: leak factor in ``[0, 1]`` (may be traced).
+      tau: leak factor in ``[0, 1]`` (may be traced; a traced value is not checked: see
+        the module's notes on ``jit``).
       surrogate: surrogate gradient of the step function.
       detach_reset: stop the gradient through the reset term.
       unroll: passed to ``lax.scan``; ``None`` chooses by T (see :func:`auto_unroll`).
@@ -236,8 +269,9 @@ def lif(
 MLFState = tuple[LIFState, ...]
 
 
-def mlf_init(shape: Sequence[int], levels: int, dtype=jnp.float32) -> MLFState:
-    """Resting state of K levels: a tuple of K :class:`LIFState` of the given shape."""
+def mlf_init(shape: Sequence[int] | int | Array, levels: int, dtype=None) -> MLFState:
+    """Resting state of K levels: a tuple of K :class:`LIFState` of the given shape (or
+    shaped like the template array ``shape``, as in :func:`lif_init`)."""
     return tuple(lif_init(shape, dtype) for _ in range(levels))
 
 
@@ -264,6 +298,11 @@ def mlf_step(
     [Level layout][bench-level-layout]).
     """
     th = as_thresholds(thresholds, jnp.result_type(x))
+    if isinstance(state, LIFState):
+        raise TypeError(
+            "mlf_step takes an MLF state, a tuple of K LIFStates (mlf_init(shape, levels=K)), "
+            "got one LIFState (from lif_init)"
+        )
     if len(state) != th.shape[0]:
         raise ValueError(f"state has {len(state)} levels but there are {th.shape[0]} thresholds")
     step = functools.partial(lif_step, tau=tau, surrogate=surrogate, detach_reset=detach_reset)
@@ -289,8 +328,10 @@ def mlf(
     Args:
       x: input current ``[T, ...]``.
       thresholds: ``K`` strictly increasing thresholds, one per level
-        (default ``(0.6, 1.6, 2.6)``: ``V_th,1 = 0.6``, spacing = surrogate width 1).
-      tau: leak factor in ``[0, 1]``.
+        (default :data:`mlf_jax.thresholds.DEFAULT_THRESHOLDS`: ``V_th,1 = 0.6``, spacing
+        = surrogate width 1). Checked when concrete; under ``jit`` traced thresholds are not
+        (see the module's notes).
+      tau: leak factor in ``[0, 1]`` (likewise checked only when concrete).
       surrogate: surrogate gradient, shared by all levels.
       detach_reset: stop the gradient through the reset term.
       unroll: passed to ``lax.scan`` (``'scan'``, ``'fused'``); ``None`` chooses by T

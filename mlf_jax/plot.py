@@ -24,12 +24,17 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
-import matplotlib.colors as mcolors
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+try:
+    import matplotlib
+    import matplotlib.colors as mcolors
+    import numpy as np
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+except ModuleNotFoundError as _error:  # a missing extra, named in one line
+    from mlf_jax.extras import missing_extra
+
+    raise missing_extra("mlf_jax.plot", "notebooks", _error) from _error
 
 from mlf_jax.analysis import forward_order, surrogate_windows
 from mlf_jax.surrogate import Surrogate
@@ -224,7 +229,11 @@ def membrane(
         color = colors[k % len(colors)]
         label = f"$u_{{{k + 1}}}$" if many else "$u$"
         width = 1.0 + 2.5 * (th.size - 1 - k) / (th.size - 1) if many else 2.0  # level 1 widest
-        ax.plot(steps, a[:, k], "-", color=color, lw=width, label=label, gid="membrane")
+        # a marker as well as the line: at T = 1 a line has no length and would not show
+        marker = "o" if a.shape[0] == 1 else None
+        ax.plot(
+            steps, a[:, k], "-", marker=marker, color=color, lw=width, label=label, gid="membrane"
+        )
         name = f"V_{{th,{k + 1}}}" if many else "V_{th}"
         ax.axhline(
             th[k], color=color, ls="--", lw=1.0, label=f"${name}$ = {th[k]:g}", gid="threshold"

@@ -155,26 +155,37 @@ class NeuronModel:
         """Parameters that :class:`mlf_jax.nn.Neuron` makes learnable unless told otherwise."""
         return ()
 
-    def params(self) -> dict[str, Any]:  # pragma: no cover - abstract
-        """The parameters' initial values (Python floats or tuples of floats)."""
-        raise NotImplementedError
+    def _undefined(self, method: str, what: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"{type(self).__name__} does not define {method}, {what}: define it in the "
+            "subclass (see mlf_jax.zoo.NeuronModel)"
+        )
 
-    def init(self, x0: Array) -> State:  # pragma: no cover - abstract
+    def params(self) -> dict[str, Any]:
+        """The parameters' initial values (Python floats or tuples of floats)."""
+        raise self._undefined("params()", "its parameters' initial values")
+
+    def init(self, x0: Array) -> State:
         """The resting state for input steps shaped like ``x0``."""
-        raise NotImplementedError
+        raise self._undefined("init(x0)", "the resting state")
 
     def step(self, state: State, x: Array, params: Params) -> tuple[State, Array]:
         """One time step: ``(state[t-1], x[t], params) -> (state[t], o[t])``."""
-        raise NotImplementedError  # pragma: no cover - abstract
+        raise self._undefined("step(state, x, params)", "one time step")
 
-    def potential(self, state: State) -> Array:  # pragma: no cover - abstract
+    def potential(self, state: State) -> Array:
         """Per-level potentials ``[K, ...]`` minus any adaptation (see the module docs)."""
-        raise NotImplementedError
+        raise self._undefined(
+            "potential(state)",
+            "the per-level potentials [K, ...] that recording for analysis needs",
+        )
 
-    def level_thresholds(self, params: Params | None = None) -> Any:  # pragma: no cover
+    def level_thresholds(self, params: Params | None = None) -> Any:
         """The K thresholds the surrogate is centred on, against :meth:`potential` (what a
         dormant-unit analysis needs), for ``params`` (default: :meth:`params`)."""
-        raise NotImplementedError
+        raise self._undefined(
+            "level_thresholds()", "the thresholds that the dormant-unit analysis needs"
+        )
 
     def run(
         self,

@@ -311,3 +311,28 @@ def test_an_empty_time_axis_is_one_clear_error(fn):
 def test_lif_with_several_thresholds_points_to_mlf():
     with pytest.raises(ValueError, match=r"got shape \(2,\); for several thresholds.*mlf"):
         mj.lif(jnp.ones((4, 3)), threshold=(0.6, 1.6))
+
+
+def test_init_takes_a_shape_or_a_template_step_so_the_zoo_wrapper_takes_it():
+    x = jnp.linspace(0.0, 2.0, 12, dtype=jnp.float32).reshape(4, 3)
+    state = mj.lif_init(x[0])
+    assert state.u.shape == (3,) and state.u.dtype == jnp.float32
+    assert mj.lif_init((2, 3)).u.shape == (2, 3)
+
+    def step(state, xt, params):
+        return mj.lif_step(state, xt, tau=0.5)
+
+    np.testing.assert_array_equal(mj.zoo.sequence(step, mj.lif_init)(x), mj.lif(x, tau=0.5))
+    assert len(mj.mlf_init(x[0], levels=2)) == 2
+
+
+def test_a_wrong_state_is_named_not_broadcast():
+    x = jnp.ones(3)
+    with pytest.raises(TypeError, match=r"mlf_step takes an MLF state, .* got one LIFState"):
+        mj.mlf_step(mj.lif_init(x), x)
+    with pytest.raises(TypeError, match=r"lif_step takes a LIFState .*, got an MLF state"):
+        mj.lif_step(mj.mlf_init(x, levels=3), x)
+    with pytest.raises(ValueError, match=r"state has shape \(1,\) but the input step has shape"):
+        mj.lif_step(mj.lif_init((1,)), x)
+    with pytest.raises(ValueError, match="state has shape"):  # shapes are checked under jit
+        jax.jit(lambda s, x: mj.lif_step(s, x))(mj.lif_init((1,)), x)

@@ -199,3 +199,17 @@ def test_make_builds_the_venv_with_a_python_in_range_or_says_what_it_needs(tmp_p
         assert done.returncode == 0, done.stderr
         assert f"Python {sys.version.split()[0]}" in done.stdout
         assert (tmp_path / "v" / "bin" / "python").exists()
+
+
+@pytest.mark.parametrize(
+    "part, blocked, extra",
+    [("mlf_jax.data", "tqdm", "data"), ("mlf_jax.train", "orbax.checkpoint", "train"),
+     ("mlf_jax.plot", "matplotlib", "notebooks")],
+)  # fmt: skip
+def test_a_missing_extra_is_named_in_one_line(part, blocked, extra):
+    code = f"import sys; sys.modules[{blocked.split('.')[0]!r}] = None\nimport {part}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert f"{part} needs the '{extra}' extra ({blocked} is not installed)" in last, last
+    assert f"pip install 'mlf_jax[{extra}]'" in last

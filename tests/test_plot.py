@@ -153,6 +153,15 @@ def test_membrane_draws_each_level_its_threshold_and_its_rectangular_window():
         np.testing.assert_array_equal(marks.get_xdata(), fired)
 
 
+def test_membrane_at_one_time_step_draws_a_marker_per_level():
+    """Every shipped model runs T = 1: a line through one point has no length."""
+    ax = mj.plot.membrane(np.array([[0.3, 0.1, -0.2]]), THRESHOLDS, mj.rectangular(1.0))
+    traces = _by_gid(ax.lines, "membrane")
+    assert len(traces) == 3 and all(line.get_marker() == "o" for line in traces)
+    many = mj.plot.membrane(np.zeros((4, 3)), THRESHOLDS)
+    assert all(line.get_marker() in (None, "None", "") for line in _by_gid(many.lines, "membrane"))
+
+
 def test_membrane_triangle_window_is_the_half_width_either_side():
     ax = mj.plot.membrane(np.zeros((4, 1)), (1.0,), mj.triangle(0.5))
     (window,) = _by_gid(ax.patches, "surrogate_window")

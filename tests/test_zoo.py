@@ -286,3 +286,21 @@ def test_zoo_models_are_hashable_and_compare_by_value():
 def test_bad_settings_and_inputs_are_named(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+def test_a_model_without_potential_says_what_is_missing_under_record():
+    class Bare(mj.zoo.NeuronModel):
+        def params(self):
+            return {}
+
+        def init(self, x0):
+            return mj.lif_init(x0)
+
+        def step(self, state, x, params):
+            return mj.lif_step(state, x)
+
+    layer = mj.nn.Neuron(model=Bare())
+    x = jnp.ones((2, 1, 3))
+    np.testing.assert_array_equal(layer.apply({}, x), mj.lif(x))  # runs without it
+    with pytest.raises(NotImplementedError, match=r"Bare does not define potential\(state\)"):
+        layer.apply({}, x, mutable=[mj.nn.RECORD_COLLECTION])

@@ -65,7 +65,11 @@ def surrogate_curve(
     Treats all levels as sharing one potential ``u`` (true up to the first reset),
     which is the picture of Fig. 2 of the paper: with the rectangular surrogate of
     width ``a`` and thresholds spaced by ``a``, the curve is ``1/a`` on
-    ``(th_1 - a/2, th_K + a/2)`` and 0 outside.
+    ``(th_1 - a/2, th_K + a/2)`` and 0 outside, except where two windows meet
+    (``th_k + a/2``): each window is open (``|u - th_k| < a/2``, as in the authors' code
+    and as training computes it), so the curve is 0 at a meeting point whose distance to
+    both thresholds is exactly ``a/2`` once rounded (float32, thresholds 0.6, 1.6, 2.6: at
+    1.1; rounding puts 2.1 inside the third window).
 
     Returns:
       numpy array shaped like ``grid``.

@@ -6,25 +6,30 @@ The loop itself belongs to the experiment (``experiments/trainer.py``): nothing 
 reads an experiment config.
 """
 
-from mlf_jax.train import distributed
-from mlf_jax.train._paths import is_remote, write_atomically
-from mlf_jax.train.activity import activity_step, firing_rate_penalty, with_firing_rates
-from mlf_jax.train.checkpoint import (
-    Checkpointer,
-    CheckpointError,
-    NonFiniteStateError,
-    all_finite,
-    state_to_tree,
-    tree_to_state,
-)
-from mlf_jax.train.evaluation import evaluate, pad_batch
-from mlf_jax.train.lock import LockedError, RunLock
-from mlf_jax.train.metrics import MetricsWriter, read_metrics
-from mlf_jax.train.optim import learning_rate_schedule, sgd
-from mlf_jax.train.parallel import AXIS, PARALLEL_MODES, DataParallel, make_mesh
-from mlf_jax.train.preemption import StopSignals, agree_to_stop
-from mlf_jax.train.state import TrainState, create_train_state
-from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
+try:
+    from mlf_jax.train import distributed
+    from mlf_jax.train._paths import is_remote, write_atomically
+    from mlf_jax.train.activity import activity_step, firing_rate_penalty, with_firing_rates
+    from mlf_jax.train.checkpoint import (
+        Checkpointer,
+        CheckpointError,
+        NonFiniteStateError,
+        all_finite,
+        state_to_tree,
+        tree_to_state,
+    )
+    from mlf_jax.train.evaluation import evaluate, pad_batch
+    from mlf_jax.train.lock import LockedError, RunLock
+    from mlf_jax.train.metrics import MetricsWriter, read_metrics
+    from mlf_jax.train.optim import learning_rate_schedule, sgd
+    from mlf_jax.train.parallel import AXIS, PARALLEL_MODES, DataParallel, make_mesh
+    from mlf_jax.train.preemption import StopSignals, agree_to_stop
+    from mlf_jax.train.state import TrainState, create_train_state
+    from mlf_jax.train.step import cross_entropy, eval_step, model_input, train_step
+except ModuleNotFoundError as _error:  # a missing extra, named in one line
+    from mlf_jax.extras import missing_extra
+
+    raise missing_extra("mlf_jax.train", "train", _error) from _error
 
 __all__ = [
     "activity_step",

@@ -57,6 +57,15 @@ def test_rectangular_curve_is_one_on_the_tiled_windows():
     )
 
 
+def test_rectangular_curve_is_zero_where_two_open_windows_meet():
+    """Each window is open (|u - th| < a/2, as the authors' code and training compute it),
+    so the curve is 0 where they meet at exactly a/2 from both thresholds: 1.1 in float32
+    (1.1 - 0.6 and 1.1 - 1.6 round to +-0.5; 2.1 - 1.6 rounds below 0.5), as documented."""
+    grid = np.array([1.05, 1.1, 1.15, 2.1])
+    np.testing.assert_array_equal(surrogate_curve(grid, TH, mj.rectangular(1.0)), [1, 0, 1, 1])
+    assert "at 1.1; rounding puts 2.1 inside" in " ".join(surrogate_curve.__doc__.split())
+
+
 def test_triangle_curve_sums_overlapping_levels():
     # half-width 1 spaced by 1: neighbours overlap and sum to 1 between th_1 and th_K
     grid = np.array([0.6, 1.1, 2.0, 3.1, -0.4, 0.1])
