@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,9 @@ import numpy as np
 from flax import serialization
 
 from mlf_jax import zoo
-from mlf_jax.files import dumps, is_remote, write_local_atomically
+from mlf_jax.files import dumps, is_remote
 from mlf_jax.models._count import num_params
+from mlf_jax.models._pair import locked, pending_path, settle, write_pair
 from mlf_jax.models.resnet import MLF_SETTINGS, ResNet, route_neuron_settings
 from mlf_jax.surrogate import _FAMILIES, Surrogate
 from mlf_jax.zoo import ZOO
@@ -160,9 +162,11 @@ def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
 def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, **info: Any) -> Path:
     """Writes ``variables`` to ``<stem>.msgpack`` and the sidecar ``<stem>.json``.
 
-    Each file is replaced whole (a temporary file and a rename), so a kill leaves the old
-    or the new file, never a torn one; the weights are written first, so a sidecar never
-    describes weights that are not there yet.
+    The two files are replaced as one unit: a kill or a full disk at any moment leaves the
+    old pair or the new one (an interrupted save that had written both new files is
+    completed by the next :func:`save` or :func:`load` of the stem, which says so), never
+    weights beside a sidecar that describes others. Concurrent saves to one directory run
+    one after the other (an advisory lock on the directory).
 
     Args:
       path: where to write (a local path), with or without the ``.msgpack`` suffix.
@@ -200,8 +204,7 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
     except (TypeError, ValueError) as e:
         raise ValueError(f"the sidecar's information is not JSON: {e}") from None
     weights.parent.mkdir(parents=True, exist_ok=True)
-    write_local_atomically(weights, data)
-    write_local_atomically(sidecar, text + "\n")
+    write_pair(weights, sidecar, data, text + "\n", record["sha256"])
     return weights
 
 
@@ -222,6 +225,7 @@ def load(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any], dict[str, Any
     if is_remote(path):
         raise ModelFileError(f"{os.fspath(path)}: load reads local files (copy them here first)")
     weights, sidecar = _paths(path)
+    _settle(weights, sidecar)
     for file in (sidecar, weights):
         if not file.is_file():
             raise ModelFileError(f"{file}: no such file (save() writes both files)")
@@ -248,6 +252,25 @@ def load(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any], dict[str, Any
     except ValueError as e:
         raise ModelFileError(str(e)) from None
     return model, variables, info
+
+
+def _settle(weights: Path, sidecar: Path) -> None:
+    """Completes (or discards) an interrupted save of the pair before it is read, with a
+    one-line warning saying which; refuses in one line where that cannot be done here."""
+    if not weights.parent.is_dir():
+        return  # the missing file is named next
+    try:
+        with locked(weights.parent):
+            notice = settle(weights, sidecar)
+    except OSError as e:
+        if pending_path(sidecar).exists():
+            raise ModelFileError(
+                f"{sidecar}: a save was interrupted and cannot be completed here "
+                f"({e.strerror or e}); load it where its directory is writable"
+            ) from None
+        return  # a read-only directory with nothing to complete: read as it is
+    if notice:
+        warnings.warn(notice, stacklevel=3)
 
 
 def _check_fits(model: ResNet, variables: dict[str, Any], what: str) -> None:
