@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from jax import lax
 from jax.sharding import SingleDeviceSharding
 
 from mlf_jax.train._notice import notice
@@ -98,6 +99,41 @@ def _local(x: Any) -> Any:
 @jax.jit
 def _finite(leaves: list[jax.Array]) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+#: The meta key under which a checkpoint records its state's fingerprint.
+FINGERPRINT_KEY = "fingerprint"
+
+
+def _as_words(x: jax.Array) -> jax.Array:
+    """``x``'s bits as a flat uint32 array (8-byte items as two words, smaller ones widened)."""
+    size = jnp.dtype(x.dtype).itemsize
+    if x.dtype == jnp.bool_:
+        return x.reshape(-1).astype(jnp.uint32)
+    if size == 8:
+        return lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    unsigned = {4: jnp.uint32, 2: jnp.uint16, 1: jnp.uint8}[size]
+    return lax.bitcast_convert_type(x, unsigned).reshape(-1).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list[jax.Array]) -> list[jax.Array]:
+    """Per leaf, ``sum_i (2 i + 1) w_i mod 2^32`` over its bits as 32-bit words ``w_i``:
+    flipping any one bit changes it (an odd weight times a power of two below ``2^32`` is
+    never 0 mod ``2^32``), and it is computed where the arrays live, sharded or not."""
+    out = []
+    for x in leaves:
+        words = _as_words(x)
+        weights = 2 * jnp.arange(words.size, dtype=jnp.uint32) + 1
+        out.append(jnp.sum(words * weights, dtype=jnp.uint32))
+    return out
+
+
+def fingerprint(tree: Any) -> list[int]:
+    """A fingerprint of every leaf of ``tree`` (its values' bits, as :func:`_fingerprints`
+    computes), as JSON integers: what a checkpoint records and its restore checks."""
+    leaves = [jnp.asarray(x) if not isinstance(x, jax.Array) else x for x in jax.tree.leaves(tree)]
+    return [int(v) for v in jax.device_get(_fingerprints(leaves))]
 
 
 def all_finite(tree: Any) -> bool:
@@ -191,6 +227,25 @@ def _without_failed_save_echoes() -> Iterator[None]:
     sys.unraisablehook = previous
 
 
+class CorruptCheckpointError(ValueError):
+    """A restored state whose fingerprint differs from the one recorded when it was saved."""
+
+
+def _check_fingerprint(tree: Any, meta: dict[str, Any]) -> None:
+    """Raises :class:`CorruptCheckpointError` when ``meta`` records a fingerprint that the
+    restored ``tree`` does not have (a checkpoint written before fingerprints has none)."""
+    recorded = meta.get(FINGERPRINT_KEY)
+    if recorded is None:
+        return
+    got = fingerprint(tree)
+    if got != recorded:
+        bad = sum(a != b for a, b in zip(got, recorded, strict=False))
+        raise CorruptCheckpointError(
+            f"its data differ from what was saved ({bad} of {len(recorded)} arrays fail "
+            "their fingerprint)"
+        )
+
+
 def _short(e: BaseException) -> str:
     """The error's type and the first line of its message (whole: it may end in a path)."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
@@ -259,6 +314,7 @@ class Checkpointer:
             raise NonFiniteStateError(
                 f"the state at step {step} holds NaN or infinite values; not saving it"
             )
+        meta = {**meta, FINGERPRINT_KEY: fingerprint(tree)}
         try:
             with _without_failed_save_echoes(), _quiet_orbax():
                 self.manager.save(
@@ -277,14 +333,19 @@ class Checkpointer:
                 f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
             ) from e
 
-    def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict] | None:
+    def restore_latest(
+        self, like: dict[str, Any], *, check_meta: Callable[[dict], Any] | None = None
+    ) -> tuple[int, dict[str, Any], dict] | None:
         """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
 
         ``like`` is a tree of the same structure (arrays or shape/dtype structs). Each
         array is restored onto ``like``'s devices (its sharding; a struct without one:
         this process's first device; a numpy leaf: as numpy), never onto the devices
-        that wrote it, so a checkpoint saved on N devices resumes on M. An unreadable
-        checkpoint is skipped with a one-line notice, falling back to the one before it.
+        that wrote it, so a checkpoint saved on N devices resumes on M. A checkpoint is
+        unreadable when Orbax cannot restore it, when its state's fingerprint is not the
+        one recorded at its save (corrupt bytes), or when ``check_meta(meta)`` raises a
+        ``KeyError``, ``TypeError`` or ``ValueError`` (the caller's fields missing or
+        malformed); it is skipped with a one-line notice, falling back to the one before it.
 
         Raises:
           CheckpointError: checkpoints exist but none of them can be read.
@@ -294,15 +355,19 @@ class Checkpointer:
         failures = []
         for step in reversed(steps):
             try:
-                with _quiet_orbax():
+                with _without_failed_save_echoes(), _quiet_orbax():
                     restored = self.manager.restore(
                         step,
                         args=ocp.args.Composite(
                             state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()
                         ),
                     )
+                meta = dict(restored["meta"])
+                _check_fingerprint(restored["state"], meta)
+                if check_meta is not None:
+                    check_meta(meta)
                 self._set_aside([s for s in steps if s > step])
-                return step, restored["state"], dict(restored["meta"])
+                return step, restored["state"], meta
             except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is skipped
                 failures.append(f"step {step}: {_short(e)}")
                 self.notify(
