@@ -14,7 +14,7 @@ import numpy as np
 
 import mlf_jax as mj
 from experiments import input_pipeline
-from experiments.trainer import Run, start
+from experiments.trainer import Run, check_run
 
 __all__ = ["dry_run"]
 
@@ -68,7 +68,7 @@ def dry_run(
       The figures printed: devices, batches, parameters, compile times and per-device
       memory of both steps (``compiled.memory_analysis()``).
     """
-    config, model = start(config, model)  # a config, or one checked before JAX started
+    config, model = check_run(config, model)  # a config, or one checked before JAX started
     data = data if data is not None else input_pipeline.get_datasets(config)
     run = Run(config, data, model)
     params = jax.tree.leaves(run.state.params)

@@ -13,10 +13,11 @@ each epoch, and keeps the run's promises (README, "What a run guarantees"):
 * ``metrics.jsonl`` holds each step once, also after a resume.
 
 It is composed of the library's pieces (:mod:`mlf_jax.train`): state, data-parallel
-steps, evaluation, checkpoints, metrics, lock and stop signals. The loop reads top to bottom
-in :func:`train_and_evaluate`; :class:`Run` builds the pieces from the config, and the side
-work is in small helpers below it (restore, save, log, evaluate, the activity log and the
-profiler).
+steps, evaluation, checkpoints, metrics, lock and stop signals. :func:`check_run` makes a
+run's checks once, up front (the config, which builds the model, and the batch); the loop
+reads top to bottom in :func:`_train`; :class:`Run` builds the pieces from the config, and
+the side work is in small helpers below it (restore, save, log, evaluate, the activity log
+and the profiler).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ __all__ = [
     "check_divisible",
     "enable_compilation_cache",
     "resolve_workdir",
-    "start",
+    "check_run",
     "firing_rate_options",
     "make_optimizer",
     "train_and_evaluate",
@@ -230,7 +231,7 @@ class Run:
     """The pieces of one training run, built from its config: batch plan, optimiser, the
     data-parallel step, the initial state and the endless data iterator (also what
     :func:`experiments.dry_run.dry_run` compiles). The config is a checked one
-    (:func:`start` has validated it and checked its batch against the devices)."""
+    (:func:`check_run` has validated it and checked its batch against the devices)."""
 
     def __init__(self, config: Any, data: input_pipeline.Data, model: Any):
         self.config, self.data = config, data
@@ -263,7 +264,7 @@ class Run:
         return (step - 1) // self.steps_per_epoch + 1
 
 
-def start(config: Any, model: Any = None) -> config_check.Checked:
+def check_run(config: Any, model: Any = None) -> config_check.Checked:
     """The checks a run makes before it reads any data, once: the config
     (:func:`experiments.config_check.validate`, which builds the model from
     ``config.model`` unless ``model`` is given) and its batch against the devices.
@@ -320,7 +321,7 @@ def train_and_evaluate(
       mj.train.LockedError, mj.train.CheckpointError, DivergenceError: user-facing errors
       whose message says what to do.
     """
-    config, model = start(config, model)
+    config, model = check_run(config, model)
     workdir = resolve_workdir(workdir)
     results = _train(config, model, workdir, data, tuple(allow_change))
     if jax.process_index() == 0 and not results["preempted"]:
