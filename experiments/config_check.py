@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import runpy
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from etils import epath
 
@@ -19,6 +19,7 @@ from experiments.errors import ConfigError
 from experiments.run_identity import flatten
 
 __all__ = [
+    "Checked",
     "ConfigError",
     "RULES",
     "validate",
@@ -209,12 +210,32 @@ def _rules() -> dict[str, Rule]:
 RULES: dict[str, Rule] = {}
 
 
-def validate(config: Any) -> None:
+class Checked(NamedTuple):
+    """A config that :func:`validate` accepted, and the model it checked: what a run
+    trains (:func:`experiments.trainer.train_and_evaluate` takes it in place of a config,
+    so that a run validates once and builds its model once)."""
+
+    config: Any
+    model: Any
+
+
+def validate(config: Any, model: Any = None) -> Checked:
     """Checks every known key of ``config`` and the relations between them.
+
+    Args:
+      config: an experiment config.
+      model: the Flax module the run trains, if not ``config.model``'s; the neuron's rules
+        are then asked of it (where it says its neuron), and no model is built.
+
+    Returns:
+      The config and its model: ``model``, else the one built from ``config.model``
+      (:func:`experiments.models.build_model`) to check the neuron's rules.
 
     Raises:
       ConfigError: naming every wrong key, what it must be and what it is.
     """
+    if isinstance(config, Checked):
+        raise TypeError("validate() takes a config; this one has been checked already")
     if not RULES:
         RULES.update(_rules())
     flat = flatten(config)
@@ -231,31 +252,41 @@ def validate(config: Any) -> None:
             f"config.num_epochs ({flat['num_epochs']})"
         )
     if not problems:
-        problems += _relations(config, flat)
+        model, wrong = _model(config, model)
+        problems += wrong + _relations(flat)
     if problems:
         raise ConfigError("; ".join(problems))
+    return Checked(config, model)
 
 
-def _relations(config: Any, flat: dict[str, Any]) -> list[str]:
-    """What is wrong between model keys that are each valid on their own: the library's
-    rules for the neuron the model runs (increasing thresholds, a learned leak strictly
-    inside (0, 1), ...), asked of the model itself so that they are written once, and the
-    data set's."""
+def _model(config: Any, model: Any) -> tuple[Any, list[str]]:
+    """The run's model (``model``, else built from ``config.model``) and what is wrong
+    between its keys that are each valid on their own: the library's rules for the neuron
+    the model runs (increasing thresholds, a learned leak strictly inside (0, 1), ...),
+    asked of the model itself so that they are written once."""
     from experiments.models import build_model
+
+    try:
+        if model is None:
+            model = build_model(config)
+        if hasattr(model, "neuron_model"):  # a user's module may not say its neuron
+            model.neuron_model()
+    except (TypeError, ValueError) as e:
+        return model, [f"config.model: {e}"]
+    return model, []
+
+
+def _relations(flat: dict[str, Any]) -> list[str]:
+    """What is wrong between the data set and the model's input encoding."""
     from mlf_jax.data import registry
 
-    problems = []
-    try:
-        build_model(config).neuron_model()
-    except (TypeError, ValueError) as e:
-        problems.append(f"config.model: {e}")
     if flat["model.encoder"] != "direct" and registry.get(flat["dataset"]).event:
-        problems.append(
+        return [
             f"config.model.encoder={flat['model.encoder']!r} encodes static images, but "
             f"config.dataset={flat['dataset']!r} is event data (already a sequence of "
             "frames): use config.model.encoder='direct'"
-        )
-    return problems
+        ]
+    return []
 
 
 def check_override_keys(config: Any, keys: Iterable[str]) -> None:

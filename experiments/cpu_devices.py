@@ -60,12 +60,10 @@ def _requested() -> int | None:
 
 
 def _already_chosen() -> bool:
-    from jax._src import xla_bridge
-
+    """Whether the CPU device count was set by the user (XLA flag or JAX config)."""
     return (
         "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
         or jax.config.jax_num_cpu_devices != -1
-        or xla_bridge.backends_are_initialized()
     )
 
 
@@ -86,5 +84,8 @@ def use_every_core(batch_sizes: Sequence[int] = ()) -> int | None:
     if _already_chosen():
         return None
     n = requested if requested is not None else device_count_for(core_count(), batch_sizes)
-    jax.config.update("jax_num_cpu_devices", n)
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # JAX refuses it once its backend has started (its public rule)
+        return None
     return n

@@ -13,9 +13,8 @@ import jax
 import numpy as np
 
 import mlf_jax as mj
-from experiments import config_check, input_pipeline
-from experiments.models import build_model
-from experiments.trainer import Run, check_divisible
+from experiments import input_pipeline
+from experiments.trainer import Run, check_run
 
 __all__ = ["dry_run"]
 
@@ -69,10 +68,9 @@ def dry_run(
       The figures printed: devices, batches, parameters, compile times and per-device
       memory of both steps (``compiled.memory_analysis()``).
     """
-    config_check.validate(config)
-    check_divisible(config.batch_size)
+    config, model = check_run(config, model)  # a config, or one checked before JAX started
     data = data if data is not None else input_pipeline.get_datasets(config)
-    run = Run(config, data, model if model is not None else build_model(config))
+    run = Run(config, data, model)
     params = jax.tree.leaves(run.state.params)
     figures = {
         "processes": jax.process_count(),

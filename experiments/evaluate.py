@@ -258,11 +258,14 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
     if not fv["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     config = fv.config
-    config_check.validate(config)  # before any data is read or anything is compiled
+    # before any data is read or anything is compiled; the model it checks is the one run
+    model = config_check.validate(config).model
     trainer.enable_compilation_cache(config.compilation_cache_dir)
     variables = export.load(fv.weights, config)
     data = input_pipeline.get_datasets(config)
-    result = evaluate(config, variables, batch_size=fv.batch_size, data=data, split=fv.split)
+    result = evaluate(
+        config, variables, batch_size=fv.batch_size, data=data, model=model, split=fv.split
+    )
     result |= {
         "dataset": config.dataset,
         "weights": fv.weights,

@@ -57,8 +57,8 @@ __all__ = [
 
 #: What a weights file holds: the parameters and the tdBN running statistics.
 COLLECTIONS = ("params", "batch_stats")
-#: The variables ``experiments.train`` writes at the end of a run (in its work directory).
-FINAL_VARIABLES = "final_variables.msgpack"
+#: The variables a run writes at the end (in its work directory; defined by the trainer).
+FINAL_VARIABLES = trainer.FINAL_VARIABLES
 #: The sidecar fields :func:`export` computes besides the library's (``extra`` may not
 #: replace them).
 _COMPUTED = ("format", "dataset", "model", "input", "num_classes", "class_names", "results")

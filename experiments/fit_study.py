@@ -34,6 +34,9 @@ from absl import app, flags
 from flax import linen as nn
 
 import mlf_jax as mj
+from experiments.configs import fashion_mnist as fashion_mnist_config
+from experiments.models import build_model
+from experiments.trainer import make_optimizer
 from mlf_jax.data import fashion_mnist
 
 FLAGS = flags.FLAGS
@@ -104,19 +107,31 @@ def settings_of(variant: str) -> dict[str, Any]:
     return {**BASE, **VARIANTS[variant][1]}
 
 
-def build(s: dict[str, Any]) -> mj.models.ResNet:
-    """The DS-ResNet-8 of settings ``s``."""
-    return mj.models.resnet(
-        8,
-        widths=s["widths"],
-        time_steps=s["time_steps"],
-        thresholds=s["thresholds"],
-        surrogate=mj.get_surrogate(*s["surrogate"]),
-        v_th=s["v_th"],
-        learn_thresholds=s["learn_thresholds"],
-        in_channels=1,
-        neuron=ReLU if s["neuron"] == "relu" else None,
+def config_of(s: dict[str, Any], epochs: int = 10) -> Any:
+    """The experiment config of settings ``s`` (the main job's Fashion-MNIST config with the
+    recipe's model and optimiser; ``epochs`` for the schedule), on one device."""
+    config = fashion_mnist_config.get_config()
+    m = config.model
+    m.depth, m.widths, m.time_steps = 8, tuple(s["widths"]), s["time_steps"]
+    m.thresholds, m.v_th, m.learn_thresholds = (
+        tuple(s["thresholds"]),
+        s["v_th"],
+        s["learn_thresholds"],
     )
+    m.surrogate, m.surrogate_param = s["surrogate"]
+    config.cross_device_bn = False  # the study's loop runs on one device
+    config.learning_rate, config.weight_decay, config.momentum = (
+        s["learning_rate"], s["weight_decay"], 0.9,
+    )  # fmt: skip
+    config.num_epochs, config.schedule, config.warmup_epochs = epochs, "cosine", 0.5
+    return config
+
+
+def build(s: dict[str, Any]) -> mj.models.ResNet:
+    """The DS-ResNet-8 of settings ``s``: :func:`experiments.models.build_model` of its
+    config, with the ReLU control's neuron given in code."""
+    model = build_model(config_of(s))
+    return model.clone(neuron=ReLU) if s["neuron"] == "relu" else model
 
 
 def load_data(data_dir: str, train_size: int) -> tuple[dict, dict]:
@@ -185,10 +200,7 @@ def run(variant: str, seed: int, data: tuple[dict, dict]) -> dict[str, Any]:
     model = build(s)
     # the schedule counts the partial last batch, which the loop skips (one shape)
     steps_per_epoch = -(-len(train["label"]) // FLAGS.batch_size)
-    schedule = mj.train.learning_rate_schedule(
-        s["learning_rate"], steps_per_epoch, FLAGS.epochs, kind="cosine", warmup_epochs=0.5
-    )
-    tx = mj.train.sgd(schedule, momentum=0.9, weight_decay=s["weight_decay"])
+    tx, _ = make_optimizer(config_of(s, FLAGS.epochs), steps_per_epoch)
     sample = jnp.zeros((1, 28, 28, 1), jnp.float32)
     state = mj.train.create_train_state(model, tx, jax.random.key(seed), sample)
     step = jax.jit(mj.train.train_step)

@@ -1,6 +1,6 @@
 """Data sets by name, for the experiment entry point.
 
-``config.dataset`` picks one of :data:`DATASETS`, the loaders of the data sets of
+``config.dataset`` picks one of :data:`LOADERS`, the loaders of the data sets of
 :mod:`mlf_jax.data.registry`, which says what their inputs are (channels, frame size,
 classes, static or event frames).
 
@@ -47,7 +47,7 @@ from mlf_jax.data import (
 
 __all__ = [
     "AUGMENTS",
-    "DATASETS",
+    "LOADERS",
     "Data",
     "ensure_fashion_mnist",
     "event_preprocessing",
@@ -231,7 +231,7 @@ def _cifar10(config: Any) -> Data:
 
 
 def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessing:
-    """Frames of event data set ``name`` (a key of :data:`mlf_jax.data.neuromorphic.DATASETS`)
+    """Frames of event data set ``name`` (a key of :data:`mlf_jax.data.neuromorphic.SPECS`)
     for a model of ``time_steps`` steps: ``time_steps`` bins over the data set's default
     window, at its default frame size.
 
@@ -241,7 +241,7 @@ def event_preprocessing(name: str, time_steps: int) -> neuromorphic.Preprocessin
       ConfigError: naming ``model.time_steps`` when it is not a positive integer or does not
         divide the window into bins of a whole number of microseconds.
     """
-    default = neuromorphic.DATASETS[neuromorphic.canonical_name(name)].default
+    default = neuromorphic.SPECS[registry.canonical_name(name)].default
     window = default.window_us
     if (
         not isinstance(time_steps, numbers.Integral)
@@ -284,7 +284,7 @@ def _events(name: str) -> Callable[[Any], Data]:
 
 
 #: How to load each data set of :data:`mlf_jax.data.registry.DATASETS`, by its name.
-DATASETS: dict[str, Callable[[Any], Data]] = {
+LOADERS: dict[str, Callable[[Any], Data]] = {
     "fashion_mnist": _fashion_mnist,
     "digits": _digits,
     "cifar10": _cifar10,
@@ -306,7 +306,7 @@ def get_datasets(config: Any) -> Data:
         info = registry.get(config.dataset)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    data = DATASETS[info.name](config)
+    data = LOADERS[info.name](config)
     want = info.example_shape(config.model.time_steps)
     if len(data.train):
         got = np.shape(data.train[0]["image"])

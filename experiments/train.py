@@ -14,20 +14,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 from absl import app, flags, logging
-from etils import epath
-from flax import serialization
 from ml_collections import config_flags
 
 import mlf_jax as mj
 from experiments import config_check, cpu_devices, dry_run, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
-from experiments.config_check import check_overrides, load_config_file  # noqa: F401
-from experiments.export import FINAL_VARIABLES
-from experiments.models import build_model  # noqa: F401 - re-exported for the tests
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")
@@ -47,32 +41,14 @@ flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-USER_ERRORS = trainer.USER_ERRORS
-
-
-def train_and_evaluate(
-    config: Any, workdir: str, allow_change: Sequence[str] = ()
-) -> dict[str, Any]:
-    """Builds data and model from ``config`` and trains; returns the results.
-
-    Process 0 also writes the final ``{'params', 'batch_stats'}`` to
-    ``<workdir>/final_variables.msgpack`` (``flax.serialization``).
-    """
-    results = trainer.train_and_evaluate(config, workdir, allow_change=tuple(allow_change))
-    if jax.process_index() == 0 and not results["preempted"]:
-        state = results["state"]
-        variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-        (epath.Path(workdir) / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
-    return results
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not FLAGS["verbosity"].present:  # Orbax logs every checkpoint at INFO level
         logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
-    config_check.validate(config)  # before any start-up, data or compilation
+    # once, before any start-up, data or compilation; the model it checks is the run's
+    checked = config_check.validate(config)
     d = config.distributed
     if not (d.coordinator_address or d.num_processes or d.auto):
         try:  # before JAX's backend starts: one CPU device per core
@@ -90,9 +66,9 @@ def main(argv: Sequence[str]) -> None:
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")
     if FLAGS.dry_run:
-        dry_run.dry_run(config)
+        dry_run.dry_run(checked)
         return
-    results = train_and_evaluate(config, FLAGS.workdir, FLAGS.allow_change)
+    results = trainer.train_and_evaluate(checked, FLAGS.workdir, allow_change=FLAGS.allow_change)
     results.pop("state")
     if jax.process_index() == 0:
         print(json.dumps(results, indent=2))
@@ -103,9 +79,9 @@ def run(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     mj.train.preemption.catch_early_signals()  # a Ctrl-C during start-up is not lost
     try:
-        check_overrides(argv[1:])
+        config_check.check_overrides(argv[1:])
         app.run(main, argv=argv)
-    except USER_ERRORS as e:
+    except trainer.USER_ERRORS as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # a workdir that is a file, a full or read-only disk, ...
         sys.exit(f"error: {e}")

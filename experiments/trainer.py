@@ -13,10 +13,11 @@ each epoch, and keeps the run's promises (``docs/guarantees.md``, "What a run gu
 * ``metrics.jsonl`` holds each step once, also after a resume.
 
 It is composed of the library's pieces (:mod:`mlf_jax.train`): state, data-parallel
-steps, evaluation, checkpoints, metrics, lock and stop signals. The loop reads top to bottom
-in :func:`train_and_evaluate`; :class:`Run` builds the pieces from the config, and the side
-work is in small helpers below it (restore, save, log, evaluate, the activity log and the
-profiler).
+steps, evaluation, checkpoints, metrics, lock and stop signals. :func:`check_run` makes a
+run's checks once, up front (the config, which builds the model, and the batch); the loop
+reads top to bottom in :func:`_train`; :class:`Run` builds the pieces from the config, and
+the side work is in small helpers below it (restore, save, log, evaluate, the activity log
+and the profiler).
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ import jax
 import numpy as np
 import optax
 from etils import epath
+from flax import serialization
 from tqdm.auto import tqdm
 
 import mlf_jax as mj
 from experiments import config_check, input_pipeline, run_identity
-from experiments.models import build_model
 from mlf_jax.data import DataFileError
 from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.loader import make_loader, state_after
 
 __all__ = [
+    "FINAL_VARIABLES",
     "RESULTS",
     "USER_ERRORS",
     "DivergenceError",
@@ -52,12 +54,16 @@ __all__ = [
     "check_divisible",
     "enable_compilation_cache",
     "resolve_workdir",
+    "check_run",
     "firing_rate_options",
     "make_optimizer",
     "train_and_evaluate",
 ]
 
 RESULTS = "results.json"
+#: The final ``{'params', 'batch_stats'}`` of a run (``flax.serialization``), in its work
+#: directory.
+FINAL_VARIABLES = "final_variables.msgpack"
 
 
 class DivergenceError(FloatingPointError):
@@ -90,13 +96,12 @@ class Progress:
 
 
 def batch_plan(batch_size: int, train_size: int) -> tuple[int, int]:
-    """``(steps_per_epoch, per-process batch)`` for a global ``batch_size``.
+    """``(steps_per_epoch, per-process batch)`` for a global ``batch_size`` that
+    :func:`check_divisible` accepted.
 
     Raises:
-      config_check.ConfigError: the batch does not divide over the devices (naming
-        the nearest sizes that do), or exceeds the training set.
+      config_check.ConfigError: the batch exceeds the training set.
     """
-    check_divisible(batch_size)
     if batch_size > train_size:
         raise config_check.ConfigError(
             f"config.batch_size {batch_size} exceeds the training set ({train_size} examples)"
@@ -225,7 +230,8 @@ class _ActivityLog:
 class Run:
     """The pieces of one training run, built from its config: batch plan, optimiser, the
     data-parallel step, the initial state and the endless data iterator (also what
-    :func:`experiments.dry_run.dry_run` compiles)."""
+    :func:`experiments.dry_run.dry_run` compiles). The config is a checked one
+    (:func:`check_run` has validated it and checked its batch against the devices)."""
 
     def __init__(self, config: Any, data: input_pipeline.Data, model: Any):
         self.config, self.data = config, data
@@ -258,6 +264,30 @@ class Run:
         return (step - 1) // self.steps_per_epoch + 1
 
 
+def check_run(config: Any, model: Any = None) -> config_check.Checked:
+    """The checks a run makes before it reads any data, once: the config
+    (:func:`experiments.config_check.validate`, which builds the model from
+    ``config.model`` unless ``model`` is given) and its batch against the devices.
+
+    Args:
+      config: an experiment config, or a :class:`~experiments.config_check.Checked` one
+        (validated before JAX started, as ``experiments.train`` does): then only the batch
+        is checked.
+      model: the Flax module to train instead of ``config.model``'s.
+
+    Raises:
+      config_check.ConfigError: naming what is wrong.
+    """
+    if isinstance(config, config_check.Checked):
+        if model is not None:
+            raise TypeError("a checked config carries its model: pass no model= with it")
+        checked = config
+    else:
+        checked = config_check.validate(config, model)
+    check_divisible(checked.config.batch_size)  # before any data is read
+    return checked
+
+
 def train_and_evaluate(
     config: Any,
     workdir: str | epath.PathLike,
@@ -269,7 +299,9 @@ def train_and_evaluate(
     """Trains the model of ``config`` in ``workdir``; returns the results and final state.
 
     Args:
-      config: an experiment config (``experiments/configs``), validated first.
+      config: an experiment config (``experiments/configs``), validated first; or one that
+        :func:`experiments.config_check.validate` has checked (a
+        :class:`~experiments.config_check.Checked`), with its model.
       workdir: local path or remote URI for checkpoints, metrics, results.
       data: sources and preprocessing (default: from ``config.dataset``).
       model: the Flax module (default: from ``config.model``).
@@ -280,20 +312,35 @@ def train_and_evaluate(
       ``{'state', 'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted',
       'stopped_by', 'wall_seconds', 'num_params', 'device_counts', 'process_counts'}``
       (the counts the run trained on, oldest first); process 0 also
-      writes all but the state to ``<workdir>/results.json``.
+      writes all but the state to ``<workdir>/results.json`` and, unless the run was
+      stopped early, the final ``{'params', 'batch_stats'}`` to
+      ``<workdir>/final_variables.msgpack`` (``flax.serialization``).
 
     Raises:
       config_check.ConfigError, run_identity.ConfigMismatchError,
       mj.train.LockedError, mj.train.CheckpointError, DivergenceError: user-facing errors
       whose message says what to do.
     """
-    config_check.validate(config)
-    check_divisible(config.batch_size)  # before any data is read
+    config, model = check_run(config, model)
     workdir = resolve_workdir(workdir)
+    results = _train(config, model, workdir, data, tuple(allow_change))
+    if jax.process_index() == 0 and not results["preempted"]:
+        _write_final_variables(workdir, results["state"])
+    return results
+
+
+def _train(
+    config: Any,
+    model: Any,
+    workdir: epath.Path,
+    data: input_pipeline.Data | None,
+    allow_change: tuple[str, ...],
+) -> dict[str, Any]:
+    """The training loop of :func:`train_and_evaluate`, for a checked config."""
     main = jax.process_index() == 0
     with _holding(workdir, config, allow_change):
         data = data if data is not None else input_pipeline.get_datasets(config)
-        run = Run(config, data, model if model is not None else build_model(config))
+        run = Run(config, data, model)
         ckpt = mj.train.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
         writer = mj.train.MetricsWriter(workdir, enabled=main)
         start = time.time()
@@ -355,6 +402,12 @@ def train_and_evaluate(
 
 
 # -- the loop's side work -------------------------------------------------------------
+
+
+def _write_final_variables(workdir: epath.Path, state: Any) -> None:
+    """``{'params', 'batch_stats'}`` of ``state`` to ``<workdir>/final_variables.msgpack``."""
+    variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+    (workdir / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
 
 
 @contextlib.contextmanager

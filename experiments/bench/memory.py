@@ -3,8 +3,9 @@
     python -m experiments.bench.memory [--depth 68] [--time-steps 40] [--batch 28]
 
 The memory XLA plans for one compiled train step (``memory_analysis()`` of the
-compiled executable: arguments, outputs and temporaries), for the Gesture widths
-16/32/64 at 32x32 input. No step is run: the figure is the compiler's plan, which
+compiled executable: arguments, outputs and temporaries), for the Gesture config's net
+(widths 16/32/64, 32x32 input, built by ``experiments.models.build_model``) at other
+depths and T. No step is run: the figure is the compiler's plan, which
 is what decides whether a configuration fits on a device.
 """
 
@@ -12,9 +13,22 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from experiments.allocator import reexec_with_jemalloc
 from experiments.bench.common import positive_int, write_json
+
+
+def model_of(depth: int, time_steps: int, remat: bool) -> Any:
+    """The Gesture config's net (``experiments/configs/gesture.py``) at ``depth`` and
+    ``time_steps``, with or without per-block remat, on one device."""
+    from experiments.configs import gesture
+    from experiments.models import build_model
+
+    config = gesture.get_config()
+    config.model.depth, config.model.time_steps, config.model.remat = depth, time_steps, remat
+    config.cross_device_bn = False  # one compiled program, no device axis
+    return build_model(config)
 
 
 def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
@@ -23,10 +37,7 @@ def plan(depth: int, time_steps: int, batch: int, remat: bool) -> dict:
 
     import mlf_jax as mj
 
-    model = mj.models.resnet(
-        depth, widths=(16, 32, 64), num_classes=11, time_steps=time_steps, in_channels=2,
-        input_norm=True, remat=remat,
-    )  # fmt: skip
+    model = model_of(depth, time_steps, remat)
     x = np.zeros((time_steps, batch, 32, 32, 2), np.float32)
     state = mj.train.create_train_state(model, mj.train.sgd(0.1), jax.random.key(0), x[:, :2])
     batch_ = {"image": np.swapaxes(x, 0, 1), "label": np.zeros(batch, np.int32)}

@@ -78,13 +78,12 @@ from mlf_jax.data.source import ArraySource
 
 __all__ = [
     "CACHE_FORMAT",
-    "DATASETS",
     "NMNIST_EVENT_BYTES",
     "DataFileError",
     "Preprocessing",
     "RawEvents",
+    "SPECS",
     "cache_path",
-    "canonical_name",
     "check_file_size",
     "convert",
     "load",
@@ -158,8 +157,10 @@ _NMNIST_LAYOUT = (
     "is network)"
 )
 
-#: The event data sets by name: tonic's folder, sensor size, classes, default frames.
-DATASETS: dict[str, _Spec] = {
+#: How each event data set is read, by its name (its key in
+#: :data:`mlf_jax.data.registry.DATASETS`, which also resolves the other spellings): tonic's
+#: folder, sensor size, classes, default frames.
+SPECS: dict[str, _Spec] = {
     "dvs_gesture": _Spec(
         "dvs_gesture",
         "DVSGesture",
@@ -182,24 +183,18 @@ DATASETS: dict[str, _Spec] = {
 }
 
 
-def canonical_name(name: str) -> str:
-    """The key of :data:`DATASETS` for ``name``, ignoring case, ``_`` and ``-``: ``'gesture'``,
-    ``'dvsgesture'`` -> ``'dvs_gesture'``, ``'cifar10dvs'`` -> ``'cifar10_dvs'``.
+def _spec(name: str) -> _Spec:
+    """The :data:`SPECS` entry of event data set ``name`` (its one name).
 
     Raises:
-      ValueError: for an unknown name.
+      ValueError: for another name.
     """
-    key = name.lower().replace("_", "").replace("-", "")
-    aliases = {
-        "gesture": "dvs_gesture",
-        "dvsgesture": "dvs_gesture",
-        "dvs128gesture": "dvs_gesture",
-        "cifar10dvs": "cifar10_dvs",
-        "nmnist": "nmnist",
-    }
-    if key not in aliases:
-        raise ValueError(f"unknown data set {name!r}; expected one of {sorted(DATASETS)}")
-    return aliases[key]
+    if name not in SPECS:
+        raise ValueError(
+            f"unknown data set {name!r}; the event data sets are {sorted(SPECS)} (other "
+            "spellings: mlf_jax.data.registry.canonical_name)"
+        )
+    return SPECS[name]
 
 
 def _natural_key(text: str) -> list:
@@ -245,7 +240,7 @@ class RawEvents:
     """The recordings of one split, in a fixed order: ``raw[i] -> (events, label)``.
 
     Attributes:
-      name: the data set (a key of :data:`DATASETS`).
+      name: the data set (a key of :data:`SPECS`).
       split: ``'train'`` or ``'test'``.
       paths: one file per sample.
       labels: int32 class per sample.
@@ -254,7 +249,7 @@ class RawEvents:
 
     def __init__(self, name: str, split: str, dataset, indices: list[int], root: Path):
         self.name, self.split, self.dataset = name, split, dataset
-        self.spec = DATASETS[name]
+        self.spec = SPECS[name]
         self.root = root
         self.indices = list(indices)
         self.paths = [Path(dataset.data[i]) for i in self.indices]
@@ -385,7 +380,8 @@ def raw_events(
     """The recordings of a split of data set ``name``, read through its tonic class.
 
     Args:
-      name: ``'dvs_gesture'``, ``'cifar10_dvs'`` or ``'nmnist'`` (see :func:`canonical_name`).
+      name: ``'dvs_gesture'``, ``'cifar10_dvs'`` or ``'nmnist'`` (other spellings:
+        :func:`mlf_jax.data.registry.canonical_name`).
       data_dir: tonic's ``save_to`` (the directory holding the data set folder) or the data set
         folder itself.
       split: ``'train'`` or ``'test'``.
@@ -396,10 +392,9 @@ def raw_events(
       ValueError: for an unknown name or split, or files whose label cannot be read.
       DatasetNotFoundError: naming the directory looked in and the expected layout.
     """
-    name = canonical_name(name)
+    spec = _spec(name)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
-    spec = DATASETS[name]
     save_to = _save_to(spec, data_dir)
     if name == "dvs_gesture":
         return _gesture(save_to, split, spec)
@@ -516,7 +511,8 @@ def load(
     int32}``, converted once and then read from the cache.
 
     Args:
-      name: ``'dvs_gesture'``, ``'cifar10_dvs'`` or ``'nmnist'`` (see :func:`canonical_name`).
+      name: ``'dvs_gesture'``, ``'cifar10_dvs'`` or ``'nmnist'`` (other spellings:
+        :func:`mlf_jax.data.registry.canonical_name`).
       data_dir: tonic's ``save_to`` (holding ``DVSGesture/``, ``CIFAR10DVS/`` or ``NMNIST/``)
         or that folder itself.
       split: ``'train'`` or ``'test'``.
@@ -531,8 +527,7 @@ def load(
       DataFileError: (a ``ValueError``) naming a recording that is empty, truncated or
         corrupt (see :func:`convert`).
     """
-    name = canonical_name(name)
-    pre = preprocessing or DATASETS[name].default
+    pre = preprocessing or _spec(name).default
     raw = raw_events(name, data_dir, split, train_fraction=train_fraction)
     meta = _metadata(raw, pre, train_fraction if name == "cifar10_dvs" else None)
     path = cache_path(Path(data_dir) / "mlf_jax_cache" if cache_dir is None else cache_dir, meta)

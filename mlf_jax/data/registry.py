@@ -3,9 +3,10 @@ for event data, the time window its frames cover.
 
 The training pipeline, the model builder, evaluation and the weights' sidecars all read
 :data:`DATASETS` (through :func:`get`), so a fact about a data set is written once. Every
-data set has one name (the key); :func:`get` also takes the spellings people use
-(``'gesture'``, ``'DVS-Gesture'``, ``'cifar10dvs'``, ``'N-MNIST'``), ignoring case, ``_``
-and ``-``.
+data set has one name (the key), the name its loaders' tables use; :func:`canonical_name`
+(the only one) also takes the spellings people use (``'gesture'``, ``'DVS-Gesture'``,
+``'cifar10dvs'``, ``'N-MNIST'``), ignoring case, ``_`` and ``-``, and each entry's
+``aliases``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DatasetInfo:
         events over the fixed window ``window_us``, cut into the model's T bins; False
         for static images ``[H, W, C]``, which the model repeats over its T steps.
       window_us: event data only: the time window of the frames, in microseconds.
+      aliases: other names it goes by (besides its name with any case, ``_`` and ``-``).
     """
 
     name: str
@@ -56,6 +58,7 @@ class DatasetInfo:
     std: float | tuple[float, ...] | None = None
     event: bool = False
     window_us: int | None = None
+    aliases: tuple[str, ...] = ()
 
     @property
     def classes(self) -> int:
@@ -122,14 +125,20 @@ class DatasetInfo:
         }
 
 
-def _events(name: str, class_names: tuple[str, ...]) -> DatasetInfo:
+def _events(name: str, class_names: tuple[str, ...], aliases: tuple[str, ...] = ()) -> DatasetInfo:
     """An event data set's entry, from its loader's default frames."""
-    spec = neuromorphic.DATASETS[name]
+    spec = neuromorphic.SPECS[name]
     if len(class_names) != spec.num_classes:  # pragma: no cover - a table error
         raise AssertionError(f"{name}: {len(class_names)} names for {spec.num_classes} classes")
     width, height = spec.default.size
     return DatasetInfo(
-        name, 2, class_names, (height, width), event=True, window_us=spec.default.window_us
+        name,
+        2,
+        class_names,
+        (height, width),
+        event=True,
+        window_us=spec.default.window_us,
+        aliases=aliases,
     )
 
 
@@ -158,31 +167,30 @@ DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
         "cifar10", 3, cifar10.CLASSES, (32, 32), "uint8 RGB 0..255", 255, cifar10.MEAN, cifar10.STD
     ),
-    "dvs_gesture": _events("dvs_gesture", GESTURE_CLASSES),
+    "dvs_gesture": _events("dvs_gesture", GESTURE_CLASSES, ("gesture", "dvs128_gesture")),
     "cifar10_dvs": _events("cifar10_dvs", cifar10.CLASSES),
     "nmnist": _events("nmnist", _DIGITS),
 }
 
 
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")
+
+
 def canonical_name(name: str) -> str:
-    """The key of :data:`DATASETS` for ``name`` (case, ``_`` and ``-`` ignored; the event
-    data sets' other spellings as :func:`mlf_jax.data.neuromorphic.canonical_name`).
+    """The key of :data:`DATASETS` for ``name``: a name or alias of an entry, ignoring case,
+    ``_`` and ``-`` (``'Fashion-MNIST'``, ``'gesture'``, ``'cifar10dvs'``, ``'N-MNIST'``).
 
     Raises:
       ValueError: for an unknown name, listing the known ones.
     """
     if not isinstance(name, str):
         raise ValueError(f"a data set name must be a string, got {name!r}")
-    key = name.lower().replace("-", "_")
-    if key in DATASETS:
-        return key
-    try:
-        return neuromorphic.canonical_name(name)
-    except ValueError:
-        pass
-    flat = {k.replace("_", ""): k for k in DATASETS}
-    if key.replace("_", "") in flat:
-        return flat[key.replace("_", "")]
+    spellings = {
+        _key(n): info.name for info in DATASETS.values() for n in (info.name, *info.aliases)
+    }
+    if _key(name) in spellings:
+        return spellings[_key(name)]
     raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}")
 
 

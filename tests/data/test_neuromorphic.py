@@ -319,17 +319,25 @@ def test_missing_data_names_the_directory_and_the_layout(tmp_path, name, expecte
     msg = str(e.value)
     assert str(where) in msg and expected in msg and "tonic" in msg
     # the data set folder exists but the split's files do not
-    folder = tmp_path / neuromorphic.DATASETS[name].folder
+    folder = tmp_path / neuromorphic.SPECS[name].folder
     folder.mkdir()
     with pytest.raises(DatasetNotFoundError, match=re.escape(str(folder))):
         neuromorphic.load(name, tmp_path, "test")
 
 
-def test_names_and_aliases():
-    assert neuromorphic.canonical_name("gesture") == "dvs_gesture"
-    assert neuromorphic.canonical_name("DVS-Gesture") == "dvs_gesture"
-    assert neuromorphic.canonical_name("cifar10dvs") == "cifar10_dvs"
-    assert neuromorphic.canonical_name("N-MNIST") == "nmnist"
+def test_names_and_aliases_are_the_registrys(tmp_path):
+    from mlf_jax.data import registry
+
+    assert not hasattr(neuromorphic, "canonical_name")  # one: the registry's
+    assert not hasattr(neuromorphic, "DATASETS")  # one table of names: the registry's
+    assert set(neuromorphic.SPECS) == {n for n, i in registry.DATASETS.items() if i.event}
+    assert registry.canonical_name("gesture") == "dvs_gesture"
+    assert registry.canonical_name("DVS-Gesture") == "dvs_gesture"
+    assert registry.canonical_name("DVS128-Gesture") == "dvs_gesture"
+    assert registry.canonical_name("cifar10dvs") == "cifar10_dvs"
+    assert registry.canonical_name("N-MNIST") == "nmnist"
+    with pytest.raises(ValueError, match="registry.canonical_name"):
+        neuromorphic.load("gesture", tmp_path)  # the loaders take the one name
 
 
 def test_unknown_name_or_split(tmp_path):

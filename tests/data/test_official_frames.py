@@ -78,7 +78,7 @@ def _frames(events, pre):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_dvs_gesture_frames_equal_the_authors(their_sample, seed):
     module = their_sample("DVS_Gesture_preprocess.py")
-    pre = neuromorphic.DATASETS["dvs_gesture"].default  # 40 x 30 ms, 32x32
+    pre = neuromorphic.SPECS["dvs_gesture"].default  # 40 x 30 ms, 32x32
     assert (module.TimeStep, module.dt, module.size) == (pre.n_bins, pre.bin_us, [2, 32, 32])
     theirs, ours = _stream(seed, 60_000, pre.window_us)
     want = module.sample(theirs[:, 0], theirs[:, 1:], T=40, dt=30_000, size=[2, 32, 32], ds=[4, 4])
@@ -89,7 +89,7 @@ def test_dvs_gesture_frames_equal_the_authors(their_sample, seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cifar10_dvs_frames_equal_the_authors(their_sample, seed):
     module = their_sample("DVS_CIFAR10_preprocess.py")
-    pre = neuromorphic.DATASETS["cifar10_dvs"].default  # 10 x 10 ms, 42x42, c // 3.04
+    pre = neuromorphic.SPECS["cifar10_dvs"].default  # 10 x 10 ms, 42x42, c // 3.04
     assert (module.TimeStep, module.dt, module.size) == (pre.n_bins, pre.bin_us, [2, 42, 42])
     assert module.ds == [pre.divisor, pre.divisor]
     theirs, ours = _stream(seed, 40_000, pre.window_us)

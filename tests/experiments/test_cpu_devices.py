@@ -91,3 +91,15 @@ def test_a_bad_setting_is_one_line_from_the_command_line(tmp_path, value):
         f"error: {cpu_devices.ENV_VAR} must be 'all' or an integer >= 1, got {value!r}"
     )
     assert not (tmp_path / "w").exists()
+
+
+def test_a_started_backend_is_left_alone_without_jax_private_modules():
+    result = _run(
+        "import jax; jax.numpy.zeros(1); from experiments import cpu_devices; "
+        "print(cpu_devices.use_every_core([12]), jax.device_count())",
+        **{cpu_devices.ENV_VAR: "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[-2] == "None 1"
+    with open(cpu_devices.__file__) as f:
+        assert "jax._src" not in f.read()

@@ -23,7 +23,7 @@ from PIL import Image
 
 import mlf_jax as mj
 from experiments import evaluate as evaluate_module
-from experiments import export, train
+from experiments import export, trainer
 from experiments.configs import digits as digits_config
 from experiments.configs import fashion_mnist as fmnist_config
 from experiments.models import build_model
@@ -59,10 +59,10 @@ def run(tmp_path_factory):
     """A finished one-epoch run, its exported weights, and the reference evaluation."""
     tmp = tmp_path_factory.mktemp("evaluate")
     config = _config()
-    results = train.train_and_evaluate(config, str(tmp / "run"))
+    results = trainer.train_and_evaluate(config, str(tmp / "run"))
     results.pop("state")
     sidecar = export.export(tmp / "run", config, tmp / "out" / "tiny")
-    final = _restore(tmp / "run" / train.FINAL_VARIABLES)
+    final = _restore(tmp / "run" / trainer.FINAL_VARIABLES)
     # the reference: one forward pass over all images of a split, counted with numpy
     classify = jax.jit(lambda v, x: build_model(config).apply(v, x, train=False))
 
@@ -299,7 +299,7 @@ def test_exported_weights_load_with_the_library_alone(run):
 def test_accuracy_from_metrics_when_results_json_is_missing(run):
     src, dst = run["tmp"] / "run", run["tmp"] / "no_results"
     dst.mkdir()
-    for name in (train.FINAL_VARIABLES, "metrics.jsonl", "config.json"):
+    for name in (trainer.FINAL_VARIABLES, "metrics.jsonl", "config.json"):
         shutil.copy(src / name, dst / name)
     side = export.export(dst, run["config"], run["tmp"] / "out2" / "w.msgpack", {"note": "x"})
     assert side["results"]["from"] == "metrics.jsonl" and side["note"] == "x"
@@ -360,7 +360,7 @@ def test_load_refuses_a_stale_sidecar_and_a_config_that_is_not_the_run(run, tmp_
         export.load(_write(tmp_path / "w.msgpack", other), run["config"])
     # a run's own final variables are checked against its recorded config.json
     with pytest.raises(export.WeightsError, match="model.tau: 0.25 in the weights' settings"):
-        export.load(run["tmp"] / "run" / train.FINAL_VARIABLES, _config(tau=0.5))
+        export.load(run["tmp"] / "run" / trainer.FINAL_VARIABLES, _config(tau=0.5))
     with pytest.raises(export.WeightsError, match="model.tau: 0.25 in the run, 0.5 in"):
         export.export(run["tmp"] / "run", _config(tau=0.5), tmp_path / "never")
     with pytest.raises(export.WeightsError, match="holds no final_variables.msgpack"):

@@ -43,7 +43,7 @@ EXPECTED = {
 
 
 def test_one_registry_entry_and_one_loader_per_data_set():
-    assert set(registry.DATASETS) == set(input_pipeline.DATASETS) == set(EXPECTED)
+    assert set(registry.DATASETS) == set(input_pipeline.LOADERS) == set(EXPECTED)
     for name, (channels, classes, size, event, window) in EXPECTED.items():
         info = registry.DATASETS[name]
         assert info.name == name

@@ -13,8 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import train
+import mlf_jax as mj
 from experiments.configs import digits as digits_config
+from experiments.models import build_model
 from mlf_jax.train import read_metrics
 from mlf_jax.train.checkpoint import Checkpointer, state_to_tree
 
@@ -42,16 +43,14 @@ def _latest(workdir):
     config = digits_config.get_config()
     config.model.widths = (4, 4, 4)
     config.model.time_steps = 1
-    model = train.build_model(config)
+    model = build_model(config)
     steps_per_epoch = 1437 // config.batch_size
-    tx = train.mj.train.sgd(
-        train.mj.train.learning_rate_schedule(
-            config.learning_rate, steps_per_epoch, 3, kind="cosine"
-        ),
+    tx = mj.train.sgd(
+        mj.train.learning_rate_schedule(config.learning_rate, steps_per_epoch, 3, kind="cosine"),
         config.momentum,
         config.weight_decay,
     )
-    state = train.mj.train.create_train_state(
+    state = mj.train.create_train_state(
         model, tx, jax.random.key(0), np.zeros((2, 8, 8, 1), np.float32)
     )
     return Checkpointer(workdir / "checkpoints").restore_latest(

@@ -11,7 +11,7 @@ import pytest
 from etils import epath
 from flax import serialization
 
-from experiments import export, train
+from experiments import export, input_pipeline, trainer
 from mlf_jax.train import LockedError, RunLock, read_metrics
 
 from ..fake_gcs import fake_gcs
@@ -30,15 +30,15 @@ def test_a_run_writes_only_to_the_remote_workdir_and_resumes_from_it(
     gcs_workdir, tmp_path, monkeypatch
 ):
     data = _data(64, 16)
-    monkeypatch.setattr(train.trainer.input_pipeline, "get_datasets", lambda config: data)
+    monkeypatch.setattr(input_pipeline, "get_datasets", lambda config: data)
     config = _config(num_epochs=1, checkpoint_every_steps=2, keep_checkpoints=2)
-    out = train.train_and_evaluate(config, gcs_workdir)
+    out = trainer.train_and_evaluate(config, gcs_workdir)
     assert out["steps"] == 4
     assert os.listdir(tmp_path) == []  # nothing local, no ./gs:/bucket/run
     root = epath.Path(gcs_workdir)
     names = sorted(p.name for p in root.iterdir())
     assert names == [
-        "checkpoints", "config.json", train.FINAL_VARIABLES, "metrics.jsonl", "results.json",
+        "checkpoints", "config.json", trainer.FINAL_VARIABLES, "metrics.jsonl", "results.json",
         "tensorboard",
     ]  # fmt: skip
     assert sorted(p.name for p in (root / "checkpoints").iterdir()) == ["2", "4"]
@@ -46,13 +46,13 @@ def test_a_run_writes_only_to_the_remote_workdir_and_resumes_from_it(
     assert [r["kind"] for r in read_metrics(root)][-1] == "eval"
     (events,) = list((root / "tensorboard").iterdir())
     assert events.name.startswith("events.out.tfevents") and events.stat().length > 100
-    saved = serialization.msgpack_restore((root / train.FINAL_VARIABLES).read_bytes())
+    saved = serialization.msgpack_restore((root / trainer.FINAL_VARIABLES).read_bytes())
     first = jax.tree.leaves(out["state"].params)[0]
     assert jax.tree.leaves(saved["params"])[0].shape == first.shape
 
     # extend the run: it resumes at step 4 from the remote checkpoint
     config.num_epochs = 2
-    again = train.train_and_evaluate(config, gcs_workdir, allow_change=["num_epochs"])
+    again = trainer.train_and_evaluate(config, gcs_workdir, allow_change=["num_epochs"])
     assert again["steps"] == 8
     assert os.listdir(tmp_path) == []
     steps = [(r["kind"], r["step"]) for r in read_metrics(root)]

@@ -519,3 +519,44 @@ def test_activity_logs_know_the_levels_of_every_zoo_neuron():
     assert _dormancy_constants(mj.models.resnet(8, learn_thresholds=True, **kw)) == (None, None)
     factory = functools.partial(mj.nn.Neuron, model=alif)
     assert _dormancy_constants(mj.models.resnet(8, neuron=factory, **kw)) == (None, None)
+
+
+def _spy(monkeypatch, module, name):
+    """Counts the calls of ``module.name`` (still called)."""
+    calls = []
+    real = getattr(module, name)
+
+    def spy(*args, **kw):
+        calls.append(args)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(module, name, spy)
+    return calls
+
+
+def test_a_run_validates_its_config_once_and_builds_its_model_once(monkeypatch, tmp_path):
+    from experiments import models
+
+    validations = _spy(monkeypatch, config_check, "validate")
+    builds = _spy(monkeypatch, models, "build_model")
+    divisible = _spy(monkeypatch, trainer, "check_divisible")
+    out = trainer.train_and_evaluate(_config(num_epochs=1), tmp_path, data=_data())
+    assert (len(validations), len(builds), len(divisible)) == (1, 1, 1)
+    assert out["steps"] == 96 // 16 and (tmp_path / trainer.FINAL_VARIABLES).exists()
+
+
+def test_a_checked_config_is_not_validated_again_and_trains_the_model_it_checked(
+    monkeypatch, tmp_path
+):
+    from experiments import models
+
+    checked = config_check.validate(_config(num_epochs=1))
+    validations = _spy(monkeypatch, config_check, "validate")
+    builds = _spy(monkeypatch, models, "build_model")
+    out = trainer.train_and_evaluate(checked, tmp_path, data=_data())
+    assert (len(validations), len(builds)) == (0, 0)
+    assert out["num_params"] == mj.models.num_params(
+        checked.model.init(jax.random.key(0), np.zeros((2, 8, 8, 1), np.float32))["params"]
+    )
+    with pytest.raises(TypeError, match="carries its model"):
+        trainer.train_and_evaluate(checked, tmp_path / "b", data=_data(), model=checked.model)
