@@ -248,7 +248,7 @@ class NeuronModel:
                     f"{type(self).__name__}'s parameter {name!r} is not a field of that name: "
                     "define its with_params()"
                 )
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
     def merge_params(self, params: Params | None) -> dict[str, Any]:
         """:meth:`params` updated with ``params``.

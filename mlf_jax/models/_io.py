@@ -63,7 +63,7 @@ def spec_of(model: ResNet) -> dict[str, Any]:
         library's families.
     """
     neuron = model.neuron
-    names = {cls: name for name, cls in ZOO.items()}
+    names: dict[type, str] = {cls: name for name, cls in ZOO.items()}
     if type(neuron) not in names:
         raise ValueError(
             f"a ResNet whose neuron is {type(neuron).__name__} (not a model of mlf_jax.zoo.ZOO) "
