@@ -43,7 +43,6 @@ import mlf_jax as mj
 from experiments import config_check, cpu_devices, input_pipeline, run_identity, trainer
 from experiments.allocator import reexec_with_jemalloc
 from experiments.configs import fashion_mnist as fashion_mnist_config
-from experiments.export import FINAL_VARIABLES
 from experiments.models import build_model
 
 FLAGS = flags.FLAGS
@@ -173,13 +172,24 @@ def accuracy(model: Any, variables: dict, source: Any, preprocess: Any, batch: i
     return mj.train.evaluate(dp, dp.put_state(state), source, preprocess, batch)["accuracy"]
 
 
-def run_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, train: Any) -> dict:
-    """Trains one cell with one seed with the experiments' trainer (resuming if interrupted)
-    and saves its final variables."""
+def run_cell(
+    shortcut: str,
+    neuron: str,
+    depth: int,
+    seed: int,
+    data: Any,
+    train: Any,
+    checked: config_check.Checked | None = None,
+) -> dict:
+    """Trains one cell with one seed with the experiments' trainer (resuming if interrupted),
+    which saves its final variables; ``checked``: the cell's config as the study validated
+    it before reading data (validated here otherwise)."""
     name = cell_name(shortcut, neuron, depth, seed)
     cdir = Path(FLAGS.workdir) / name
     done = cdir / "train.json"
-    config = cell_config(shortcut, neuron, depth, seed)
+    if checked is None:
+        checked = config_check.validate(cell_config(shortcut, neuron, depth, seed))
+    config = checked.config
     if done.exists():  # trained before: only if with these settings
         try:
             run_identity.check(cdir, config)
@@ -194,15 +204,12 @@ def run_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, train
     )
     cell_data = input_pipeline.Data(train, data.test, data.preprocess)
     try:
-        out = trainer.train_and_evaluate(config, cdir, data=cell_data)
+        out = trainer.train_and_evaluate(checked, cdir, data=cell_data)
     except trainer.DivergenceError as e:  # a diverged cell is a result, not a crash
         out = {"state": None, "diverged": str(e)}
     state = out.pop("state")
-    if state is not None:
-        if out.get("preempted"):
-            raise SystemExit(f"{out['stopped_by']}: stopped; run the same command to resume")
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        (cdir / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
+    if state is not None and out.get("preempted"):
+        raise SystemExit(f"{out['stopped_by']}: stopped; run the same command to resume")
     out.update(shortcut=shortcut, neuron=neuron, depth=depth, seed=seed)
     done.write_text(json.dumps(out, indent=2) + "\n")
     return out
@@ -232,7 +239,7 @@ def measure_cell(shortcut: str, neuron: str, depth: int, seed: int, data: Any, t
         "settings": settings,
         "init": probe(model, init, probe_batch, NEURONS[neuron]),
     }
-    final_path = cdir / FINAL_VARIABLES
+    final_path = cdir / trainer.FINAL_VARIABLES
     if final_path.exists():
         variables = serialization.from_bytes(init, final_path.read_bytes())
         result["final"] = probe(model, variables, probe_batch, NEURONS[neuron])
@@ -444,8 +451,7 @@ def main(argv: Sequence[str]) -> None:
         for c in itertools.product(_items(c.shortcuts), _items(c.neurons), depths)
         for seed in seeds
     ]
-    for r in runs:  # every run's config, before any data is read
-        config_check.validate(cell_config(*r))
+    checked = {r: config_check.validate(cell_config(*r)) for r in runs}  # before any data
     previous = previous_rows(FLAGS.previous_results) if FLAGS.previous_results else {}
     try:  # before JAX's backend starts: one CPU device per core (splitting each batch)
         cpu_devices.use_every_core([FLAGS.config.batch_size])
@@ -453,10 +459,15 @@ def main(argv: Sequence[str]) -> None:
         raise config_check.ConfigError(str(e)) from None
     workdir = Path(FLAGS.workdir)
     with mj.train.RunLock(workdir):  # one study per workdir (each cell also locks its own)
-        study(runs, previous, workdir)
+        study(runs, previous, workdir, checked)
 
 
-def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
+def study(
+    runs: list[Run],
+    previous: dict[Run, dict],
+    workdir: Path,
+    checked: dict[Run, config_check.Checked] | None = None,
+) -> None:
     """Trains and measures ``runs`` (those in ``previous`` are taken from there), writing the
     results and the plot after every finished run so that a study stopped part way keeps
     its finished runs in ``--results_out`` (pass that file as ``--previous_results`` to go on
@@ -467,7 +478,7 @@ def study(runs: list[Run], previous: dict[Run, dict], workdir: Path) -> None:
     todo = [r for r in runs if r not in previous]
     done = {r: previous[r] for r in runs if r in previous}
     for r in todo:
-        trained = run_cell(*r, data, subsets[r[3]])
+        trained = run_cell(*r, data, subsets[r[3]], (checked or {}).get(r))
         if FLAGS.config.measure:
             done[r] = result_row(r, trained, measure_cell(*r, data, subsets[r[3]]))
             write_results(

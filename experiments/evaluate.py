@@ -261,7 +261,7 @@ def main(argv: Sequence[str], command: Sequence[str] = ()) -> None:
     # before any data is read or anything is compiled; the model it checks is the one run
     model = config_check.validate(config).model
     trainer.enable_compilation_cache(config.compilation_cache_dir)
-    variables = export.load(fv.weights, config)
+    variables = export.load(fv.weights, config, model)
     data = input_pipeline.get_datasets(config)
     result = evaluate(
         config, variables, batch_size=fv.batch_size, data=data, model=model, split=fv.split

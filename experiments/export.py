@@ -141,10 +141,10 @@ def _names(items: Sequence[str]) -> str:
 # -- load ----------------------------------------------------------------------------
 
 
-def _expected(config: Any) -> dict[str, Any]:
-    """``{'params', 'batch_stats'}`` of ``build_model(config)`` as shapes and dtypes
-    (``jax.eval_shape``: nothing is initialised or compiled)."""
-    model = build_model(config)
+def _expected(config: Any, model: Any = None) -> dict[str, Any]:
+    """``{'params', 'batch_stats'}`` of ``model`` (default ``build_model(config)``) as
+    shapes and dtypes (``jax.eval_shape``: nothing is initialised or compiled)."""
+    model = build_model(config) if model is None else model
     example = registry.get(config.dataset).example_shape(config.model.time_steps)
     x = jax.ShapeDtypeStruct((1, *example), np.float32)
     variables = jax.eval_shape(
@@ -255,12 +255,13 @@ def _recorded_settings(path: epath.Path) -> tuple[epath.Path, dict[str, Any]] | 
     return None
 
 
-def load(path: str | os.PathLike, config: Any) -> dict[str, Any]:
+def load(path: str | os.PathLike, config: Any, model: Any = None) -> dict[str, Any]:
     """The variables ``{'params', 'batch_stats'}`` in ``path``, checked against ``config``.
 
     ``path`` is a file of :func:`export` or a run's ``final_variables.msgpack``; other
     top-level entries (optimiser state) are ignored. The structure, shapes and dtypes are
-    compared with ``build_model(config)`` (``jax.eval_shape``, no initialisation); the
+    compared with ``model`` (default ``build_model(config)``; ``jax.eval_shape``, no
+    initialisation); the
     sidecar, where there is one, must record the file's sha256 and the config's model
     settings (implementation keys such as ``conv_impl`` may differ).
 
@@ -280,7 +281,7 @@ def load(path: str | os.PathLike, config: Any) -> dict[str, Any]:
     if recorded is not None and (differ := _settings_diff(recorded[1], config)):
         settings_note = f"; the weights' settings ({recorded[0]}) differ: {'; '.join(differ)}"
 
-    want, have = _flat(_expected(config)), _flat(variables)
+    want, have = _flat(_expected(config, model)), _flat(variables)
     problems = []
     if missing := _top_missing([k for k in want if k not in have], have):
         problems.append(f"{path} lacks {_names(missing)}, which the config's model has")
