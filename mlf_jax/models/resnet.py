@@ -41,7 +41,7 @@ def stage_sizes_for_depth(depth: int, stages: int = 3) -> tuple[int, ...]:
     return ((depth - 2) // per,) * stages
 
 
-#: The MLF neuron's settings that :func:`resnet` and the presets take by name, as the
+#: The MLF neuron's settings that ``mj.models.resnet`` and the presets take by name, as the
 #: shorthand of ``neuron=mlf_jax.zoo.MLF(...)`` (the names of configs and sidecars): each
 #: ResNet keyword and the :class:`mlf_jax.zoo.MLF` field it sets.
 MLF_SETTINGS: dict[str, str] = {
@@ -123,7 +123,7 @@ class ResNet(nn.Module):
         :class:`mlf_jax.nn.Neuron` layer at every position, or a factory of spiking layers,
         called as ``neuron(name=...)`` and the module it returns as ``layer(x)`` with
         time-major ``x`` ``[T, B, ...]``, returning the same shape (e.g.
-        ``functools.partial(MyNeuron, beta=0.5)``). :func:`resnet` and the presets also
+        ``functools.partial(MyNeuron, beta=0.5)``). ``mj.models.resnet`` and the presets also
         take the MLF neuron's settings by name (:data:`MLF_SETTINGS`).
       unroll: the neuron layers' ``lax.scan`` unroll (``None``: by T, see
         :func:`mlf_jax.neurons.auto_unroll`).
