@@ -36,7 +36,7 @@ except ModuleNotFoundError as _error:  # a missing extra, named in one line
 
     raise missing_extra("mlf_jax.plot", "notebooks", _error) from _error
 
-from mlf_jax.analysis import forward_order, surrogate_windows
+from mlf_jax.analysis import LayerRecord, forward_order, surrogate_windows
 from mlf_jax.surrogate import Surrogate
 
 __all__ = ["spike_raster", "membrane", "layer_activity", "grad_heatmap"]
@@ -164,7 +164,7 @@ def spike_raster(
 
 def membrane(
     u: Any,
-    thresholds: Sequence[float],
+    thresholds: Sequence[float] | None = None,
     surrogate: Surrogate | str | None = None,
     *,
     unit: int | Sequence[int] | None = None,
@@ -183,10 +183,12 @@ def membrane(
 
     Args:
       u: per-level potentials ``[T, K]`` of one unit (``[T]``: one level, e.g. LIF), or
-        ``[T, K, B, ...]`` as an MLF layer records them, of which unit ``unit`` is drawn.
-      thresholds: the K thresholds, level 1 first.
+        ``[T, K, B, ...]`` as an MLF layer records them, of which unit ``unit`` is drawn;
+        or a layer's :class:`mlf_jax.analysis.LayerRecord` (its membranes, and by default
+        the thresholds and surrogate of the model it ran: learned ones included).
+      thresholds: the K thresholds, level 1 first (default: the record's).
       surrogate: the neuron's surrogate (or its name), to shade the windows; ``None``
-        shades nothing.
+        shades nothing (for a record: its model's surrogate is used).
       unit: for ``[T, K, B, ...]``: an index into ``B, ...`` (a tuple of one index per
         axis, or a flat C-order index; default 0); must be ``None`` otherwise.
       mark_spikes: mark the steps where a level fires (``u_k[t] > th_k``) with a star.
@@ -203,6 +205,16 @@ def membrane(
       ValueError: for a wrong shape or ``unit``, or a number of levels other than the
         number of thresholds.
     """
+    if isinstance(u, LayerRecord):
+        if u.model is not None:
+            thresholds = u.model.level_thresholds() if thresholds is None else thresholds
+            surrogate = getattr(u.model, "surrogate", None) if surrogate is None else surrogate
+        u = u.membrane
+    if thresholds is None:
+        raise ValueError(
+            "thresholds are needed: pass them, or a LayerRecord of mj.analysis.record "
+            "(which holds the layer's model)"
+        )
     a = np.asarray(u, dtype=np.float64)
     th = np.asarray(thresholds, dtype=np.float64)
     if th.ndim != 1 or th.size == 0 or not np.all(np.isfinite(th)):

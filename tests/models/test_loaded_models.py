@@ -112,3 +112,27 @@ def test_every_zoo_neuron_saves_and_loads(tmp_path, name):
     loaded, loaded_vars, _ = mj.models.load(mj.models.save(tmp_path / name, model, variables))
     assert loaded == model
     np.testing.assert_array_equal(loaded.apply(loaded_vars, x), model.apply(variables, x))
+
+
+def test_membrane_plots_of_a_record_use_the_layers_learned_thresholds(main):
+    pytest.importorskip("matplotlib")
+    model, variables, _, x = main
+    _, recs = mj.analysis.record(model, variables, x)
+    rec = recs["stem_neuron"]
+    ax = mj.plot.membrane(rec, unit=0)
+    drawn = [line.get_ydata()[0] for line in ax.lines if line.get_gid() == "threshold"]
+    np.testing.assert_allclose(drawn, rec.model.level_thresholds(), rtol=1e-6)
+    windows = [p for p in ax.patches if p.get_gid() == "surrogate_window"]
+    assert len(windows) == 3  # the model's rectangular surrogate, shaded per level
+    with pytest.raises(ValueError, match="thresholds are needed"):
+        mj.plot.membrane(rec.membrane)
+
+
+def test_a_source_gives_a_whole_array_by_name():
+    from mlf_jax.data import ArraySource
+
+    src = ArraySource({"image": np.zeros((3, 2)), "label": np.arange(3)})
+    np.testing.assert_array_equal(src["label"], np.arange(3))
+    assert set(src[1]) == {"image", "label"}
+    with pytest.raises(KeyError, match="no array 'images'; this source holds"):
+        src["images"]
