@@ -50,9 +50,9 @@ MLF_SETTINGS: dict[str, str] = {
 
 
 def check_neuron(neuron: Any) -> None:
-    """``neuron`` is a neuron model instance or a factory of layers; else a ``TypeError``
-    naming what was given and what is accepted."""
-    if isinstance(neuron, NeuronModel):
+    """``neuron`` is a neuron model instance, a factory of layers or ``None`` (the default
+    MLF neuron); else a ``TypeError`` naming what was given and what is accepted."""
+    if neuron is None or isinstance(neuron, NeuronModel):
         return
     accepted = (
         "a neuron model (e.g. neuron=mj.zoo.PLIF()) or a factory of spiking layers called as "
@@ -77,6 +77,8 @@ def route_neuron_settings(kwargs: dict[str, Any]) -> dict[str, Any]:
     which would ignore them."""
     if "neuron" in kwargs:
         check_neuron(kwargs["neuron"])
+        if kwargs["neuron"] is None:  # the default neuron
+            del kwargs["neuron"]
     settings = {MLF_SETTINGS[k]: kwargs.pop(k) for k in list(kwargs) if k in MLF_SETTINGS}
     if not settings:
         return kwargs
@@ -119,7 +121,8 @@ class ResNet(nn.Module):
       input_norm: tdBN without affine parameters on the input (event data).
       in_channels: expected input channels (checked when set).
       neuron: the spiking layers' neuron: a neuron model (:class:`mlf_jax.zoo.NeuronModel`;
-        default :class:`mlf_jax.zoo.MLF` with the paper's settings), run in a
+        default :class:`mlf_jax.zoo.MLF` with the paper's settings; ``None`` is that
+        default too), run in a
         :class:`mlf_jax.nn.Neuron` layer at every position, or a factory of spiking layers,
         called as ``neuron(name=...)`` and the module it returns as ``layer(x)`` with
         time-major ``x`` ``[T, B, ...]``, returning the same shape (e.g.
@@ -163,11 +166,13 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     conv_impl: str = "auto"
-    neuron: NeuronModel | Callable[..., nn.Module] = zoo.MLF()
+    neuron: NeuronModel | Callable[..., nn.Module] | None = zoo.MLF()
 
     def neuron_model(self) -> NeuronModel | None:
         """The neuron model every spiking layer runs, or ``None`` for a factory of layers
         (its dynamics are its own)."""
+        if self.neuron is None:
+            return zoo.MLF()
         return self.neuron if isinstance(self.neuron, NeuronModel) else None
 
     def tdbn_threshold(self) -> float:

@@ -231,10 +231,9 @@ class CorruptCheckpointError(ValueError):
     """A restored state whose fingerprint differs from the one recorded when it was saved."""
 
 
-def _check_fingerprint(tree: Any, meta: dict[str, Any]) -> None:
-    """Raises :class:`CorruptCheckpointError` when ``meta`` records a fingerprint that the
-    restored ``tree`` does not have (a checkpoint written before fingerprints has none)."""
-    recorded = meta.get(FINGERPRINT_KEY)
+def _check_fingerprint(tree: Any, recorded: list[int] | None) -> None:
+    """Raises :class:`CorruptCheckpointError` when the restored ``tree`` has not the
+    fingerprint ``recorded`` at its save (``None``: a checkpoint from before fingerprints)."""
     if recorded is None:
         return
     got = fingerprint(tree)
@@ -363,7 +362,7 @@ class Checkpointer:
                         ),
                     )
                 meta = dict(restored["meta"])
-                _check_fingerprint(restored["state"], meta)
+                _check_fingerprint(restored["state"], meta.pop(FINGERPRINT_KEY, None))
                 if check_meta is not None:
                     check_meta(meta)
                 self._set_aside([s for s in steps if s > step])

@@ -127,13 +127,11 @@ def test_the_model_gets_the_new_keys_and_old_runs_resume_without_them():
 
     config = _config(model_learn_tau=True, model_learn_thresholds=True, model_encoder="rate")
     model = models.build_model(config)
-    assert (model.learn_tau, model.learn_thresholds, model.encoder) == (True, True, "rate")
+    assert (model.neuron.learn_tau, model.neuron.learn_thresholds) == (True, True)
+    assert model.encoder == "rate"
     default = models.build_model(_config())
-    assert (default.learn_tau, default.learn_thresholds, default.encoder) == (
-        False,
-        False,
-        "direct",
-    )
+    assert (default.neuron.learn_tau, default.neuron.learn_thresholds) == (False, False)
+    assert default.encoder == "direct"
     for key in ("model.learn_tau", "model.learn_thresholds", "model.encoder"):
         assert run_identity.ADDED[key] == run_identity.flatten(_config())[key]
 

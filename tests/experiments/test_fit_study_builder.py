@@ -11,17 +11,22 @@ from experiments import fit_study
 
 
 def _as_committed(s):
-    """The builder the committed results (experiments/results/fit_study.json) were run with."""
+    """The builder the committed results (experiments/results/fit_study.json) were run with.
+
+    The ReLU control took the MLF settings too, unused but for tdBN's default v_th, the
+    first threshold: 0.6, the default MLF neuron's, which is what a layer factory gets."""
+    common = dict(
+        widths=s["widths"], time_steps=s["time_steps"], v_th=s["v_th"], in_channels=1
+    )  # fmt: skip
+    if s["neuron"] == "relu":
+        assert s["thresholds"][0] == mj.zoo.MLF().thresholds[0]
+        return mj.models.resnet(8, neuron=fit_study.ReLU, **common)
     return mj.models.resnet(
         8,
-        widths=s["widths"],
-        time_steps=s["time_steps"],
         thresholds=s["thresholds"],
         surrogate=mj.get_surrogate(*s["surrogate"]),
-        v_th=s["v_th"],
         learn_thresholds=s["learn_thresholds"],
-        in_channels=1,
-        neuron=fit_study.ReLU if s["neuron"] == "relu" else None,
+        **common,
     )
 
 
