@@ -12,9 +12,11 @@ returned after jemalloc's usual 10 s decay.
 :func:`reexec_with_jemalloc` is called first by the command-line entry points
 (``experiments.train``, ``experiments.depth_study``, ``experiments.bench.*``). It needs the
 shared library (Debian/Ubuntu: ``apt-get install libjemalloc2``, or ``make jemalloc``);
-without it the process goes on with the system allocator after a one-line notice.
-``MLF_JAX_ALLOCATOR=system`` turns it off. In a notebook, start Jupyter itself with
-``LD_PRELOAD=<path of libjemalloc.so.2> MALLOC_CONF=oversize_threshold:0``.
+without it the process goes on with the system allocator, silently: :func:`notice` says
+so, once, where it matters (``experiments.train`` calls it when it starts training on the
+CPU backend; not for ``--help``, a mistake, a dry run or a GPU/TPU run, which jemalloc
+does not speed up). ``MLF_JAX_ALLOCATOR=system`` turns it off. In a notebook, start
+Jupyter itself with ``LD_PRELOAD=<path of libjemalloc.so.2> MALLOC_CONF=oversize_threshold:0``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "MALLOC_CONF", "find_jemalloc", "allocator", "reexec_with_jemalloc"]
+__all__ = [
+    "ENV_VAR",
+    "MALLOC_CONF",
+    "find_jemalloc",
+    "allocator",
+    "reexec_with_jemalloc",
+    "notice",
+]
 
 #: ``jemalloc`` (default) or ``system``.
 ENV_VAR = "MLF_JAX_ALLOCATOR"
@@ -71,8 +80,8 @@ def reexec_with_jemalloc() -> None:
 
     Returns without doing anything when jemalloc is already loaded, when
     ``MLF_JAX_ALLOCATOR=system``, off Linux, after one try, or when the library is
-    missing (then with a notice on stderr). Call it before any work is done: the process
-    is replaced. Raises ``ValueError`` for an unknown ``MLF_JAX_ALLOCATOR``.
+    missing (silently: :func:`notice`). Call it before any work is done: the process is
+    replaced. Raises ``ValueError`` for an unknown ``MLF_JAX_ALLOCATOR``.
     """
     if _requested() == "system" or not sys.platform.startswith("linux"):
         return
@@ -80,11 +89,6 @@ def reexec_with_jemalloc() -> None:
         return
     library = find_jemalloc()
     if library is None:
-        print(
-            "mlf_jax: jemalloc not found, using the system allocator (slower on CPU: "
-            f"`make jemalloc` or apt-get install libjemalloc2; {ENV_VAR}=system hides this)",
-            file=sys.stderr,
-        )
         return
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(p for p in (library, env.get("LD_PRELOAD")) if p)
@@ -93,3 +97,28 @@ def reexec_with_jemalloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+_NOTICED: list[bool] = []
+
+
+def notice() -> str | None:
+    """Says once per process, on stderr, that jemalloc would speed this process up and is
+    missing (or did not load); returns the line, or ``None`` when there is nothing to say
+    (jemalloc loaded, ``MLF_JAX_ALLOCATOR=system``, off Linux, said already).
+
+    Call it where the allocator matters: before training on the CPU backend.
+    """
+    if _NOTICED or _requested() == "system" or not sys.platform.startswith("linux"):
+        return None
+    if allocator() == "jemalloc":
+        return None
+    _NOTICED.append(True)
+    why = "not found" if find_jemalloc() is None else "did not load"
+    line = (
+        f"mlf_jax: jemalloc {why}, training with the system allocator (steps on CPU are "
+        f"slower: `make jemalloc` or apt-get install libjemalloc2; {ENV_VAR}=system hides "
+        "this)"
+    )
+    print(line, file=sys.stderr, flush=True)
+    return line

@@ -43,11 +43,22 @@ def compile_steps(run: Run) -> dict[str, Any]:
 
 
 def _memory(compiled: Any) -> dict[str, int | None]:
-    """Per-device byte counts of a compiled step (``None`` where the backend gives none)."""
+    """Per-device byte counts of a compiled step, from XLA's buffer assignment
+    (``compiled.memory_analysis()``; ``None`` where the backend gives none).
+
+    ``argument``, ``output``, ``temp``: XLA's ``*_size_in_bytes``; ``alias``: the outputs
+    written in place of (donated) arguments, the train step's state; ``total``: what the
+    step holds while it runs, ``argument + output - alias + temp`` (XLA allocates the
+    temporaries as one block). XLA's ``peak_memory_in_bytes`` is left out: XLA:CPU computes
+    it from the arguments and outputs alone, without the temporaries.
+    """
     stats = compiled.memory_analysis()
-    names = ("argument", "output", "temp", "generated_code")
+    names = ("argument", "output", "alias", "temp", "generated_code")
     out = {f"{n}_bytes": getattr(stats, f"{n}_size_in_bytes", None) for n in names}
-    out["peak_bytes"] = getattr(stats, "peak_memory_in_bytes", None) or None
+    a, o, al, t = (out[f"{n}_bytes"] for n in ("argument", "output", "alias", "temp"))
+    out["total_bytes"] = None
+    if a is not None and o is not None and al is not None and t is not None:
+        out["total_bytes"] = a + o - al + t
     return out
 
 
@@ -66,7 +77,7 @@ def dry_run(
 
     Returns:
       The figures printed: devices, batches, parameters, compile times and per-device
-      memory of both steps (``compiled.memory_analysis()``).
+      memory of both steps (``compiled.memory_analysis()``: see :func:`_memory`).
     """
     config, model = check_run(config, model)  # a config, or one checked before JAX started
     data = data if data is not None else input_pipeline.get_datasets(config)
@@ -98,7 +109,9 @@ def dry_run(
             m = f[name]
             print(
                 f"  {name}: compiled in {m['compile_seconds']:.1f} s; per device: arguments "
-                f"{_mb(m['argument_bytes'])}, outputs {_mb(m['output_bytes'])}, temporaries "
-                f"{_mb(m['temp_bytes'])}, peak {_mb(m['peak_bytes'])}"
+                f"{_mb(m['argument_bytes'])}, outputs {_mb(m['output_bytes'])} "
+                f"({_mb(m['alias_bytes'])} of them written over donated arguments), "
+                f"temporaries {_mb(m['temp_bytes'])}: {_mb(m['total_bytes'])} in all while "
+                "it runs"
             )
     return figures

@@ -20,8 +20,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 import mlf_jax as mj
-from experiments import config_check, cpu_devices, dry_run, run_identity, trainer
-from experiments.allocator import reexec_with_jemalloc
+from experiments import allocator, config_check, cpu_devices, dry_run, run_identity, trainer
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to an experiment config file.")
@@ -50,28 +49,54 @@ def main(argv: Sequence[str]) -> None:
     # once, before any start-up, data or compilation; the model it checks is the run's
     checked = config_check.validate(config)
     d = config.distributed
+    multi_host = {
+        "coordinator_address": d.coordinator_address or None,
+        "num_processes": d.num_processes or None,
+        "process_id": d.process_id,
+        "auto": d.auto,
+        "prefix": "config.distributed.",
+    }
+    try:  # every multi-host setting (config and MLF_JAX_* variables), before JAX starts
+        mj.train.distributed.settings(**multi_host)
+    except ValueError as e:
+        raise config_check.ConfigError(str(e)) from None
     if not (d.coordinator_address or d.num_processes or d.auto):
         try:  # before JAX's backend starts: one CPU device per core
             cpu_devices.use_every_core([config.batch_size])
         except ValueError as e:
             raise config_check.ConfigError(str(e)) from None
     trainer.enable_compilation_cache(config.compilation_cache_dir)
-    mj.train.distributed.initialize(
-        d.coordinator_address or None,
-        d.num_processes or None,
-        d.process_id,
-        auto=d.auto,
-        timeout_seconds=d.timeout_seconds,
-    )
+    try:
+        mj.train.distributed.initialize(**multi_host, timeout_seconds=d.timeout_seconds)
+    except ValueError as e:  # auto=True off a cluster; the rest was checked above
+        raise config_check.ConfigError(str(e)) from None
     if jax.process_index() == 0:
         print(f"processes: {jax.process_count()}, devices: {jax.devices()}")
     if FLAGS.dry_run:
         dry_run.dry_run(checked)
         return
+    if jax.process_index() == 0 and jax.default_backend() == "cpu":
+        allocator.notice()  # where jemalloc matters: a training run on XLA:CPU
     results = trainer.train_and_evaluate(checked, FLAGS.workdir, allow_change=FLAGS.allow_change)
     results.pop("state")
     if jax.process_index() == 0:
         print(json.dumps(results, indent=2))
+
+
+#: Asking for help: the usage on stdout and exit code 0 (absl's own help flags exit 1).
+_HELP = {"-h", "-?", "--help", "-help", "--helpshort", "-helpshort"}
+_HELP_FULL = {"--helpfull", "-helpfull"}
+
+
+def _help(args: Sequence[str]) -> bool:
+    """Prints the usage and the flags if ``args`` ask for help (whatever else they hold)."""
+    full = any(a in _HELP_FULL for a in args)
+    if not full and not any(a in _HELP for a in args):
+        return False
+    app.usage(shorthelp=not full, writeto_stdout=True)
+    if not full:
+        print("\nAll flags, absl's and JAX's included: --helpfull")
+    return True
 
 
 def run(argv: Sequence[str] | None = None) -> None:
@@ -79,6 +104,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv if argv is None else argv)
     mj.train.preemption.catch_early_signals()  # a Ctrl-C during start-up is not lost
     try:
+        if _help(argv[1:]):
+            return
         config_check.check_overrides(argv[1:])
         app.run(main, argv=argv)
     except trainer.USER_ERRORS as e:
@@ -93,5 +120,5 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    reexec_with_jemalloc()
+    allocator.reexec_with_jemalloc()
     run()

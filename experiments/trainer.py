@@ -356,10 +356,7 @@ def _train(
             meter, stopped = _Meter(), None
             profiler = _Profiler(config.profile_steps, workdir)
             activity = _ActivityLog(run, writer)
-            bar = tqdm(
-                total=run.total_steps, initial=p.step, unit="step", mininterval=2.0,
-                disable=not main,
-            )  # fmt: skip
+            bar, first = _progress_bar(run.total_steps, p.step, main), p.step + 1
             with bar, mj.train.StopSignals() as signals:
                 while p.step < run.total_steps:
                     step = p.step + 1
@@ -371,6 +368,8 @@ def _train(
                     meter.add(metrics)
                     p.step = step
                     bar.update(1)
+                    if step == first:  # it compiled the step: the rate counts from here
+                        _restart_clock(bar)
 
                     epoch_end = step % run.steps_per_epoch == 0
                     every = config.checkpoint_every_steps
@@ -402,6 +401,23 @@ def _train(
 
 
 # -- the loop's side work -------------------------------------------------------------
+
+
+def _progress_bar(total: int, initial: int, main: bool) -> Any:
+    """The loop's bar: its rate is the average since :func:`_restart_clock` (not a moving
+    average, which the compiling first step would dominate for many updates)."""
+    return tqdm(
+        total=total, initial=initial, unit="step", mininterval=2.0, smoothing=0,
+        disable=not main,
+    )  # fmt: skip
+
+
+def _restart_clock(bar: Any) -> None:
+    """Starts the bar's clock again: its rate and time left count the steps after this
+    one, its elapsed time too (called after a process's first step, which compiles)."""
+    if not bar.disable:
+        bar.initial = bar.n
+        bar.start_t = bar.last_print_t = time.time()
 
 
 def _write_final_variables(workdir: epath.Path, state: Any) -> None:

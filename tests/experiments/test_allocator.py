@@ -34,7 +34,7 @@ def test_reexec_loads_jemalloc_when_present_and_keeps_the_arguments():
     lines = out.stdout.splitlines()
     if allocator.find_jemalloc() is None:
         assert lines == ["start", "system ['--flag=1', 'x']"]
-        assert "jemalloc not found" in out.stderr
+        assert out.stderr == ""  # said where it matters, by notice(), not at every start
     else:  # 'start' twice: once before the exec, once in the new process
         assert lines == ["start", "start", "jemalloc ['--flag=1', 'x']"]
 
@@ -50,3 +50,22 @@ def test_unknown_allocator_is_an_error():
     out = _run(MLF_JAX_ALLOCATOR="tcmalloc")
     assert out.returncode != 0
     assert "must be 'jemalloc' or 'system'" in out.stderr
+
+
+def test_the_notice_is_said_once_and_only_when_jemalloc_is_missing(monkeypatch, capsys):
+    monkeypatch.setattr(allocator, "_NOTICED", [])
+    monkeypatch.delenv(allocator.ENV_VAR, raising=False)
+    monkeypatch.setattr(allocator, "allocator", lambda: "jemalloc")
+    assert allocator.notice() is None
+    monkeypatch.setattr(allocator, "allocator", lambda: "system")
+    monkeypatch.setenv(allocator.ENV_VAR, "system")
+    assert allocator.notice() is None
+    monkeypatch.delenv(allocator.ENV_VAR)
+    monkeypatch.setattr(allocator, "find_jemalloc", lambda: None)
+    line = allocator.notice()
+    if not sys.platform.startswith("linux"):
+        assert line is None
+        return
+    assert line is not None and "jemalloc not found" in line
+    assert allocator.notice() is None  # once per process
+    assert capsys.readouterr().err == line + "\n"

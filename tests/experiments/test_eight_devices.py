@@ -4,6 +4,7 @@ user checks before launching."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_dry_run_on_8_devices_prints_the_figures_and_fills_the_compilation_cache
     assert "eval batch 100 -> 104 (13 per device)" in text
     assert "parameters: 6,386 (0.0 MiB)" in text
     assert "train_step: compiled in" in text and "temporaries" in text
+    # what XLA's memory analysis counts, named: the total holds the temporaries
+    line = next(x for x in text.splitlines() if "train_step: compiled in" in x)
+    temp, total = (float(re.search(rf"{w} ([\d.,]+) MiB", line)[1]) for w in ("temporaries", ":"))
+    assert "in all while it runs" in line and "peak" not in line and total >= temp > 0, line
     assert not (tmp_path / "work").exists()
     assert any((tmp_path / "cache").iterdir())  # the persistent compilation cache was used
 
