@@ -1,8 +1,11 @@
-"""The notebooks are valid, parameterised, and committed with their outputs.
+"""The notebooks are valid, parameterised, and committed with their outputs, which hold no
+machine path and no warning.
 
 Nothing is executed here: `make notebooks` (notebooks/run.py, run by CI) executes them.
 """
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,42 @@ def test_committed_with_outputs_of_a_full_run(notebook):
     assert nb.metadata.get("mlf_jax", {}).get("small") is False, (
         f"{path.name}: the committed outputs must come from a full run; {hint}"
     )
+
+
+# An absolute path of the machine that ran the notebook (home, work or temporary folders,
+# an installed package): committed outputs must read the same on any machine.
+MACHINE_PATH = re.compile(
+    r"(?<![\w.~-])/(?:work|root|home|tmp|var|opt|usr|mnt|srv|private|Users)/"
+    r"|site-packages|dist-packages|\b[A-Z]:\\\w"
+)
+WARNING = re.compile(r"Warning\b|WARNING")
+
+
+def _output_texts(output) -> list[str]:
+    """The text of one output: a stream's, an error's traceback, and every textual
+    representation of a result or display (images left out)."""
+    texts = []
+    if output.output_type == "stream":
+        texts.append(output.text)
+    elif output.output_type == "error":
+        texts += [output.ename, output.evalue, *output.traceback]
+    for mime, value in output.get("data", {}).items():
+        if mime.startswith("text/") or mime.endswith("json"):
+            texts.append(value if isinstance(value, str) else json.dumps(value))
+    return texts
+
+
+def test_outputs_hold_no_machine_path_and_no_warning(notebook):
+    path, nb = notebook
+    problems = []
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream" and output.name == "stderr":
+                problems.append(f"cell {index}: stderr output {output.text[:120]!r}")
+            for text in _output_texts(output):
+                for pattern, what in ((MACHINE_PATH, "a machine path"), (WARNING, "a warning")):
+                    found = pattern.search(text)
+                    if found:
+                        around = text[max(0, found.start() - 60) : found.end() + 60]
+                        problems.append(f"cell {index}: {what}: {around!r}")
+    assert not problems, f"{path.name}: " + "; ".join(problems)
