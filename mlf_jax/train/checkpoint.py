@@ -191,11 +191,14 @@ def _is_closed_loop_echo(unraisable: Any) -> bool:
 
 
 class _NoUnretrievedTasks(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" records: after a failed save,
-    the tasks of its other writes log their own copy of the error when collected."""
+    """Drops asyncio's "Task exception was never retrieved" and "Future exception was never
+    retrieved" records: after a failed save, the tasks and futures of its other writes log
+    their own copy of the error (with a traceback) when collected."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Task exception was never retrieved")
+        return not str(record.msg).startswith(
+            ("Task exception was never retrieved", "Future exception was never retrieved")
+        )
 
 
 @contextmanager
@@ -336,7 +339,8 @@ class Checkpointer:
     def restore_latest(
         self, like: dict[str, Any], *, check_meta: Callable[[dict], Any] | None = None
     ) -> tuple[int, dict[str, Any], dict] | None:
-        """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
+        """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none
+        (``meta`` as it was given to :meth:`save`, without the fingerprint).
 
         ``like`` is a tree of the same structure (arrays or shape/dtype structs). Each
         array is restored onto ``like``'s devices (its sharding; a struct without one:
@@ -364,6 +368,7 @@ class Checkpointer:
                     )
                 meta = dict(restored["meta"])
                 _check_fingerprint(restored["state"], meta)
+                meta.pop(FINGERPRINT_KEY, None)  # the caller's meta, as it was saved
                 if check_meta is not None:
                     check_meta(meta)
                 self._set_aside([s for s in steps if s > step])
