@@ -360,11 +360,10 @@ def _train(
             meter, stopped = _Meter(), None
             profiler = _Profiler(config.profile_steps, workdir)
             activity = _ActivityLog(run, writer)
-            bar = tqdm(
+            with mj.train.StopSignals() as signals, tqdm(
                 total=run.total_steps, initial=p.step, unit="step", mininterval=2.0,
                 disable=not main,
-            )  # fmt: skip
-            with bar, mj.train.StopSignals() as signals:
+            ) as bar:  # fmt: skip
                 while p.step < run.total_steps:
                     step = p.step + 1
                     batch = data.preprocess(next(run.data_iter), True)
