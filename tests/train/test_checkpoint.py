@@ -367,3 +367,22 @@ def test_meta_the_caller_cannot_read_is_skipped_like_an_unreadable_checkpoint(
     Checkpointer(tmp_path / "only").save(1, tree, bad_meta)
     with pytest.raises(CheckpointError, match=r"none of the checkpoints .*\[1\]"):
         Checkpointer(tmp_path / "only").restore_latest(tree, check_meta=check)
+
+
+def test_a_well_formed_state_that_is_not_the_one_saved_is_noticed(state, tmp_path, capfd):
+    """Corruption that leaves valid files (what Orbax and TensorStore cannot see): the
+    newest checkpoint's arrays replaced by other values of the same shapes, its meta kept.
+    Only the fingerprint tells; the one before is restored."""
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path / "run")
+    ckpt.save(1, _shifted(tree, 1), {"s": 1})
+    ckpt.save(2, _shifted(tree, 2), {"s": 2})
+    Checkpointer(tmp_path / "other").save(2, _shifted(tree, 7), {"s": 2})
+    shutil.rmtree(tmp_path / "run" / "2" / "state")
+    shutil.copytree(tmp_path / "other" / "2" / "state", tmp_path / "run" / "2" / "state")
+    capfd.readouterr()
+    step, restored, _ = Checkpointer(tmp_path / "run").restore_latest(tree)
+    assert step == 1
+    _assert_tree_equal(restored, _shifted(tree, 1))
+    skipped, _ = capfd.readouterr().err.strip().splitlines()
+    assert "checkpoint at step 2" in skipped and "fail their fingerprint" in skipped

@@ -1,0 +1,112 @@
+"""The command line under faults (issue 39): every checkpoint unreadable, a full disk and
+no free inodes during a checkpoint save. Each ends in one line (``error: ...``, and the
+notices of the checkpoints skipped), exit code 1, no traceback, no temporary folder left."""
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import jax
+import pytest
+
+from experiments import trainer
+from experiments.configs import digits as digits_config
+
+from ..train.test_checkpoint import _flip_bytes_of_the_largest_data_file
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = [
+    "--config.num_epochs=1",
+    "--config.checkpoint_every_steps=5",
+    "--config.model.widths=(4,4,4)",
+    "--config.model.time_steps=1",
+]
+
+
+def _train(workdir, *extra):
+    command = [
+        sys.executable, "-m", "experiments.train", "--config=experiments/configs/digits.py",
+        f"--workdir={workdir}", *OVERRIDES, *extra,
+        f"--config.compilation_cache_dir={jax.config.jax_compilation_cache_dir}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLF_JAX_ALLOCATOR": "system"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _lines(stderr):
+    """The lines of ``stderr`` that are not the progress bar."""
+    return [x for x in stderr.splitlines() if x.strip() and "step/s" not in x and "it/s" not in x]
+
+
+def _config():
+    config = digits_config.get_config()
+    config.num_epochs = 1
+    config.checkpoint_every_steps = 5
+    config.model.widths = (4, 4, 4)
+    config.model.time_steps = 1
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["flipped_bytes", "garbage_files"])
+def test_every_checkpoint_unreadable_is_refused_in_a_few_lines(tmp_path, damage):
+    workdir = tmp_path / "run"
+    trainer.train_and_evaluate(_config(), workdir)
+    (workdir / trainer.RESULTS).unlink()  # as if it had not finished
+    steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+    for step in steps:
+        if damage == "flipped_bytes":
+            _flip_bytes_of_the_largest_data_file(workdir / "checkpoints" / step)
+        else:
+            for root, _, files in os.walk(workdir / "checkpoints" / step / "state"):
+                for f in files:
+                    Path(root, f).write_bytes(b"\x00garbage")
+    done = _train(workdir)
+    lines = _lines(done.stderr)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "Event loop is closed" not in done.stderr
+    *skipped, error = lines
+    assert len(skipped) == len(steps) and all("could not be restored" in x for x in skipped), lines
+    assert error.startswith("error: none of the checkpoints"), lines
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == steps  # untouched
+
+
+def _tmpfs(path, options):
+    """Mounts a tmpfs with ``options`` on ``path``; skips the test where that is not allowed."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, f"mlfjax-{uuid.uuid4().hex[:8]}", str(path)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()})")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mount") is None, reason="needs mount")
+@pytest.mark.parametrize(
+    "options, step",
+    [("size=128k", 5), ("size=320k", 10), ("nr_inodes=40", 5), ("nr_inodes=70", 10)],
+    ids=["disk_full_at_the_first_save", "disk_full_later", "no_inodes_first", "no_inodes_later"],
+)
+def test_a_full_disk_during_a_checkpoint_save_ends_in_one_line(tmp_path, options, step):
+    """The sizes leave room for the run's small files and 0 or 1 checkpoints (about 220 KB
+    and 35 files each): the save of step ``step`` fails."""
+    disk = tmp_path / "disk"
+    _tmpfs(disk, options)
+    try:
+        done = _train(disk / "run")
+        lines = _lines(done.stderr)
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert "Traceback" not in done.stderr and "exception was never retrieved" not in done.stderr
+        (error,) = lines
+        assert error.startswith(f"error: could not save the checkpoint at step {step}"), lines
+        assert "No space left on device" in error or "RESOURCE_EXHAUSTED" in error
+        left = sorted(os.listdir(disk / "run" / "checkpoints"))
+        assert left == ([] if step == 5 else ["5"])  # no temporary folder
+        assert not (disk / "run" / "run.lock").exists()
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
