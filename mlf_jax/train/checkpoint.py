@@ -24,6 +24,7 @@ What :class:`Checkpointer` guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -330,11 +331,31 @@ class Checkpointer:
                 self.manager.wait_until_finished()
         except Exception as e:
             if jax.process_index() == 0:
-                for p in self.partial_saves():
-                    p.rmtree(missing_ok=True)
+                self._remove_failed_save()
             raise CheckpointError(
                 f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
             ) from e
+
+    def _remove_failed_save(self, settle: float = 0.5, limit: float = 10.0) -> None:
+        """Removes the temporary folders of a save that failed, on the failure itself.
+
+        The save's other writers (Orbax's and TensorStore's threads) may still create files
+        and folders after its error was raised: the folders are removed again until none
+        has come back for ``settle`` seconds (at most ``limit`` seconds in all)."""
+        with contextlib.suppress(Exception):  # its error is the one being reported
+            self.manager.wait_until_finished()
+        start = quiet_since = time.monotonic()
+        while time.monotonic() - start < limit:
+            left = self.partial_saves()
+            for p in left:
+                with contextlib.suppress(OSError):  # a writer still adding to it: again
+                    p.rmtree(missing_ok=True)
+            now = time.monotonic()
+            if left:
+                quiet_since = now
+            elif now - quiet_since >= settle:
+                return
+            time.sleep(0.05)
 
     def restore_latest(
         self, like: dict[str, Any], *, check_meta: Callable[[dict], Any] | None = None

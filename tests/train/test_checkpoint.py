@@ -386,3 +386,27 @@ def test_a_well_formed_state_that_is_not_the_one_saved_is_noticed(state, tmp_pat
     _assert_tree_equal(restored, _shifted(tree, 1))
     skipped, _ = capfd.readouterr().err.strip().splitlines()
     assert "checkpoint at step 2" in skipped and "fail their fingerprint" in skipped
+
+
+def test_a_failed_save_removes_what_its_writers_add_after_the_error(state, tmp_path, monkeypatch):
+    """The save's error comes first and a writer thread creates its folder after it: the
+    folder is still removed by the failed save itself, not left for the next start."""
+    import threading
+    import time
+
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+
+    def full_disk(step, args, force):
+        def late_writer():
+            time.sleep(0.2)
+            (tmp_path / f"{step}.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+
+        threading.Thread(target=late_writer).start()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", full_disk)
+    with pytest.raises(CheckpointError, match="step 4 .*No space left on device"):
+        ckpt.save(4, tree, {})
+    time.sleep(0.5)  # the late writer has long been done
+    assert os.listdir(tmp_path) == []
