@@ -353,8 +353,10 @@ def _run_results(workdir: epath.Path, variables_file: epath.Path) -> dict[str, A
         if not (workdir / "checkpoints").exists() and not (workdir / "config.json").exists():
             return None  # a variables file on its own, not in a run's work directory
         raise WeightsError(
-            f"the run in {workdir} has no {trainer.RESULTS}, so what its weights are is "
-            f"unknown: {finish}"
+            f"the run in {workdir} has no {trainer.RESULTS}, so which state its "
+            f"{FINAL_VARIABLES} hold is unknown: restore {trainer.RESULTS} (from a copy of "
+            "the run), or run its training command again (it finishes the run from its "
+            "checkpoints, or trains it anew where there are none), then export"
         ) from None
     except ValueError as e:
         raise WeightsError(f"the run's {path} is unreadable ({e}): {finish}") from None

@@ -202,15 +202,24 @@ class _NoUnretrievedTasks(logging.Filter):
         )
 
 
+class _NoOrbaxErrors(logging.Filter):
+    """Drops the records that Orbax's own code logs (through absl): after a failed save, its
+    background threads log their copy of the error, with a traceback, once the save has
+    already raised it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 @contextmanager
 def _without_failed_save_echoes() -> Iterator[None]:
     """Keeps the echoes of a failing save's background writes out of the output.
 
     During the save, :func:`_is_closed_loop_echo` errors are dropped (every other
     unraisable error goes on to the hook in place before). If the save fails, that stays
-    so, and asyncio's unretrieved-task records are dropped too, for the rest of the
-    process, which is stopping on the error the caller reports in one line; if it
-    succeeds, the process is left as it was.
+    so, and asyncio's unretrieved-task records and Orbax's own log records are dropped
+    too, for the rest of the process, which is stopping on the error the caller reports in
+    one line; if it succeeds, the process is left as it was.
     """
     previous = sys.unraisablehook
     if not getattr(previous, "_drops_loop_echoes", False):
@@ -224,9 +233,10 @@ def _without_failed_save_echoes() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        asyncio_logger = logging.getLogger("asyncio")
-        if not any(isinstance(f, _NoUnretrievedTasks) for f in asyncio_logger.filters):
-            asyncio_logger.addFilter(_NoUnretrievedTasks())
+        for name, kind in (("asyncio", _NoUnretrievedTasks), ("absl", _NoOrbaxErrors)):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
         raise
     sys.unraisablehook = previous
 

@@ -90,7 +90,7 @@ def _tmpfs(path, options):
 @pytest.mark.skipif(shutil.which("mount") is None, reason="needs mount")
 @pytest.mark.parametrize(
     "options, step",
-    [("size=128k", 5), ("size=320k", 10), ("nr_inodes=40", 5), ("nr_inodes=70", 10)],
+    [("size=128k", 5), ("size=320k", 10), ("nr_inodes=44", 5), ("nr_inodes=70", 10)],
     ids=["disk_full_at_the_first_save", "disk_full_later", "no_inodes_first", "no_inodes_later"],
 )
 def test_a_full_disk_during_a_checkpoint_save_ends_in_one_line(tmp_path, options, step):

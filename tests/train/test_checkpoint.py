@@ -242,8 +242,9 @@ def test_a_failed_save_echoes_nothing_but_other_errors_still_show(
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
-    asyncio_logger = logging.getLogger("asyncio")
-    monkeypatch.setattr(asyncio_logger, "filters", list(asyncio_logger.filters))
+    for name in ("asyncio", "absl"):  # the filters a failed save adds go with the test
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "filters", list(logger.filters))
     ckpt = Checkpointer(tmp_path / "ckpt")
 
     def full_disk(*args, **kwargs):  # the writes fail, echo into the closed loop, then raise
@@ -259,6 +260,13 @@ def test_a_failed_save_echoes_nothing_but_other_errors_still_show(
     _OtherError()
     assert seen == ["not an echo of a failed save"]
     assert "Task exception was never retrieved" not in caplog.text
+    with caplog.at_level(logging.ERROR):  # Orbax's threads log their copy: dropped
+        for path in ("/site-packages/orbax/checkpoint/future.py", "/elsewhere/mine.py"):
+            record = {"name": "absl", "levelno": logging.ERROR, "levelname": "ERROR"}
+            logging.getLogger("absl").handle(
+                logging.makeLogRecord({**record, "pathname": path, "msg": f"raised in {path}"})
+            )
+    assert "raised in /elsewhere/mine.py" in caplog.text and "orbax" not in caplog.text
 
 
 def test_a_successful_save_leaves_the_unraisable_hook_as_it_was(state, tmp_path, monkeypatch):
