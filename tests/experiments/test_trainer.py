@@ -387,6 +387,7 @@ def test_a_signal_during_start_up_stops_at_the_first_step(model, tmp_path):
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # as while the data are read
         out = _fit(model, _config(num_epochs=1), tmp_path / "term", _data(64, 16))
+        mj.train.preemption.catch_early_signals()  # the run's end restored the defaults
         os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):
             _fit(model, _config(num_epochs=1), tmp_path / "int", _data(64, 16))
