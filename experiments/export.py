@@ -327,41 +327,72 @@ def load(path: str | os.PathLike, config: Any, model: Any = None) -> dict[str, A
 # -- export --------------------------------------------------------------------------
 
 
-def _run_results(workdir: epath.Path) -> dict[str, Any] | None:
-    """The run's final (and best) test accuracy from ``results.json``, else from the last
-    eval record of ``metrics.jsonl``; ``None`` if neither has one."""
-    results = workdir / trainer.RESULTS
-    if results.exists():
-        try:
-            r = json.loads(results.read_text())
-            if r.get("final_test_accuracy") is not None:
-                return {
-                    "final_test_accuracy": r["final_test_accuracy"],
-                    "best_test_accuracy": r.get("best_test_accuracy"),
-                    "steps": r.get("steps"),
-                    "from": trainer.RESULTS,
-                }
-        except (ValueError, AttributeError):
-            pass
-    metrics = workdir / "metrics.jsonl"
-    if metrics.exists():
-        evals = []
-        for line in metrics.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and record.get("kind") == "eval":
-                evals.append(record)
-        if evals:
-            last = evals[-1]
-            return {
-                "final_test_accuracy": last.get("test_accuracy"),
-                "best_test_accuracy": last.get("best_test_accuracy"),
-                "steps": last.get("step"),
-                "from": "metrics.jsonl",
-            }
-    return None
+def _run_results(workdir: epath.Path, variables_file: epath.Path) -> dict[str, Any] | None:
+    """The results of the finished run in ``workdir`` that ``variables_file`` (its
+    ``final_variables.msgpack``) holds the weights of: final and best test accuracy and
+    steps, from ``results.json``; ``None`` for a folder that is not a run's (no
+    ``results.json``, ``config.json`` or checkpoints).
+
+    Raises:
+      WeightsError: the run's newest state is not the one those weights are: no
+        ``results.json``, or one of a run stopped before its end, or of another
+        ``final_variables.msgpack`` (its sha256 differs), or checkpoints past its last
+        step (the run was extended since, and not finished). The message says how to
+        finish the run (its training command, run again), after which export works.
+    """
+    finish = (
+        f"finish the run with its training command (the same --config and --workdir={workdir}"
+        ", and the --allow_change it was extended with), then export"
+    )
+    path = workdir / trainer.RESULTS
+    try:
+        results = json.loads(path.read_bytes().decode("utf-8"))
+        if not isinstance(results, dict):
+            raise ValueError("not a record")
+    except FileNotFoundError:
+        if not (workdir / "checkpoints").exists() and not (workdir / "config.json").exists():
+            return None  # a variables file on its own, not in a run's work directory
+        raise WeightsError(
+            f"the run in {workdir} has no {trainer.RESULTS}, so which state its "
+            f"{FINAL_VARIABLES} hold is unknown: restore {trainer.RESULTS} (from a copy of "
+            "the run), or run its training command again (it finishes the run from its "
+            "checkpoints, or trains it anew where there are none), then export"
+        ) from None
+    except ValueError as e:
+        raise WeightsError(f"the run's {path} is unreadable ({e}): {finish}") from None
+    steps = results.get("steps")
+    if results.get("preempted") or results.get("final_test_accuracy") is None:
+        raise WeightsError(
+            f"the run in {workdir} was stopped at step {steps} before its end "
+            f"({results.get('stopped_by') or 'no final evaluation'}); its {FINAL_VARIABLES} "
+            f"(if any) are from an earlier end, not the state its results describe: {finish}"
+        )
+    recorded = results.get(trainer.FINAL_SHA256)  # absent in runs from before it was
+    if recorded is not None and recorded != hashlib.sha256(variables_file.read_bytes()).hexdigest():
+        raise WeightsError(
+            f"{variables_file} is not the file {path} describes (sha256 differs): {finish}"
+        )
+    newer = [s for s in _checkpoint_steps(workdir) if not isinstance(steps, int) or s > steps]
+    if newer:
+        raise WeightsError(
+            f"the run in {workdir} has trained past the end its {trainer.RESULTS} and "
+            f"{FINAL_VARIABLES} describe (step {steps}; checkpoint at step {max(newer)}): "
+            f"it was extended and has not finished; {finish}"
+        )
+    return {
+        "final_test_accuracy": results["final_test_accuracy"],
+        "best_test_accuracy": results.get("best_test_accuracy"),
+        "steps": steps,
+        "from": trainer.RESULTS,
+    }
+
+
+def _checkpoint_steps(workdir: epath.Path) -> list[int]:
+    """The steps of the checkpoints in ``<workdir>/checkpoints`` (complete ones)."""
+    directory = workdir / "checkpoints"
+    if not directory.exists():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
 
 
 def _check_run_config(workdir: epath.Path, config: Any) -> None:
@@ -392,7 +423,10 @@ def export(
 
     Args:
       workdir_or_variables_file: a finished run's work directory (its
-        ``final_variables.msgpack`` is exported) or a variables msgpack.
+        ``final_variables.msgpack`` is exported) or a variables msgpack. A run's weights
+        are exported only when they are its newest state, the one its ``results.json``
+        describes (the sidecar's ``results``): never those of an earlier end of a run
+        extended since.
       config: the config the weights were trained with; checked against the weights'
         shapes and the run's recorded ``config.json``.
       out_stem: the output path without suffix (a ``.msgpack`` suffix is dropped); a
@@ -402,8 +436,10 @@ def export(
     Raises:
       config_check.ConfigError: for an invalid config.
       ValueError: ``extra`` names a computed field.
-      WeightsError: no finished run or variables file there, weights that do not fit the
-        config, or a config that is not the run's.
+      WeightsError: no finished run or variables file there, a run whose newest state is
+        not its finished one (stopped, or extended and not finished: the message says how
+        to finish it), weights that do not fit the config, or a config that is not the
+        run's.
     """
     config_check.validate(config)
     if clash := sorted((set(_COMPUTED) | set(mj.models.RESERVED)) & set(extra or {})):
@@ -419,8 +455,10 @@ def export(
     else:
         variables_file = source
         workdir = source.parent if source.name == FINAL_VARIABLES else None
+    results = None
     if workdir is not None:
         _check_run_config(workdir, config)
+        results = _run_results(workdir, variables_file)
     variables = load(variables_file, config)
     info: dict[str, Any] = {
         "format": "flax.serialization msgpack of {'params', 'batch_stats'} (numpy arrays)",
@@ -429,7 +467,7 @@ def export(
         "input": input_description(config),
         "num_classes": registry.get(config.dataset).classes,
         "class_names": class_names(config.dataset),
-        "results": _run_results(workdir) if workdir is not None else None,
+        "results": results,
         "source": os.fspath(variables_file),
         "exported": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "versions": {

@@ -128,24 +128,36 @@ def _describe(changes: Mapping[str, tuple[Any, Any]]) -> str:
     return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
 
 
-def _read(path: epath.Path) -> dict[str, Any] | None:
+def _read(path: epath.Path, started: bool = False) -> dict[str, Any] | None:
     """The record in ``path``, or ``None`` if there is none.
 
     Raises:
-      ConfigMismatchError: the file exists but is not a record (say what to do).
+      ConfigMismatchError: the file exists but is not a record; the message says what to
+        do, which depends on whether the run has checkpoints (``started``): without any,
+        moving the file away lets this command's config take the workdir over; with some,
+        that would leave checkpoints of an unknown config, which are refused.
     """
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_bytes().decode("utf-8"))
         if not isinstance(record.get("config"), dict) or not isinstance(record["history"], list):
             raise ValueError("no 'config' and 'history'")
     except (ValueError, AttributeError, KeyError) as e:
-        raise ConfigMismatchError(
-            f"{path} is unreadable ({e}); restore it, or move it away to record this "
-            "command's config as the run's"
-        ) from None
+        if started:
+            ways = (
+                "restore it (from a copy of the run) to resume the run, or use a new "
+                "--workdir for a new run (this one is left untouched)"
+            )
+        else:
+            ways = "restore it, or move it away to record this command's config as the run's"
+        raise ConfigMismatchError(f"{path} is unreadable ({_first_line(e)}); {ways}") from None
     return record
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def check(
@@ -178,7 +190,7 @@ def check(
             f"--allow_change accepts only {', '.join(CHANGEABLE)}; not {', '.join(bad)}"
         )
     path = epath.Path(workdir) / CONFIG_FILE
-    record = _read(path)
+    record = _read(path, started)
     if record is None and started:
         raise ConfigMismatchError(
             f"{path.parent} has checkpoints but no {CONFIG_FILE}, so the config they were "

@@ -11,6 +11,18 @@ the command, the config or the data ends with one line ``error: ...`` and exit c
 
 from __future__ import annotations
 
+import os
+import signal
+
+if __name__ == "__main__":  # Ctrl-C from the first moment, before the imports (issue 39)
+
+    def _interrupted_before_start(signum: int, frame: object) -> None:
+        os.write(2, b"interrupted: stopped during start-up, before any work\n")
+        os._exit(130)  # nothing written yet: nothing to save or release
+
+    signal.signal(signal.SIGINT, _interrupted_before_start)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # blocked across a re-exec
+
 import json
 import sys
 from collections.abc import Sequence
@@ -120,5 +132,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # pending across the exec
     allocator.reexec_with_jemalloc()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     run()

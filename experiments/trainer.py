@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -46,6 +47,7 @@ from mlf_jax.data.fashion_mnist import DatasetNotFoundError
 from mlf_jax.data.loader import make_loader, state_after
 
 __all__ = [
+    "FINAL_SHA256",
     "FINAL_VARIABLES",
     "RESULTS",
     "USER_ERRORS",
@@ -61,6 +63,9 @@ __all__ = [
 ]
 
 RESULTS = "results.json"
+#: The key of ``results.json`` that holds the sha256 of the final variables it describes
+#: (absent when the run was stopped before its end).
+FINAL_SHA256 = "final_variables_sha256"
 #: The final ``{'params', 'batch_stats'}`` of a run (``flax.serialization``), in its work
 #: directory.
 FINAL_VARIABLES = "final_variables.msgpack"
@@ -311,10 +316,12 @@ def train_and_evaluate(
     Returns:
       ``{'state', 'final_test_accuracy', 'best_test_accuracy', 'steps', 'preempted',
       'stopped_by', 'wall_seconds', 'num_params', 'device_counts', 'process_counts'}``
-      (the counts the run trained on, oldest first); process 0 also
-      writes all but the state to ``<workdir>/results.json`` and, unless the run was
-      stopped early, the final ``{'params', 'batch_stats'}`` to
-      ``<workdir>/final_variables.msgpack`` (``flax.serialization``).
+      (the counts the run trained on, oldest first); process 0 also writes, unless the
+      run was stopped early, the final ``{'params', 'batch_stats'}`` to
+      ``<workdir>/final_variables.msgpack`` (``flax.serialization``; atomically, before
+      ``results.json`` and while the run still holds its lock), then all but the state to
+      ``<workdir>/results.json`` (with the sha256 of the final variables it describes,
+      ``final_variables_sha256``).
 
     Raises:
       config_check.ConfigError, run_identity.ConfigMismatchError,
@@ -323,10 +330,7 @@ def train_and_evaluate(
     """
     config, model = check_run(config, model)
     workdir = resolve_workdir(workdir)
-    results = _train(config, model, workdir, data, tuple(allow_change))
-    if jax.process_index() == 0 and not results["preempted"]:
-        _write_final_variables(workdir, results["state"])
-    return results
+    return _train(config, model, workdir, data, tuple(allow_change))
 
 
 def _train(
@@ -357,7 +361,7 @@ def _train(
             profiler = _Profiler(config.profile_steps, workdir)
             activity = _ActivityLog(run, writer)
             bar, first = _progress_bar(run.total_steps, p.step, main), p.step + 1
-            with bar, mj.train.StopSignals() as signals:
+            with mj.train.StopSignals() as signals, bar:
                 while p.step < run.total_steps:
                     step = p.step + 1
                     batch = data.preprocess(next(run.data_iter), True)
@@ -395,9 +399,13 @@ def _train(
                 "run the same command to resume"
             )
         results = _results(run, p, time.time() - start, stopped)
-        if main:
-            mj.train.write_atomically(workdir / RESULTS, json.dumps(results, indent=2) + "\n")
-    return {"state": run.dp.get_state(dstate), **results}
+        final = run.dp.get_state(dstate)
+        if main:  # the weights first: results.json saying "finished" describes them
+            record = dict(results)
+            if not stopped:
+                record[FINAL_SHA256] = _write_final_variables(workdir, final)
+            mj.train.write_atomically(workdir / RESULTS, json.dumps(record, indent=2) + "\n")
+    return {"state": final, **results}
 
 
 # -- the loop's side work -------------------------------------------------------------
@@ -420,10 +428,14 @@ def _restart_clock(bar: Any) -> None:
         bar.start_t = bar.last_print_t = time.time()
 
 
-def _write_final_variables(workdir: epath.Path, state: Any) -> None:
-    """``{'params', 'batch_stats'}`` of ``state`` to ``<workdir>/final_variables.msgpack``."""
+def _write_final_variables(workdir: epath.Path, state: Any) -> str:
+    """``{'params', 'batch_stats'}`` of ``state`` to ``<workdir>/final_variables.msgpack``
+    (a temporary file and a rename: a kill leaves the old file or the new one); returns
+    the file's sha256."""
     variables = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
-    (workdir / FINAL_VARIABLES).write_bytes(serialization.to_bytes(variables))
+    data = serialization.to_bytes(variables)
+    mj.train.write_atomically(workdir / FINAL_VARIABLES, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager
@@ -443,7 +455,7 @@ def _restore(run: Run, ckpt: Any, writer: Any) -> tuple[Any, Progress]:
     """The state and progress to go on from: the newest readable checkpoint's, else the
     initial state at step 0. Moves the data iterator to the checkpoint's position."""
     like = run.dp.restore_target(mj.train.state_to_tree(run.state, run.rng))
-    restored = ckpt.restore_latest(like)
+    restored = ckpt.restore_latest(like, check_meta=_check_meta)
     if restored is None:
         writer.resume_at(0)  # records of a start that died before its first save
         return run.state, Progress()
@@ -609,6 +621,41 @@ def _gather_strings(text: str) -> list[str]:
     return [bytes(row[:n]).decode() for row, n in zip(rows, sizes, strict=True)]
 
 
+def _check_meta(meta: dict[str, Any]) -> None:
+    """Checks every field of a checkpoint's ``meta`` that the trainer reads; a missing or
+    malformed one raises ``KeyError``, ``TypeError`` or ``ValueError``, and the checkpoint
+    is then treated as unreadable (:meth:`mlf_jax.train.Checkpointer.restore_latest`)."""
+
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    def counts(x: Any) -> bool:
+        return (
+            isinstance(x, list)
+            and bool(x)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in x)
+        )
+
+    data = meta["data"]
+    if isinstance(data, dict):
+        if not data or not all(isinstance(v, str) for v in data.values()):
+            raise TypeError("meta 'data' is not a map of process to data position")
+        if sorted(data) != [str(i) for i in range(len(data))]:
+            raise ValueError(f"meta 'data' names processes {sorted(data)}")
+    elif not isinstance(data, str):
+        raise TypeError(f"meta 'data' is a {type(data).__name__}, not a data position")
+    if not number(meta.get("best_test_accuracy", 0.0)):
+        raise TypeError("meta 'best_test_accuracy' is not a number")
+    last = meta.get("last_eval")
+    if last is not None and not (
+        isinstance(last, dict) and all(number(last.get(k)) for k in ("epoch", "test_accuracy"))
+    ):
+        raise TypeError("meta 'last_eval' is not an evaluation record")
+    for key in ("device_counts", "process_counts"):
+        if key in meta and not counts(meta[key]):
+            raise TypeError(f"meta {key!r} is not a list of counts")
+
+
 def _processes_of(meta: dict[str, Any]) -> int:
     """The number of processes that wrote a checkpoint's ``meta``."""
     data = meta["data"]
@@ -692,7 +739,9 @@ def _finished_results(workdir: epath.Path, run: Run, p: Progress) -> dict[str, A
     if step < total or not path.exists():
         return None
     tqdm.write(f"the run in {workdir} is complete (step {step}); its results are unchanged")
-    return json.loads(path.read_text())
+    results = json.loads(path.read_text())
+    results.pop(FINAL_SHA256, None)
+    return results
 
 
 def enable_compilation_cache(path: str) -> str | None:

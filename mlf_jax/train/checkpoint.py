@@ -24,6 +24,7 @@ What :class:`Checkpointer` guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -191,11 +192,23 @@ def _is_closed_loop_echo(unraisable: Any) -> bool:
 
 
 class _NoUnretrievedTasks(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" records: after a failed save,
-    the tasks of its other writes log their own copy of the error when collected."""
+    """Drops asyncio's "Task exception was never retrieved" and "Future exception was never
+    retrieved" records: after a failed save, the tasks and futures of its other writes log
+    their own copy of the error (with a traceback) when collected."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Task exception was never retrieved")
+        return not str(record.msg).startswith(
+            ("Task exception was never retrieved", "Future exception was never retrieved")
+        )
+
+
+class _NoOrbaxErrors(logging.Filter):
+    """Drops the records that Orbax's own code logs (through absl): after a failed save, its
+    background threads log their copy of the error, with a traceback, once the save has
+    already raised it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return f"{os.sep}orbax{os.sep}" not in record.pathname
 
 
 @contextmanager
@@ -204,9 +217,9 @@ def _without_failed_save_echoes() -> Iterator[None]:
 
     During the save, :func:`_is_closed_loop_echo` errors are dropped (every other
     unraisable error goes on to the hook in place before). If the save fails, that stays
-    so, and asyncio's unretrieved-task records are dropped too, for the rest of the
-    process, which is stopping on the error the caller reports in one line; if it
-    succeeds, the process is left as it was.
+    so, and asyncio's unretrieved-task records and Orbax's own log records are dropped
+    too, for the rest of the process, which is stopping on the error the caller reports in
+    one line; if it succeeds, the process is left as it was.
     """
     previous = sys.unraisablehook
     if not getattr(previous, "_drops_loop_echoes", False):
@@ -220,9 +233,10 @@ def _without_failed_save_echoes() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        asyncio_logger = logging.getLogger("asyncio")
-        if not any(isinstance(f, _NoUnretrievedTasks) for f in asyncio_logger.filters):
-            asyncio_logger.addFilter(_NoUnretrievedTasks())
+        for name, kind in (("asyncio", _NoUnretrievedTasks), ("absl", _NoOrbaxErrors)):
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
         raise
     sys.unraisablehook = previous
 
@@ -326,16 +340,37 @@ class Checkpointer:
                 self.manager.wait_until_finished()
         except Exception as e:
             if jax.process_index() == 0:
-                for p in self.partial_saves():
-                    p.rmtree(missing_ok=True)
+                self._remove_failed_save()
             raise CheckpointError(
                 f"could not save the checkpoint at step {step} in {self.directory} ({_short(e)})"
             ) from e
 
+    def _remove_failed_save(self, settle: float = 0.5, limit: float = 10.0) -> None:
+        """Removes the temporary folders of a save that failed, on the failure itself.
+
+        The save's other writers (Orbax's and TensorStore's threads) may still create files
+        and folders after its error was raised: the folders are removed again until none
+        has come back for ``settle`` seconds (at most ``limit`` seconds in all)."""
+        with contextlib.suppress(Exception):  # its error is the one being reported
+            self.manager.wait_until_finished()
+        start = quiet_since = time.monotonic()
+        while time.monotonic() - start < limit:
+            left = self.partial_saves()
+            for p in left:
+                with contextlib.suppress(OSError):  # a writer still adding to it: again
+                    p.rmtree(missing_ok=True)
+            now = time.monotonic()
+            if left:
+                quiet_since = now
+            elif now - quiet_since >= settle:
+                return
+            time.sleep(0.05)
+
     def restore_latest(
         self, like: dict[str, Any], *, check_meta: Callable[[dict], Any] | None = None
     ) -> tuple[int, dict[str, Any], dict] | None:
-        """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none.
+        """The newest readable checkpoint as ``(step, tree, meta)``, or ``None`` if there is none
+        (``meta`` as it was given to :meth:`save`, without the fingerprint).
 
         ``like`` is a tree of the same structure (arrays or shape/dtype structs). Each
         array is restored onto ``like``'s devices (its sharding; a struct without one:

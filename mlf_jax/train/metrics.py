@@ -40,22 +40,27 @@ def _scalar(v: Any) -> Any:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The records of ``<workdir>/metrics.jsonl`` (empty when there is none)."""
+    """The records of ``<workdir>/metrics.jsonl`` (empty when there is none); a line that
+    is not a record is dropped with a one-line notice (as when a run resumes)."""
     path = epath.Path(workdir) / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in _valid_lines(path)]
 
 
 def _valid_lines(path: epath.Path) -> list[str]:
-    """The JSON records of ``path``; a torn or garbled line (a kill mid-write on a file
-    system without atomic renames, a hand edit) is dropped with a one-line notice."""
+    """The JSON records of ``path``, each with an integer ``step``; a torn or garbled line
+    (a kill mid-write on a file system without atomic renames, a hand edit, bytes that
+    are not UTF-8) is dropped with a one-line notice."""
     lines = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
+    for i, raw in enumerate(path.read_bytes().split(b"\n"), 1):
         try:
+            line = raw.decode("utf-8")
             if line.strip() and isinstance(json.loads(line).get("step"), int):
                 lines.append(line)
-        except (ValueError, AttributeError):
+            elif line.strip():
+                raise ValueError("not a record")
+        except (ValueError, AttributeError):  # UnicodeDecodeError is a ValueError
             notice(f"dropping unreadable line {i} of {path}")
     return lines
 

@@ -22,10 +22,12 @@ _EARLY: list[str] = []
 
 
 def catch_early_signals() -> None:
-    """Records SIGTERM and SIGINT from now on (start-up: imports, data, compilation)
-    instead of dying; the training loop's :class:`StopSignals` then stops at its first
-    step and saves. (A ``KeyboardInterrupt`` raised during start-up can land in a
-    garbage-collection callback, where Python ignores it, and be lost.) A second
+    """Records SIGTERM and SIGINT from now on (start-up: data, restore) instead of dying,
+    for the training loop's :class:`StopSignals` to act on when it starts: a SIGINT
+    (Ctrl-C) stops the run there, before its first step, with ``KeyboardInterrupt``
+    (nothing to save: the state is the checkpoint's); a SIGTERM stops it after its first
+    step, with a checkpoint. (A ``KeyboardInterrupt`` raised at once during start-up can
+    land in a garbage-collection callback, where Python ignores it, and be lost.) A second
     SIGINT still aborts at once."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -62,8 +64,11 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if _EARLY:  # arrived during start-up (see catch_early_signals)
-            self.received = _EARLY[0]
+            early = list(_EARLY)
             _EARLY.clear()
+            if "SIGINT" in early:  # Ctrl-C: the user wants it stopped, before any step
+                raise KeyboardInterrupt
+            self.received = early[0]
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -296,13 +296,19 @@ def test_exported_weights_load_with_the_library_alone(run):
     assert all(got[k].tobytes() == np.asarray(a).tobytes() for k, a in want.items())
 
 
-def test_accuracy_from_metrics_when_results_json_is_missing(run):
+def test_a_run_without_results_json_is_refused_until_it_is_restored(run):
+    """Which state the weights are is unknown without results.json (metrics.jsonl's last
+    evaluation may be of a later, unfinished extension): refused, and the hint works."""
     src, dst = run["tmp"] / "run", run["tmp"] / "no_results"
     dst.mkdir()
     for name in (trainer.FINAL_VARIABLES, "metrics.jsonl", "config.json"):
         shutil.copy(src / name, dst / name)
-    side = export.export(dst, run["config"], run["tmp"] / "out2" / "w.msgpack", {"note": "x"})
-    assert side["results"]["from"] == "metrics.jsonl" and side["note"] == "x"
+    out = run["tmp"] / "out2" / "w.msgpack"
+    with pytest.raises(export.WeightsError, match="has no results.json.*restore results.json"):
+        export.export(dst, run["config"], out, {"note": "x"})
+    shutil.copy(src / trainer.RESULTS, dst / trainer.RESULTS)  # as the hint says
+    side = export.export(dst, run["config"], out, {"note": "x"})
+    assert side["results"]["from"] == "results.json" and side["note"] == "x"
     assert side["results"]["final_test_accuracy"] == run["results"]["final_test_accuracy"]
     assert (run["tmp"] / "out2" / "w.msgpack").exists() and (
         run["tmp"] / "out2" / "w.json"

@@ -157,3 +157,45 @@ def test_ctrl_c_saves_a_second_run_is_refused_and_a_changed_config_too(tmp_path)
     assert "differing keys: model.widths: [4, 4, 4] -> [4, 4, 8]" in changed.stderr
     assert "Traceback" not in changed.stderr
     assert sorted(os.listdir(workdir / "checkpoints")) == before
+
+
+def _mapped(pid, library):
+    """Whether process ``pid`` has loaded a shared library whose path contains ``library``."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/<pid>/maps")
+def test_ctrl_c_at_any_moment_of_start_up_stops_with_one_line(tmp_path):
+    """During the imports (as soon as jaxlib's, then TensorStore's library is loaded) and
+    while the data are read (after the devices line): one line on stderr, exit code 130,
+    no traceback, nothing left in the workdir; never a run that goes on."""
+    env = {**_env(), "MLF_JAX_ALLOCATOR": "system"}
+    runs = {}
+    for moment in ("jaxlib", "tensorstore", "data"):
+        runs[moment] = subprocess.Popen(
+            _command(tmp_path / moment), cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    deadline = time.time() + 120
+    for library in ("jaxlib", "tensorstore"):
+        proc = runs[library]
+        while not _mapped(proc.pid, library) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+    proc = runs["data"]
+    assert proc.stdout.readline().startswith("processes:")  # before the data are read
+    proc.send_signal(signal.SIGINT)
+    for moment, proc in runs.items():
+        try:
+            out, err = proc.communicate(timeout=180)
+        finally:
+            proc.kill()
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert proc.returncode == 130, (moment, proc.returncode, err[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("interrupted: stopped"), (moment, err)
+        workdir = tmp_path / moment
+        assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
+        assert not (workdir / "run.lock").exists()

@@ -381,15 +381,24 @@ def test_num_epochs_cannot_shrink_below_what_was_trained(model, one_epoch_run, t
 
 
 def test_a_signal_during_start_up_stops_at_the_first_step(model, tmp_path):
+    """SIGTERM (a preemption) during start-up: one step, then a checkpoint; Ctrl-C: the
+    user wants it stopped, before any step (``KeyboardInterrupt``), the workdir free."""
     mj.train.preemption.catch_early_signals()
     try:
-        os.kill(os.getpid(), signal.SIGINT)  # as during imports or compilation
-        out = _fit(model, _config(num_epochs=1), tmp_path, _data(64, 16))
+        os.kill(os.getpid(), signal.SIGTERM)  # as while the data are read
+        out = _fit(model, _config(num_epochs=1), tmp_path / "term", _data(64, 16))
+        mj.train.preemption.catch_early_signals()  # the run's end restored the defaults
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            _fit(model, _config(num_epochs=1), tmp_path / "int", _data(64, 16))
     finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    assert out["preempted"] and out["stopped_by"] == "SIGINT" and out["steps"] == 1
-    assert Checkpointer(tmp_path / "checkpoints").all_steps() == [1]
+        mj.train.preemption.restore_default_signals()
+    assert out["preempted"] and out["stopped_by"] == "SIGTERM" and out["steps"] == 1
+    assert Checkpointer(tmp_path / "term" / "checkpoints").all_steps() == [1]
+    assert not (tmp_path / "int" / "checkpoints").exists() or not os.listdir(
+        tmp_path / "int" / "checkpoints"
+    )
+    assert not (tmp_path / "int" / mj.train.lock.LOCK_NAME).exists()
 
 
 def test_a_run_recorded_before_a_key_was_added_resumes_under_its_old_meaning(tmp_path):

@@ -242,8 +242,9 @@ def test_a_failed_save_echoes_nothing_but_other_errors_still_show(
 
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(str(u.exc_value)))
-    asyncio_logger = logging.getLogger("asyncio")
-    monkeypatch.setattr(asyncio_logger, "filters", list(asyncio_logger.filters))
+    for name in ("asyncio", "absl"):  # the filters a failed save adds go with the test
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "filters", list(logger.filters))
     ckpt = Checkpointer(tmp_path / "ckpt")
 
     def full_disk(*args, **kwargs):  # the writes fail, echo into the closed loop, then raise
@@ -259,6 +260,13 @@ def test_a_failed_save_echoes_nothing_but_other_errors_still_show(
     _OtherError()
     assert seen == ["not an echo of a failed save"]
     assert "Task exception was never retrieved" not in caplog.text
+    with caplog.at_level(logging.ERROR):  # Orbax's threads log their copy: dropped
+        for path in ("/site-packages/orbax/checkpoint/future.py", "/elsewhere/mine.py"):
+            record = {"name": "absl", "levelno": logging.ERROR, "levelname": "ERROR"}
+            logging.getLogger("absl").handle(
+                logging.makeLogRecord({**record, "pathname": path, "msg": f"raised in {path}"})
+            )
+    assert "raised in /elsewhere/mine.py" in caplog.text and "orbax" not in caplog.text
 
 
 def test_a_successful_save_leaves_the_unraisable_hook_as_it_was(state, tmp_path, monkeypatch):
@@ -269,3 +277,144 @@ def test_a_successful_save_leaves_the_unraisable_hook_as_it_was(state, tmp_path,
     before = sys.unraisablehook
     Checkpointer(tmp_path / "ckpt").save(1, state_to_tree(state, jax.random.key(0)), {})
     assert sys.unraisablehook is before
+
+
+# -- corruption and the caller's meta -------------------------------------------------------------
+
+
+def _flip_bytes_of_the_largest_data_file(checkpoint):
+    """XORs three bytes in the middle of the largest data file of ``checkpoint``'s state:
+    ``state/d/`` holds the arrays' bytes once a save is complete (the ``ocdbt.process_<i>``
+    folders hold each process's copy before the merge, no longer read)."""
+    data = checkpoint / "state" / "d"
+    files = [data / f for f in os.listdir(data)]
+    largest = max(files, key=os.path.getsize)
+    with open(largest, "r+b") as fh:
+        data = bytearray(fh.read())
+        middle = len(data) // 2
+        for i in range(middle, middle + 3):
+            data[i] ^= 0xFF
+        fh.seek(0)
+        fh.write(data)
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_are_noticed(state, tmp_path, capfd):
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+    ckpt.save(1, _shifted(tree, 1), {"s": 1})
+    ckpt.save(2, _shifted(tree, 2), {"s": 2})
+    _flip_bytes_of_the_largest_data_file(tmp_path / "2")
+    capfd.readouterr()
+    step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
+    assert step == 1 and meta == {"s": 1}
+    _assert_tree_equal(restored, _shifted(tree, 1))
+    skipped, moved = capfd.readouterr().err.strip().splitlines()
+    assert "checkpoint at step 2" in skipped and "could not be restored" in skipped
+    assert "moved the unreadable checkpoint 2" in moved
+
+
+def test_the_fingerprint_sees_one_flipped_bit_in_any_leaf_and_dtype():
+    tree = {
+        "f32": jnp.linspace(-1, 1, 1000, dtype=jnp.float32),
+        "bf16": jnp.linspace(-1, 1, 10, dtype=jnp.bfloat16),
+        "u32": jnp.arange(7, dtype=jnp.uint32),
+        "i8": jnp.arange(5, dtype=jnp.int8),
+        "flag": jnp.array([True, False]),
+        "key": np.arange(2, dtype=np.uint32),
+    }
+    from mlf_jax.train.checkpoint import fingerprint
+
+    before = fingerprint(tree)
+    for name, leaf in tree.items():
+        raw = np.array(leaf).view(np.uint8).copy() if name != "flag" else None
+        if raw is None:
+            changed = np.array([False, False])
+        else:
+            raw[len(raw) // 2] ^= 0x10
+            changed = raw.view(np.asarray(leaf).dtype).reshape(np.shape(leaf))
+        after = fingerprint({**tree, name: changed})
+        i = sorted(tree).index(name)  # leaves in key order
+        assert after[i] != before[i] and after[:i] + after[i + 1 :] == before[:i] + before[i + 1 :]
+
+
+def test_a_checkpoint_without_a_fingerprint_still_restores(state, tmp_path, monkeypatch):
+    """Checkpoints written before fingerprints were recorded resume as before."""
+    import mlf_jax.train.checkpoint as checkpoint
+
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path)
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "FINGERPRINT_KEY", "not_the_fingerprint")
+        ckpt.save(3, tree, {"s": 3})
+    step, restored, meta = Checkpointer(tmp_path).restore_latest(tree)
+    assert step == 3 and meta == {"s": 3, "not_the_fingerprint": meta["not_the_fingerprint"]}
+    _assert_tree_equal(restored, tree)
+
+
+@pytest.mark.parametrize(
+    "bad_meta", [{"s": 2}, {"data": 5}], ids=["missing_field", "malformed_field"]
+)
+def test_meta_the_caller_cannot_read_is_skipped_like_an_unreadable_checkpoint(
+    state, tmp_path, capfd, bad_meta
+):
+    def check(meta):
+        if not isinstance(meta["data"], str):
+            raise TypeError("data is not a string")
+
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path)
+    ckpt.save(1, _shifted(tree, 1), {"data": "one"})
+    ckpt.save(2, _shifted(tree, 2), bad_meta)
+    capfd.readouterr()
+    step, restored, meta = Checkpointer(tmp_path).restore_latest(tree, check_meta=check)
+    assert step == 1 and meta == {"data": "one"}
+    _assert_tree_equal(restored, _shifted(tree, 1))
+    skipped, _ = capfd.readouterr().err.strip().splitlines()
+    assert "checkpoint at step 2" in skipped
+    assert ("KeyError: 'data'" if "s" in bad_meta else "TypeError: data is not") in skipped
+    Checkpointer(tmp_path / "only").save(1, tree, bad_meta)
+    with pytest.raises(CheckpointError, match=r"none of the checkpoints .*\[1\]"):
+        Checkpointer(tmp_path / "only").restore_latest(tree, check_meta=check)
+
+
+def test_a_well_formed_state_that_is_not_the_one_saved_is_noticed(state, tmp_path, capfd):
+    """Corruption that leaves valid files (what Orbax and TensorStore cannot see): the
+    newest checkpoint's arrays replaced by other values of the same shapes, its meta kept.
+    Only the fingerprint tells; the one before is restored."""
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path / "run")
+    ckpt.save(1, _shifted(tree, 1), {"s": 1})
+    ckpt.save(2, _shifted(tree, 2), {"s": 2})
+    Checkpointer(tmp_path / "other").save(2, _shifted(tree, 7), {"s": 2})
+    shutil.rmtree(tmp_path / "run" / "2" / "state")
+    shutil.copytree(tmp_path / "other" / "2" / "state", tmp_path / "run" / "2" / "state")
+    capfd.readouterr()
+    step, restored, _ = Checkpointer(tmp_path / "run").restore_latest(tree)
+    assert step == 1
+    _assert_tree_equal(restored, _shifted(tree, 1))
+    skipped, _ = capfd.readouterr().err.strip().splitlines()
+    assert "checkpoint at step 2" in skipped and "fail their fingerprint" in skipped
+
+
+def test_a_failed_save_removes_what_its_writers_add_after_the_error(state, tmp_path, monkeypatch):
+    """The save's error comes first and a writer thread creates its folder after it: the
+    folder is still removed by the failed save itself, not left for the next start."""
+    import threading
+    import time
+
+    tree = state_to_tree(state, jax.random.key(0))
+    ckpt = Checkpointer(tmp_path, max_to_keep=3)
+
+    def full_disk(step, args, force):
+        def late_writer():
+            time.sleep(0.2)
+            (tmp_path / f"{step}.orbax-checkpoint-tmp" / "state").mkdir(parents=True)
+
+        threading.Thread(target=late_writer).start()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.manager, "save", full_disk)
+    with pytest.raises(CheckpointError, match="step 4 .*No space left on device"):
+        ckpt.save(4, tree, {})
+    time.sleep(0.5)  # the late writer has long been done
+    assert os.listdir(tmp_path) == []

@@ -89,3 +89,25 @@ def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatc
     assert e.value.errno == errno.ENOSPC
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]  # no .tmp left
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def test_lines_that_are_not_records_are_dropped_with_a_notice_whatever_their_bytes(tmp_path, capfd):
+    w = MetricsWriter(tmp_path)
+    w.write(1, "train", {"loss": 0.5})
+    with (tmp_path / "metrics.jsonl").open("ab") as f:
+        f.write(b'{"step": 2, "kind": "tr\xff\xfe\x80ain"}\n')  # not UTF-8
+        f.write(b'{"step": 3, "kind": "eval"}\n')
+        f.write(b'{"step": 4, "ki')  # torn
+    capfd.readouterr()
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 3]
+    resumed = MetricsWriter(tmp_path)
+    resumed.resume_at(3)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert (
+        err
+        == [
+            f"mlf_jax: dropping unreadable line {i} of {tmp_path / 'metrics.jsonl'}" for i in (2, 4)
+        ]
+        * 2
+    )
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 3]
