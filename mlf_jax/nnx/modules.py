@@ -217,7 +217,8 @@ class TdBatchNorm(_Bridged):
     """tdBN (:class:`mlf_jax.nn.TdBatchNorm`) over ``num_features`` channels (the last
     axis); ``fields`` are the Linen module's (``v_th``, ``alpha``, ``momentum``,
     ``epsilon``, ``use_scale``, ``use_bias``, ``axis_name``, ``dtype``). ``scale`` and
-    ``bias`` are ``nnx.Param``, the running ``mean`` and ``var`` ``nnx.BatchStat``."""
+    ``bias`` are ``nnx.Param``, the running ``mean`` and ``var`` ``nnx.BatchStat``. Its
+    Linen module (:func:`to_linen`) takes ``use_running_average`` at each call."""
 
     def __init__(
         self,
@@ -228,8 +229,8 @@ class TdBatchNorm(_Bridged):
         variables: Mapping[str, Any] | None = None,
         **fields: Any,
     ):
-        fields.pop("use_running_average", None)
-        layer = mjnn.TdBatchNorm(**fields)
+        fields.pop("use_running_average", None)  # the NNX mode, given at each call
+        layer = mjnn.TdBatchNorm(use_running_average=None, **fields)
         super().__init__(
             layer,
             jnp.zeros((1, num_features), jnp.float32),
@@ -376,6 +377,7 @@ def from_linen(
         n = in_features or (int(np.shape(stats["mean"])[0]) if "mean" in stats else None)
         if n is None:
             raise ValueError("give in_features (the channels) or the variables")
+        fields.pop("use_running_average")
         return TdBatchNorm(
             n, rngs=rngs, variables=variables, use_running_average=use_running_average, **fields
         )
