@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen, nnx
 from flax.nnx import traversals
+from flax.nnx.bridge import variables as bridge_variables
 
 from mlf_jax import models, zoo
 from mlf_jax import nn as mjnn
@@ -86,7 +87,7 @@ class _Bridged(nnx.bridge.ToNNX):
     ):
         super().__init__(module, rngs=nnx.Rngs(0) if rngs is None else rngs)
         self.to_nnx__use_running_average = bool(use_running_average)
-        nnx.bridge.lazy_init(self, sample, use_running_average=True)
+        nnx.bridge.lazy_init(self._create, sample)
         if not keep_rngs:  # the parameters are made: no rng state (nothing else draws)
             self.to_nnx__rngs = None
         if variables is not None:
@@ -113,13 +114,37 @@ class _Bridged(nnx.bridge.ToNNX):
         call, as ``nnx.BatchNorm``'s does. In train mode the running statistics are updated.
         """
         eval_mode = self.use_running_average if use_running_average is None else use_running_average
-        train = not eval_mode
-        return nnx.bridge.ToNNX.__call__(
-            self,
+        return self._apply(x, train=not eval_mode)
+
+    def _create(self, sample: Any) -> Any:
+        """Run by ``lazy_init`` when the module is built: ToNNX creates the variables."""
+        return nnx.bridge.ToNNX.__call__(self, sample, **self._call_kwargs(False))
+
+    def _apply(self, x: Any, train: bool) -> Any:
+        """``apply`` of the Linen module; the updated statistics are written into the
+        module's own ``nnx.BatchStat`` variables (``ToNNX.__call__`` would replace them by new
+        ones, a change of the graph that ``nnx.cached_partial`` refuses)."""
+        attrs = {
+            k: v for k, v in vars(self).items() if not k.startswith(("to_nnx__", "_pytree__"))
+        }
+        variables = bridge_variables.nnx_attrs_to_linen_vars(attrs)
+        rngs = self.to_nnx__rngs
+        out = self.to_nnx__module.apply(
+            variables,
             x,
+            rngs={"encoder": rngs.encoder()} if rngs is not None else None,
             mutable=["batch_stats"] if train else False,
             **self._call_kwargs(train),
         )
+        if not train:
+            return out
+        out, updates = out
+        for path, value in traversals.flatten_mapping(updates.get("batch_stats", {})).items():
+            node: Any = getattr(self, path[0])
+            for key in path[1:]:
+                node = node[key]
+            node.set_value(value)
+        return out
 
     @property
     def linen_module(self) -> linen.Module:
@@ -185,7 +210,7 @@ class Neuron(_Bridged):
 
     def __call__(self, x: Any, *, use_running_average: bool | None = None) -> Any:
         """Spikes (or spike counts) of the input's shape ``[T, B, ...]``."""
-        return nnx.bridge.ToNNX.__call__(self, x, mutable=False)
+        return self._apply(x, train=False)
 
     @property  # type: ignore[override]
     def use_running_average(self) -> bool:  # a neuron layer has no mode

@@ -46,6 +46,22 @@ def test_optimizer_steps_are_the_linen_train_steps():
     assert_trees_close(now["batch_stats"], state.batch_stats, rtol=1e-5, atol=1e-6)
 
 
+def test_a_cached_partial_step_keeps_the_variables_and_matches_nnx_jit():
+    nets = [mjx.resnet(8, rngs=nnx.Rngs(0), **SETTINGS) for _ in range(2)]
+    opts = [nnx.Optimizer(n, mj.train.sgd(0.1), wrt=nnx.Param) for n in nets]
+    mean = nnx.state(nets[0], nnx.BatchStat)["stem_bn"]["mean"]
+    cached = nnx.cached_partial(nnx.jit(_step), nets[0], opts[0])
+    step = nnx.jit(_step)
+    for _ in range(2):  # the statistics are written into the same variables
+        np.testing.assert_array_equal(cached(X, Y), step(nets[1], opts[1], X, Y))
+    assert nnx.state(nets[0], nnx.BatchStat)["stem_bn"]["mean"] is mean
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        nnx.to_pure_dict(nnx.state(nets[0])),
+        nnx.to_pure_dict(nnx.state(nets[1])),
+    )
+
+
 def test_an_orbax_checkpoint_of_model_and_optimizer_restores_both(tmp_path):
     net = mjx.resnet(8, rngs=nnx.Rngs(0), **SETTINGS)
     opt = nnx.Optimizer(net, mj.train.sgd(0.1), wrt=nnx.Param)
