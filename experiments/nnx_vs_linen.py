@@ -104,7 +104,9 @@ def run_nnx(model, tx, seed, xs, ys, test_x, test_y, order, eval_batch) -> dict[
 
 
 def accuracy(predict, x, y, batch) -> float:
-    hits = sum(int((predict(x[i : i + batch]) == y[i : i + batch]).sum()) for i in range(0, len(x), batch))
+    hits = sum(
+        int((predict(x[i : i + batch]) == y[i : i + batch]).sum()) for i in range(0, len(x), batch)
+    )
     return hits / len(x)
 
 
@@ -130,11 +132,18 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         api: {
             "mean": float(np.mean([r[api]["accuracy"] for r in rows])),
-            "std": float(np.std([r[api]["accuracy"] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+            "std": float(np.std([r[api]["accuracy"] for r in rows], ddof=1))
+            if len(rows) > 1
+            else 0.0,
         }
         for api in ("linen", "nnx")
     }
-    record = {"steps": args.steps, "batch_size": config.batch_size, "runs": rows, "summary": summary}
+    record = {
+        "steps": args.steps,
+        "batch_size": config.batch_size,
+        "runs": rows,
+        "summary": summary,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(summary))

@@ -44,6 +44,9 @@ if _FLAX < (0, 12):  # ToNNX keeps its own attributes apart from the variables s
         f"mlf_jax.nnx needs flax >= 0.12 (its nnx.bridge.ToNNX); this is flax {flax.__version__}"
     )
 
+#: The default neuron: the paper's MLF.
+_PAPER_NEURON = zoo.MLF()
+
 #: The sample image side used to create a ResNet's variables (their shapes do not depend
 #: on the image size).
 _SIDE = 8
@@ -107,7 +110,9 @@ class _Bridged(nnx.bridge.ToNNX):
     def _call_kwargs(self, train: bool) -> dict[str, Any]:
         return {"train": train}
 
-    def __call__(self, x: Any, *, use_running_average: bool | None = None) -> Any:
+    def __call__(  # type: ignore[override]  # NNX's call, not ToNNX's apply arguments
+        self, x: Any, *, use_running_average: bool | None = None
+    ) -> Any:
         """The Linen module applied to ``x`` with this module's variables.
 
         ``use_running_average`` (default: the module's mode) overrides the mode for this
@@ -124,9 +129,7 @@ class _Bridged(nnx.bridge.ToNNX):
         """``apply`` of the Linen module; the updated statistics are written into the
         module's own ``nnx.BatchStat`` variables (``ToNNX.__call__`` would replace them by new
         ones, a change of the graph that ``nnx.cached_partial`` refuses)."""
-        attrs = {
-            k: v for k, v in vars(self).items() if not k.startswith(("to_nnx__", "_pytree__"))
-        }
+        attrs = {k: v for k, v in vars(self).items() if not k.startswith(("to_nnx__", "_pytree__"))}
         variables = bridge_variables.nnx_attrs_to_linen_vars(attrs)
         rngs = self.to_nnx__rngs
         out = self.to_nnx__module.apply(
@@ -154,7 +157,9 @@ class _Bridged(nnx.bridge.ToNNX):
     def _assign(self, variables: Mapping[str, Any]) -> None:
         """Replaces the state by Linen ``variables`` of the same names and shapes."""
         state = nnx.state(self)
-        want = {p: np.shape(v) for p, v in traversals.flatten_mapping(nnx.to_pure_dict(state)).items()}
+        want = {
+            p: np.shape(v) for p, v in traversals.flatten_mapping(nnx.to_pure_dict(state)).items()
+        }
         have = _merge(variables)
         for path in sorted(set(want) | set(have), key=str):
             if want.get(path) != (np.shape(have[path]) if path in have else None):
@@ -194,7 +199,7 @@ class Neuron(_Bridged):
 
     def __init__(
         self,
-        model: NeuronModel = zoo.MLF(),
+        model: NeuronModel = _PAPER_NEURON,
         learn: Any = None,
         unroll: int | bool | None = None,
         param_dtype: Any = jnp.float32,
@@ -208,11 +213,13 @@ class Neuron(_Bridged):
     def _call_kwargs(self, train: bool) -> dict[str, Any]:
         return {}
 
-    def __call__(self, x: Any, *, use_running_average: bool | None = None) -> Any:
+    def __call__(  # type: ignore[override]
+        self, x: Any, *, use_running_average: bool | None = None
+    ) -> Any:
         """Spikes (or spike counts) of the input's shape ``[T, B, ...]``."""
         return self._apply(x, train=False)
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[misc]
     def use_running_average(self) -> bool:  # a neuron layer has no mode
         raise AttributeError("use_running_average")
 
@@ -255,7 +262,7 @@ class TdBatchNorm(_Bridged):
         **fields: Any,
     ):
         fields.pop("use_running_average", None)  # the NNX mode, given at each call
-        layer = mjnn.TdBatchNorm(use_running_average=None, **fields)
+        layer = mjnn.TdBatchNorm(use_running_average=None, **fields)  # type: ignore[arg-type]
         super().__init__(
             layer,
             jnp.zeros((1, num_features), jnp.float32),
@@ -269,7 +276,9 @@ class TdBatchNorm(_Bridged):
 
 
 def _neuron_factory(neuron: Any) -> Any:
-    return functools.partial(mjnn.Neuron, model=neuron) if isinstance(neuron, NeuronModel) else neuron
+    return (
+        functools.partial(mjnn.Neuron, model=neuron) if isinstance(neuron, NeuronModel) else neuron
+    )
 
 
 class BasicBlock(_Bridged):
@@ -284,7 +293,7 @@ class BasicBlock(_Bridged):
         in_features: int,
         features: int,
         *,
-        neuron: Any = zoo.MLF(),
+        neuron: Any = _PAPER_NEURON,
         use_running_average: bool = False,
         rngs: nnx.Rngs | None = None,
         variables: Mapping[str, Any] | None = None,
@@ -434,6 +443,7 @@ def save(path: str | os.PathLike, model: ResNet, /, **info: Any) -> Path:
     if not isinstance(model, ResNet):
         raise TypeError(f"save writes a mlf_jax.nnx.ResNet, got {type(model).__name__}")
     net, variables = to_linen(model)
+    assert isinstance(net, models.ResNet)
     return models.save(path, net, variables, **info)
 
 

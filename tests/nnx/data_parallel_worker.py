@@ -35,7 +35,11 @@ def step(net, opt, x, y):
 def main():
     assert jax.device_count() == 4, jax.devices()
     # a batch whose quarters differ, so that per-device statistics would differ from global
-    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 1)) * jnp.arange(1, 17)[:, None, None, None] / 4
+    x = (
+        jax.random.normal(jax.random.key(0), (16, 8, 8, 1))
+        * jnp.arange(1, 17)[:, None, None, None]
+        / 4
+    )
     y = jnp.arange(16) % 3
 
     one_net, one_opt = make()
@@ -62,9 +66,13 @@ def main():
                 "losses": [losses, one_losses],
                 "max_param_diff": max(jax.tree.leaves(diffs)),
                 "max_stat_diff": max(
-                    jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))),
-                                                 nnx.to_pure_dict(nnx.state(net, nnx.BatchStat)),
-                                                 nnx.to_pure_dict(nnx.state(one_net, nnx.BatchStat))))
+                    jax.tree.leaves(
+                        jax.tree.map(
+                            lambda a, b: float(np.max(np.abs(a - b))),
+                            nnx.to_pure_dict(nnx.state(net, nnx.BatchStat)),
+                            nnx.to_pure_dict(nnx.state(one_net, nnx.BatchStat)),
+                        )
+                    )
                 ),
                 "stat_scale": float(np.max(np.abs(np.asarray(mean)))),
             }

@@ -27,7 +27,9 @@ def test_every_zoo_neuron_learning_all_its_parameters_is_the_linen_layer(name):
 
 def test_the_mlf_preset_learns_its_thresholds_and_leak_as_params():
     layer = mjx.MLF(learn_tau=True, learn_thresholds=True, rngs=nnx.Rngs(0))
-    assert isinstance(layer, mjx.Neuron) and layer.model == mj.zoo.MLF(learn_tau=True, learn_thresholds=True)
+    assert isinstance(layer, mjx.Neuron) and layer.model == mj.zoo.MLF(
+        learn_tau=True, learn_thresholds=True
+    )
     state = nnx.state(layer, nnx.Param)
     assert sorted(nnx.to_pure_dict(state)) == ["tau_logit", "thresholds_raw"]
     np.testing.assert_allclose(layer.model_params()["tau_logit"], np.log(0.25 / 0.75), rtol=1e-6)
@@ -48,7 +50,9 @@ def test_tdbn_updates_its_running_statistics_as_linen():
 @pytest.mark.parametrize("shortcut", ["ds", "standard"])
 def test_a_projection_block_is_the_linen_block(shortcut):
     x = jax.random.normal(jax.random.key(2), (2, 2, 6, 6, 3))
-    block = mjx.BasicBlock(3, 4, strides=2, shortcut=shortcut, neuron=mj.zoo.PLIF(), rngs=nnx.Rngs(1))
+    block = mjx.BasicBlock(
+        3, 4, strides=2, shortcut=shortcut, neuron=mj.zoo.PLIF(), rngs=nnx.Rngs(1)
+    )
     assert "tau_logit" in nnx.to_pure_dict(nnx.state(block, nnx.Param))["neuron1"]
     check_same_as_linen(block, x, atol=1e-6)
 
@@ -61,7 +65,9 @@ def test_train_and_eval_set_the_mode_everywhere_and_a_call_may_override_it():
     net.eval()
     assert net.use_running_average is True
     evaluated = net(x)
-    unchanged = jax.tree.map(jnp.array_equal, nnx.to_pure_dict(nnx.state(net, nnx.BatchStat)), before)
+    unchanged = jax.tree.map(
+        jnp.array_equal, nnx.to_pure_dict(nnx.state(net, nnx.BatchStat)), before
+    )
     assert jax.tree.all(unchanged)
     trained = net(x, use_running_average=False)  # one call in train mode: statistics move
     assert not np.allclose(trained, evaluated)

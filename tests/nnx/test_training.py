@@ -31,7 +31,10 @@ def test_optimizer_steps_are_the_linen_train_steps():
     linen, variables = mjx.to_linen(net)
     tx = mj.train.sgd(0.1)
     state = mj.train.TrainState.create(
-        apply_fn=linen.apply, params=variables["params"], tx=tx, batch_stats=variables["batch_stats"]
+        apply_fn=linen.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables["batch_stats"],
     )
     opt = nnx.Optimizer(net, tx, wrt=nnx.Param)
     step = nnx.jit(_step)
