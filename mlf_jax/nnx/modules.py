@@ -357,7 +357,7 @@ class ResNet(_Bridged):
 
 
 def resnet(depth: int, *, rngs: nnx.Rngs | None = None, **fields: Any) -> ResNet:
-    """A three-stage :class:`ResNet` of depth ``6n + 2`` (as :func:`mlf_jax.models.resnet`):
+    """A three-stage :class:`ResNet` of depth ``6n + 2`` (as ``mlf_jax.models.resnet``):
     ``mj.nnx.resnet(8, widths=(16, 32, 64), in_channels=1, rngs=nnx.Rngs(0))``."""
     return ResNet(stage_sizes=models.stage_sizes_for_depth(depth), rngs=rngs, **fields)
 
