@@ -13,8 +13,9 @@ learned thresholds) at its batch (128 Fashion-MNIST-sized images), one device, t
   keeps the module graph's traversal between calls (Flax's advice for small steps).
 
 Each round runs ``--steps`` steps of every variant back to back (order rotated per round)
-and records seconds per step; the table gives the median over the rounds and each NNX
-variant's ratio to Linen's median.
+and records seconds per step, wall-clock and CPU (``time.process_time``: all of the
+process's threads, which a machine shared with other work disturbs less); the table gives
+the medians over the rounds and each NNX variant's ratio to Linen's.
 
     nice -n 10 python -m experiments.bench.nnx_step --rounds 7 --steps 5
 """
@@ -106,28 +107,37 @@ def main(argv: list[str] | None = None) -> None:
         jax.block_until_ready(fn())
     names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(args.steps):
                 out = variants[name]()
             jax.block_until_ready(out)
             times[name].append((time.perf_counter() - t0) / args.steps)
-    base = float(np.median(times["linen"]))
+            cpu[name].append((time.process_time() - c0) / args.steps)
+    base, cpu_base = float(np.median(times["linen"])), float(np.median(cpu["linen"]))
     table = {
         name: {
             "median_s": float(np.median(t)),
             "min_s": float(np.min(t)),
             "ratio_to_linen": float(np.median(t)) / base,
+            "median_cpu_s": float(np.median(cpu[name])),
+            "cpu_ratio_to_linen": float(np.median(cpu[name])) / cpu_base,
             "per_round_s": t,
+            "per_round_cpu_s": cpu[name],
         }
         for name, t in times.items()
     }
-    print(f"{'variant':<20} {'median ms':>10} {'min ms':>8} {'vs linen':>9}")
+    print(
+        f"{'variant':<20} {'median ms':>10} {'min ms':>8} {'vs linen':>9} "
+        f"{'CPU ms':>8} {'CPU vs linen':>13}"
+    )
     for name, row in table.items():
         print(
             f"{name:<20} {1e3 * row['median_s']:>10.1f} {1e3 * row['min_s']:>8.1f} "
-            f"{row['ratio_to_linen']:>9.3f}"
+            f"{row['ratio_to_linen']:>9.3f} {1e3 * row['median_cpu_s']:>8.1f} "
+            f"{row['cpu_ratio_to_linen']:>13.3f}"
         )
     write_json(
         args.out,
