@@ -6,7 +6,7 @@ Feng et al., "Multi-Level Firing with Spiking DS-ResNet", IJCAI 2022.
 encoders, layers, models and analysis tools (JAX, Flax and NumPy only). The input pipelines
 (``mlf_jax.data``: grain, data set readers) and the training utilities (``mlf_jax.train``:
 Orbax checkpoints, data parallelism, metrics) load on first use, e.g. ``mlf_jax.train.sgd``
-or ``import mlf_jax.data``.
+or ``import mlf_jax.data``, and so do the Flax NNX modules (``mlf_jax.nnx``).
 """
 
 import importlib
@@ -38,10 +38,10 @@ from mlf_jax.surrogate import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from mlf_jax import data, plot, train
+    from mlf_jax import data, nnx, plot, train
 
 #: Sub-packages imported on first attribute access (they pull in heavier dependencies).
-_LAZY = ("data", "plot", "train")
+_LAZY = ("data", "nnx", "plot", "train")
 
 
 def __getattr__(name: str) -> Any:
@@ -68,6 +68,7 @@ __all__ = [
     "zoo",
     "train",
     "nn",
+    "nnx",
     "Surrogate",
     "rectangular",
     "triangle",

@@ -65,3 +65,26 @@ def test_a_resnet_trains_in_nnx_as_in_linen():
         (nnx.to_pure_dict(nnx.state(net, nnx.BatchStat)), ref_stats),
     ):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), got, want)
+
+
+def test_mlf_jax_nnx_holds_the_raw_bridges_state_under_the_same_names():
+    """``mlf_jax.nnx`` is this recipe packaged: a model built from the same Linen variables
+    has the raw bridge's state, path for path, and computes its logits."""
+    import mlf_jax.nnx as mjx
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    linen = mj.models.resnet(8, widths=(4, 4, 4), num_classes=3, time_steps=1, in_channels=1)
+    raw = nnx.bridge.ToNNX(linen, rngs=nnx.Rngs(0))
+    nnx.bridge.lazy_init(raw, x, train=False)
+    variables = {
+        "params": nnx.to_pure_dict(nnx.state(raw, nnx.Param)),
+        "batch_stats": nnx.to_pure_dict(nnx.state(raw, nnx.BatchStat)),
+    }
+    packaged = mjx.from_linen(linen, variables, use_running_average=True)
+    for kind in (nnx.Param, nnx.BatchStat):
+        jax.tree.map(
+            np.testing.assert_array_equal,
+            nnx.to_pure_dict(nnx.state(packaged, kind)),
+            nnx.to_pure_dict(nnx.state(raw, kind)),
+        )
+    np.testing.assert_array_equal(packaged(x), raw(x))
