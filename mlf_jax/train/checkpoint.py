@@ -197,9 +197,8 @@ class _NoUnretrievedTasks(logging.Filter):
     their own copy of the error (with a traceback) when collected."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(
-            ("Task exception was never retrieved", "Future exception was never retrieved")
-        )
+        text = str(record.msg)
+        return "exception was never retrieved" not in text and "Exception in callback" not in text
 
 
 class _NoOrbaxErrors(logging.Filter):
@@ -329,7 +328,7 @@ class Checkpointer:
             )
         meta = {**meta, FINGERPRINT_KEY: fingerprint(tree)}
         try:
-            with _without_failed_save_echoes(), _quiet_orbax():
+            with _quiet_orbax(), _without_failed_save_echoes():
                 self.manager.save(
                     int(step),
                     args=ocp.args.Composite(
@@ -389,7 +388,7 @@ class Checkpointer:
         failures = []
         for step in reversed(steps):
             try:
-                with _without_failed_save_echoes(), _quiet_orbax():
+                with _quiet_orbax(), _without_failed_save_echoes():
                     restored = self.manager.restore(
                         step,
                         args=ocp.args.Composite(
