@@ -145,3 +145,15 @@ def test_a_neuron_layer_has_no_mode_and_ignores_train_and_eval():
     factory = functools.partial(mj.nn.Neuron, model=mj.zoo.IF())
     block = mjx.BasicBlock(2, 2, neuron=factory)
     assert block.linen_module.neuron is factory
+
+
+def test_the_core_import_loads_neither_this_package_nor_flax_nnx():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlf_jax; "
+        "print(sorted(m for m in ('mlf_jax.nnx', 'flax.nnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
