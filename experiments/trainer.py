@@ -360,8 +360,12 @@ def _train(
             meter, stopped = _Meter(), None
             profiler = _Profiler(config.profile_steps, workdir)
             activity = _ActivityLog(run, writer)
-            bar, first = _progress_bar(run.total_steps, p.step, main), p.step + 1
-            with mj.train.StopSignals() as signals, bar:
+            first = p.step + 1  # it compiles the step: the bar's rate counts after it
+            # the signals first: a Ctrl-C received before the loop stops it before a bar shows
+            with (
+                mj.train.StopSignals() as signals,
+                _progress_bar(run.total_steps, p.step, main) as bar,
+            ):
                 while p.step < run.total_steps:
                     step = p.step + 1
                     batch = data.preprocess(next(run.data_iter), True)
@@ -372,7 +376,7 @@ def _train(
                     meter.add(metrics)
                     p.step = step
                     bar.update(1)
-                    if step == first:  # it compiled the step: the rate counts from here
+                    if step == first:
                         _restart_clock(bar)
 
                     epoch_end = step % run.steps_per_epoch == 0
