@@ -79,14 +79,7 @@ def run_nnx(model, tx, seed, xs, ys, test_x, test_y, order, eval_batch) -> dict[
     net = mj.nnx.from_linen(model, rngs=nnx.Rngs(seed))
     opt = nnx.Optimizer(net, tx, wrt=nnx.Param)
 
-    @nnx.jit
-    def step(net, opt, x, y):
-        def loss_fn(net):
-            return mj.losses.cross_entropy(net(x), y)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
+    step = nnx.jit(mlf_jax.nnx.train_step)
 
     net.train()
     start = time.perf_counter()

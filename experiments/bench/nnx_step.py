@@ -75,14 +75,7 @@ def _variants(batch: int) -> dict:
         net.train()
         return net, nnx.Optimizer(net, tx, wrt=nnx.Param)
 
-    @nnx.jit
-    def step(net, opt, x, y):
-        def loss_fn(net):
-            return mj.losses.cross_entropy(net(x), y)
-
-        loss, grads = nnx.value_and_grad(loss_fn)(net)
-        opt.update(net, grads)
-        return loss
+    step = nnx.jit(mlf_jax.nnx.train_step)
 
     net, opt = make_nnx()
     cached = nnx.cached_partial(step, *make_nnx())

@@ -33,6 +33,7 @@ from mlf_jax.nnx.modules import (
     save,
     to_linen,
 )
+from mlf_jax.nnx.step import train_step
 
 __all__ = [
     "Neuron",
@@ -48,4 +49,5 @@ __all__ = [
     "to_linen",
     "save",
     "load",
+    "train_step",
 ]

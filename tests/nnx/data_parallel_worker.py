@@ -22,14 +22,7 @@ def make():
     return net, nnx.Optimizer(net, mj.train.sgd(0.1), wrt=nnx.Param)
 
 
-@nnx.jit
-def step(net, opt, x, y):
-    def loss_fn(net):
-        return mj.losses.cross_entropy(net(x), y)
-
-    loss, grads = nnx.value_and_grad(loss_fn)(net)
-    opt.update(net, grads)
-    return loss
+step = nnx.jit(mjx.train_step)
 
 
 def main():

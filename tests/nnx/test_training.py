@@ -17,13 +17,7 @@ X = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
 Y = jnp.arange(4) % 3
 
 
-def _step(net, opt, x, y):
-    def loss_fn(net):
-        return mj.losses.cross_entropy(net(x), y)
-
-    loss, grads = nnx.value_and_grad(loss_fn)(net)
-    opt.update(net, grads)
-    return loss
+_step = mjx.train_step
 
 
 def test_optimizer_steps_are_the_linen_train_steps():
