@@ -188,6 +188,8 @@ def _rules() -> dict[str, Rule]:
         "lr_decay_epochs": _integer(1),
         "lr_decay_factor": _number(0.0, 1.0, low_open=True, high_open=False),
         "warmup_epochs": _number(0.0),
+        "validation_size": _integer(0),
+        "ema_decay": _number(0.0, 1.0, high_open=True),
         "log_every": _integer(1),
         "activity_every_steps": _integer(0),
         "firing_rate_reg": _number(0.0),

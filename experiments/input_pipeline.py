@@ -50,6 +50,7 @@ __all__ = [
     "LOADERS",
     "Data",
     "ensure_fashion_mnist",
+    "hold_out",
     "event_preprocessing",
     "get_datasets",
     "static_preprocessing",
@@ -60,12 +61,39 @@ Augment = Callable[[dict, np.random.Generator], dict]
 
 
 class Data(NamedTuple):
-    """Train and test sources, host-side batch preprocessing and per-example augmentation."""
+    """Train and test sources, host-side batch preprocessing and per-example augmentation;
+    ``validation``: the examples held out of ``train`` (:func:`hold_out`), or ``None``."""
 
     train: ArraySource
     test: ArraySource
     preprocess: Preprocess
     augment: Augment | None = None
+    validation: ArraySource | None = None
+
+
+#: The seed of the permutation that picks the held-out validation examples: fixed, so that
+#: every run of a data set with the same ``validation_size`` holds out the same examples.
+VALIDATION_SEED = 0
+
+
+def hold_out(data: Data, size: int) -> Data:
+    """``data`` with ``size`` training examples moved into ``data.validation``: the last
+    ``size`` of a fixed permutation (:data:`VALIDATION_SEED`) of the training set, so that
+    choices made on them never see the test set. ``size`` 0: ``data`` unchanged.
+
+    Raises:
+      ConfigError: naming ``validation_size`` when it leaves no training example.
+    """
+    if size == 0:
+        return data
+    n = len(data.train)
+    if not 0 < size < n:
+        raise ConfigError(f"validation_size={size} must be smaller than the {n} training examples")
+    order = np.random.default_rng(VALIDATION_SEED).permutation(n)
+    keep, held = np.sort(order[: n - size]), np.sort(order[n - size :])
+    return data._replace(
+        train=ArraySource(data.train[keep]), validation=ArraySource(data.train[held])
+    )
 
 
 #: ``config.augment``: ``''`` is the data set's default (random crop and flip for CIFAR10,
@@ -296,7 +324,8 @@ LOADERS: dict[str, Callable[[Any], Data]] = {
 
 def get_datasets(config: Any) -> Data:
     """Sources, preprocessing and augmentation for ``config.dataset`` (any spelling of
-    :func:`mlf_jax.data.registry.canonical_name`).
+    :func:`mlf_jax.data.registry.canonical_name`), with ``config.validation_size`` training
+    examples held out for validation (:func:`hold_out`).
 
     Raises:
       ConfigError: for an unknown data set, or when the first training example's image does
@@ -306,7 +335,7 @@ def get_datasets(config: Any) -> Data:
         info = registry.get(config.dataset)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    data = LOADERS[info.name](config)
+    data = hold_out(LOADERS[info.name](config), config.get("validation_size", 0))
     want = info.example_shape(config.model.time_steps)
     if len(data.train):
         got = np.shape(data.train[0]["image"])

@@ -5,10 +5,15 @@ steps: the test accuracy of each, per seed (the figures of docs/guides/nnx.md).
 Settings of experiments/configs/fashion_mnist.py (DS-ResNet-8 16/32/64, T = 1, learned
 thresholds, tdBN to 1.0, SGD with momentum 0.9 and weight decay 1e-4, batch 128, learning rate
 0.6 with a 10 % warm-up and a cosine decay), over ``--steps`` steps instead of four epochs.
-Both sides see the same batches in the same order for a seed; each initialises its own
-weights from that seed (Linen ``model.init(key(seed))``, NNX ``nnx.Rngs(seed)``).
+All three contenders see the same batches in the same order for a seed:
 
-    nice -n 10 python -m experiments.nnx_vs_linen --steps 300 --seeds 0 1 2
+- ``linen``: Linen's weights drawn by ``model.init(key(seed))``;
+- ``nnx``: NNX's own weights drawn from ``nnx.Rngs(seed)`` (another draw from the same
+  initialisers);
+- ``nnx_linen_init``: NNX started from Linen's initial weights (``mj.nnx.from_linen``), so
+  that it differs from ``linen`` only in the API that trains it.
+
+    nice -n 10 python -m experiments.nnx_vs_linen --steps 300 --seeds 0 1 2 3 4 5
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from experiments.models import build_model
 from mlf_jax.data import fashion_mnist
 
 OUT = Path(__file__).resolve().parent / "results" / "nnx_vs_linen.json"
+CONTENDERS = ("linen", "nnx", "nnx_linen_init")
 
 
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -58,7 +64,16 @@ def batches(seed: int, n: int, steps: int, batch: int) -> list[np.ndarray]:
     return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
+def initial_variables(model, seed: int, x: np.ndarray) -> dict[str, Any]:
+    """Linen's initial variables for ``seed`` (what :func:`mlf_jax.train.create_train_state`
+    draws)."""
+    state = mj.train.create_train_state(model, mj.train.sgd(0.0), jax.random.key(seed), x)
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def run_linen(model, tx, seed, xs, ys, test_x, test_y, order, eval_batch) -> dict[str, float]:
+    """Trains ``model`` in Linen from its ``seed`` draw on the batches ``order``; the test
+    accuracy and the training seconds."""
     state = mj.train.create_train_state(model, tx, jax.random.key(seed), jnp.asarray(xs[:2]))
     step = jax.jit(mj.train.train_step)
     start = time.perf_counter()
@@ -75,8 +90,12 @@ def run_linen(model, tx, seed, xs, ys, test_x, test_y, order, eval_batch) -> dic
     return {"accuracy": accuracy(predict, test_x, test_y, eval_batch), "train_s": seconds}
 
 
-def run_nnx(model, tx, seed, xs, ys, test_x, test_y, order, eval_batch) -> dict[str, float]:
-    net = mj.nnx.from_linen(model, rngs=nnx.Rngs(seed))
+def run_nnx(
+    model, tx, seed, xs, ys, test_x, test_y, order, eval_batch, variables=None
+) -> dict[str, float]:
+    """Trains ``model`` in NNX, from ``variables`` (Linen's) or else its own ``seed`` draw,
+    on the batches ``order``; the test accuracy and the training seconds."""
+    net = mj.nnx.from_linen(model, variables, rngs=None if variables else nnx.Rngs(seed))
     opt = nnx.Optimizer(net, tx, wrt=nnx.Param)
 
     step = nnx.jit(mlf_jax.nnx.train_step)
@@ -119,7 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         order = batches(seed, len(xs), args.steps, config.batch_size)
         common = (model, tx, seed, xs, ys, test_x, test_y, order, config.eval_batch_size)
-        row = {"seed": seed, "linen": run_linen(*common), "nnx": run_nnx(*common)}
+        start = initial_variables(model, seed, jnp.asarray(xs[:2]))
+        row = {
+            "seed": seed,
+            "linen": run_linen(*common),
+            "nnx": run_nnx(*common),
+            "nnx_linen_init": run_nnx(*common, variables=start),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     summary = {
@@ -129,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
             if len(rows) > 1
             else 0.0,
         }
-        for api in ("linen", "nnx")
+        for api in CONTENDERS
     }
     record = {
         "steps": args.steps,

@@ -89,6 +89,8 @@ ADDED = {
     "model.learn_tau": False,
     "model.learn_thresholds": False,
     "model.encoder": "direct",
+    "validation_size": 0,
+    "ema_decay": 0.0,
 }
 
 

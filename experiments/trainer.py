@@ -131,7 +131,9 @@ def make_optimizer(
     config: Any, steps_per_epoch: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The paper's optimiser from the config: SGD with momentum and coupled L2 weight
-    decay (PyTorch's ``SGD(weight_decay=...)``), under the configured schedule."""
+    decay (PyTorch's ``SGD(weight_decay=...)``), under the configured schedule; with an
+    average of the weights in its state when ``config.ema_decay`` is set
+    (:func:`mlf_jax.train.with_average`)."""
     schedule = mj.train.learning_rate_schedule(
         config.learning_rate,
         steps_per_epoch,
@@ -141,7 +143,10 @@ def make_optimizer(
         decay_factor=config.lr_decay_factor,
         warmup_epochs=config.warmup_epochs,
     )
-    return mj.train.sgd(schedule, config.momentum, config.weight_decay), schedule
+    tx = mj.train.sgd(schedule, config.momentum, config.weight_decay)
+    if config.get("ema_decay", 0.0):
+        tx = mj.train.with_average(tx, config.ema_decay)
+    return tx, schedule
 
 
 class _Meter:
@@ -344,6 +349,8 @@ def _train(
     main = jax.process_index() == 0
     with _holding(workdir, config, allow_change):
         data = data if data is not None else input_pipeline.get_datasets(config)
+        if data.validation is None:  # data given in code: hold out what the config asks
+            data = input_pipeline.hold_out(data, config.get("validation_size", 0))
         run = Run(config, data, model)
         ckpt = mj.train.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
         writer = mj.train.MetricsWriter(workdir, enabled=main)
@@ -558,24 +565,53 @@ def _log(run: Run, writer: Any, meter: _Meter, bar: Any, p: Progress, ckpt: Any)
 
 
 def _evaluate(run: Run, writer: Any, p: Progress, dstate: Any, start: float) -> None:
-    """Evaluates on the test set after an epoch and records it."""
+    """Evaluates on the test set (and the validation set, and with the average of the
+    weights, where the config asks) after an epoch and records it."""
     c = run.config
-    test = mj.train.evaluate(run.dp, dstate, run.data.test, run.data.preprocess, c.eval_batch_size)
     epoch = p.step // run.steps_per_epoch
-    p.best = max(p.best, test["accuracy"])
-    p.last_eval = {"epoch": epoch, "test_loss": test["loss"], "test_accuracy": test["accuracy"]}
-    record = {**p.last_eval, "best_test_accuracy": p.best, "wall_seconds": time.time() - start}
-    writer.write(p.step, "eval", record)
-    tqdm.write(
-        f"epoch {epoch}: test loss {test['loss']:.4f} acc {test['accuracy']:.4f} "
-        f"(best {p.best:.4f}) | {time.time() - start:.0f} s"
+    record = {"epoch": epoch}
+    for prefix, state in _evaluated_states(c, dstate):
+        for split, source in (("val", run.data.validation), ("test", run.data.test)):
+            if source is not None:
+                m = mj.train.evaluate(run.dp, state, source, run.data.preprocess, c.eval_batch_size)
+                record[f"{prefix}{split}_loss"] = m["loss"]
+                record[f"{prefix}{split}_accuracy"] = m["accuracy"]
+    p.best = max(p.best, record["test_accuracy"])
+    p.last_eval = record
+    writer.write(
+        p.step,
+        "eval",
+        {**record, "best_test_accuracy": p.best, "wall_seconds": time.time() - start},
     )
+    shown = "".join(
+        f" | {k.removesuffix('_accuracy').replace('_', ' ')} acc {v:.4f}"
+        for k, v in record.items()
+        if k.endswith("_accuracy") and k != "test_accuracy"
+    )
+    tqdm.write(
+        f"epoch {epoch}: test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f} "
+        f"(best {p.best:.4f}){shown} | {time.time() - start:.0f} s"
+    )
+
+
+def _evaluated_states(config: Any, dstate: Any) -> list[tuple[str, Any]]:
+    """``(metric prefix, state)`` of the weights each evaluation measures: the trained ones
+    and, with ``config.ema_decay``, their average (``'ema_'``) with the same tdBN statistics."""
+    states = [("", dstate)]
+    if config.get("ema_decay", 0.0):
+        states.append(("ema_", dstate.replace(params=mj.train.averaged_params(dstate.opt_state))))
+    return states
 
 
 def _results(run: Run, p: Progress, wall: float, stopped: str | None) -> dict[str, Any]:
     """What ``results.json`` records."""
     return {
         "final_test_accuracy": None if p.last_eval is None else p.last_eval["test_accuracy"],
+        **{
+            f"final_{k}": v
+            for k, v in (p.last_eval or {}).items()
+            if k.endswith("_accuracy") and k != "test_accuracy"
+        },
         "best_test_accuracy": p.best,
         "steps": p.step,
         "preempted": stopped is not None,

@@ -68,6 +68,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.lr_decay_epochs = 40
     config.lr_decay_factor = 0.1
     config.warmup_epochs = 0.0
+    # Training examples held out as a validation set (0: none), evaluated after every epoch
+    # beside the test set: choices of a recipe are made on it, never on the test set.
+    config.validation_size = 0
+    # Decay of an exponential moving average of the weights kept during training (0: none);
+    # when set, every evaluation also reports the average's accuracy (tdBN's running
+    # statistics are the trained weights').
+    config.ema_decay = 0.0
     config.log_every = 20  # steps between progress-bar / metric updates
     # Every N steps (0: off), each neuron layer's firing rate (mean spikes per unit and
     # step) and dormant fraction on that step's batch, in metrics.jsonl (kind 'activity')

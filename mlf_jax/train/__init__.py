@@ -21,7 +21,13 @@ try:
     from mlf_jax.train.evaluation import evaluate, pad_batch
     from mlf_jax.train.lock import LockedError, RunLock
     from mlf_jax.train.metrics import MetricsWriter, read_metrics
-    from mlf_jax.train.optim import learning_rate_schedule, sgd
+    from mlf_jax.train.optim import (
+        AveragedState,
+        averaged_params,
+        learning_rate_schedule,
+        sgd,
+        with_average,
+    )
     from mlf_jax.train.parallel import AXIS, PARALLEL_MODES, DataParallel, make_mesh
     from mlf_jax.train.preemption import StopSignals, agree_to_stop
     from mlf_jax.train.state import TrainState, create_train_state
@@ -46,6 +52,9 @@ __all__ = [
     "model_input",
     "learning_rate_schedule",
     "sgd",
+    "with_average",
+    "averaged_params",
+    "AveragedState",
     "evaluate",
     "pad_batch",
     "MetricsWriter",

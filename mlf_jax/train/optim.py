@@ -1,10 +1,15 @@
-"""Optimiser of the paper: SGD with momentum, coupled L2 weight decay, LR schedule."""
+"""Optimiser of the paper: SGD with momentum, coupled L2 weight decay, LR schedule; and an
+exponential moving average of the parameters kept beside any optimiser."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
-__all__ = ["learning_rate_schedule", "sgd"]
+__all__ = ["AveragedState", "averaged_params", "learning_rate_schedule", "sgd", "with_average"]
 
 SCHEDULES = ("step", "cosine", "constant")
 
@@ -56,3 +61,62 @@ def sgd(
         optax.add_decayed_weights(weight_decay),
         optax.sgd(learning_rate, momentum=momentum),
     )
+
+
+class AveragedState(NamedTuple):
+    """The state of :func:`with_average`: the wrapped optimiser's, and the average."""
+
+    inner: optax.OptState
+    average: optax.Params
+
+
+def with_average(tx: optax.GradientTransformation, decay: float) -> optax.GradientTransformation:
+    """``tx``, keeping an exponential moving average of the parameters in its state.
+
+    After each update the average moves towards the updated parameters:
+    ``average <- decay * average + (1 - decay) * (params + updates)``, starting from the
+    initial parameters. ``tx`` must be the whole optimiser (its updates are what is added to
+    the parameters), and ``update`` must be given ``params`` (as
+    ``flax.training.train_state.TrainState.apply_gradients`` does). The average lives in the
+    optimiser state, so that it is checkpointed, sharded and restored with it; read it with
+    :func:`averaged_params`. The updates themselves are ``tx``'s, unchanged.
+
+    Args:
+      tx: the optimiser.
+      decay: in ``[0, 1)``; about ``1 / (1 - decay)`` of the last steps weigh in the average.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"decay must be in [0, 1), got {decay!r}")
+
+    def init(params: optax.Params) -> AveragedState:
+        # a copy: the parameters' buffers may be donated to a step that also takes these
+        return AveragedState(
+            tx.init(params), jax.tree.map(lambda p: jnp.array(p, copy=True), params)
+        )
+
+    def update(
+        updates: optax.Updates, state: AveragedState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, AveragedState]:
+        if params is None:
+            raise ValueError("with_average needs the parameters: call update(..., params)")
+        updates, inner = tx.update(updates, state.inner, params)
+        average = jax.tree.map(
+            lambda a, p, u: decay * a + (1.0 - decay) * (p + u), state.average, params, updates
+        )
+        return updates, AveragedState(inner, average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state: Any) -> optax.Params:
+    """The parameter average of an optimiser state of :func:`with_average`.
+
+    Raises:
+      TypeError: when ``opt_state`` is not one.
+    """
+    if not isinstance(opt_state, AveragedState):
+        raise TypeError(
+            f"no parameter average in an optimiser state of type {type(opt_state).__name__}: "
+            "build the optimiser with mlf_jax.train.with_average"
+        )
+    return opt_state.average

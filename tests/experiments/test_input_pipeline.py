@@ -334,3 +334,21 @@ def test_a_run_recorded_under_another_spelling_is_the_same_run():
     new = run_identity.flatten({"dataset": "dvs_gesture", "model": {"depth": 20}})
     assert old == new and not run_identity.diff(old, new)
     assert run_identity.diff(run_identity.flatten({"dataset": "cifar10_dvs"}), new)
+
+
+def test_hold_out_moves_a_fixed_disjoint_share_of_the_training_set():
+    from experiments.errors import ConfigError
+    from mlf_jax.data import ArraySource
+
+    n = 50
+    train = ArraySource({"image": np.arange(n)[:, None].astype(np.float32), "label": np.arange(n)})
+    data = input_pipeline.Data(train, train, lambda b, t: b)
+    a, b = input_pipeline.hold_out(data, 10), input_pipeline.hold_out(data, 10)
+    kept, held = a.train["label"], a.validation["label"]
+    assert len(kept) == 40 and len(held) == 10
+    assert sorted(np.concatenate([kept, held]).tolist()) == list(range(n))  # disjoint, all
+    np.testing.assert_array_equal(held, b.validation["label"])  # the same every time
+    np.testing.assert_array_equal(a.train["image"][:, 0], kept)  # images follow labels
+    assert input_pipeline.hold_out(data, 0) is data
+    with pytest.raises(ConfigError, match="validation_size=50"):
+        input_pipeline.hold_out(data, 50)

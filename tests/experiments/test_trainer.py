@@ -569,3 +569,24 @@ def test_a_checked_config_is_not_validated_again_and_trains_the_model_it_checked
     )
     with pytest.raises(TypeError, match="carries its model"):
         trainer.train_and_evaluate(checked, tmp_path / "b", data=_data(), model=checked.model)
+
+
+def test_held_out_validation_and_the_weight_average_are_evaluated_every_epoch(model, tmp_path):
+    out = _fit(model, _config(validation_size=24, ema_decay=1e-9), tmp_path)
+    evals = _records(tmp_path, "eval")
+    keys = {"val_accuracy", "ema_val_accuracy", "ema_test_accuracy", "val_loss", "ema_test_loss"}
+    assert all(keys <= set(r) for r in evals)
+    assert out["final_val_accuracy"] == evals[-1]["val_accuracy"]
+    # decay ~0: the average is the trained weights, so it scores what they score
+    for r in evals:
+        assert r["ema_test_accuracy"] == r["test_accuracy"]
+        assert r["ema_val_accuracy"] == r["val_accuracy"]
+        np.testing.assert_allclose(r["ema_test_loss"], r["test_loss"], rtol=1e-5)
+    # 96 - 24 training examples: 4 full batches of 16 per epoch
+    assert json.loads((tmp_path / trainer.RESULTS).read_text())["steps"] == 3 * (72 // 16)
+
+
+def test_without_validation_or_average_no_such_metrics(model, tmp_path):
+    _fit(model, _config(num_epochs=1), tmp_path)
+    (r,) = _records(tmp_path, "eval")
+    assert not any(k.startswith(("val_", "ema_")) for k in r)

@@ -44,3 +44,40 @@ def test_cosine_schedule_with_warmup():
 def test_unknown_schedule():
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         learning_rate_schedule(0.1, 10, 2, kind="linear")
+
+
+def test_with_average_keeps_the_moving_average_of_the_updated_parameters_by_hand():
+    from mlf_jax.train import averaged_params, with_average
+
+    lr, mom, wd, decay = 0.1, 0.9, 1e-2, 0.75
+    grads = [np.array([0.5, 0.25]), np.array([-1.0, 2.0]), np.array([0.3, -0.1])]
+    # by hand: the SGD of the test above, then a <- decay a + (1 - decay) p, from a = p0
+    p, buf, a = np.array([1.0, -2.0]), None, np.array([1.0, -2.0])
+    for g in grads:
+        d = g + wd * p
+        buf = d if buf is None else mom * buf + d
+        p = p - lr * buf
+        a = decay * a + (1 - decay) * p
+
+    tx = with_average(sgd(lr, mom, wd), decay)
+    q = jnp.asarray([1.0, -2.0], jnp.float32)
+    s = tx.init(q)
+    for g in grads:
+        u, s = tx.update(jnp.asarray(g, jnp.float32), s, q)
+        q = optax.apply_updates(q, u)
+    np.testing.assert_allclose(q, p, rtol=1e-6)  # the updates are sgd's, unchanged
+    np.testing.assert_allclose(averaged_params(s), a, rtol=1e-6)
+
+
+def test_with_average_refuses_a_bad_decay_missing_params_and_a_plain_state():
+    from mlf_jax.train import averaged_params, with_average
+
+    for decay in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="decay must be in"):
+            with_average(sgd(0.1), decay)
+    tx = with_average(sgd(0.1), 0.9)
+    p = jnp.ones(2)
+    with pytest.raises(ValueError, match="needs the parameters"):
+        tx.update(p, tx.init(p))
+    with pytest.raises(TypeError, match="with_average"):
+        averaged_params(sgd(0.1).init(p))
