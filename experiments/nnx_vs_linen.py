@@ -122,6 +122,33 @@ def accuracy(predict, x, y, batch) -> float:
     return hits / len(x)
 
 
+#: The table's column of each contender.
+HEADERS = {
+    "linen": "Linen",
+    "nnx_linen_init": "NNX, from Linen's initial weights",
+    "nnx": "NNX, its own initial weights",
+}
+
+
+def table(record: dict[str, Any]) -> str:
+    """The Markdown table of a results record: test accuracy per seed and contender, then
+    the mean and the standard deviation over the seeds (the table of docs/guides/nnx.md)."""
+    cols = list(HEADERS)
+    lines = [
+        "| seed | " + " | ".join(HEADERS[c] for c in cols) + " |",
+        "|---:|" + "---:|" * len(cols),
+    ]
+    for run in record["runs"]:
+        cells = " | ".join(f"{100 * run[c]['accuracy']:.2f} %" for c in cols)
+        lines.append(f"| {run['seed']} | {cells} |")
+    summary = " | ".join(
+        f"{100 * record['summary'][c]['mean']:.2f} % ({100 * record['summary'][c]['std']:.2f})"
+        for c in cols
+    )
+    lines.append(f"| mean (std over seeds) | {summary} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -165,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(summary))
+    print(table(record))
 
 
 if __name__ == "__main__":
