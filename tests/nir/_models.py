@@ -4,6 +4,7 @@ tests, and their spikes per layer."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -44,13 +45,13 @@ def small(shortcut: str = "ds", time_steps: int = 3, seed: int = 0, **kwargs):
     kw.update(kwargs)
     net = mj.models.resnet(8, **kw)
     x = jax.random.normal(jax.random.key(seed), (3, 8, 8, 2)) * 1.5
-    variables = perturbed(dict(net.init(jax.random.key(seed + 1), x)), seed)
+    variables = perturbed(dict(jax.jit(net.init)(jax.random.key(seed + 1), x)), seed)
     return net, variables, x
 
 
 def linen_run(net, variables, x) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Logits and ``{layer: spikes [T, B, C, H, W]}`` (NIR's layout) of the Linen model."""
-    logits, state = net.apply(variables, x, mutable=["intermediates"])
+    logits, state = jax.jit(functools.partial(net.apply, mutable=["intermediates"]))(variables, x)
     spikes = {}
 
     def walk(tree, path):
@@ -62,6 +63,13 @@ def linen_run(net, variables, x) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
     walk(state["intermediates"], ())
     return np.asarray(logits), spikes
+
+
+def imported_run(model, variables, x, return_spikes: bool = True):
+    """An imported :class:`mlf_jax.nir.NIRModel` applied under ``jit``."""
+    return jax.jit(model.apply, static_argnames="return_spikes")(
+        variables, x, return_spikes=return_spikes
+    )
 
 
 def nchw_steps(x, time_steps: int) -> np.ndarray:

@@ -130,7 +130,7 @@ class _Custom(nn.Module):
 )
 def test_a_neuron_nir_cannot_express_is_refused_naming_the_layer(neuron, message):
     net = mj.models.resnet(8, widths=(2, 2, 2), time_steps=1, neuron=neuron)
-    variables = net.init(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
+    variables = jax.jit(net.init)(jax.random.key(0), jnp.zeros((1, 4, 4, 1)))
     with pytest.raises(NIRExportError, match=message) as info:
         to_nir(net, variables, input_shape=(4, 4, 1))
     assert "\n" not in str(info.value)
