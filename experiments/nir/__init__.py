@@ -1,0 +1,1 @@
+"""NIR across frameworks: the peer framework's side of the cross-framework check."""
