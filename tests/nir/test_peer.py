@@ -1,5 +1,5 @@
 """Another framework agrees: the exported graph read by snnTorch's NIR importer, in its own
-virtualenv (experiments/nir/snntorch_peer.py), gives the Linen model's spikes per layer and
+virtualenv (experiments/nir_peer.py), gives the Linen model's spikes per layer and
 its logits, for small DS and spiking ResNets and for the shipped main model over
 Fashion-MNIST's test set; and the readings where snnTorch differs from NIR as we write it.
 
@@ -24,7 +24,7 @@ from mlf_jax.nir import from_nir, to_nir  # noqa: E402
 from tests.nir._models import imported_run, linen_run, nchw_steps, small  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "experiments" / "nir" / "snntorch_peer.py"
+SCRIPT = ROOT / "experiments" / "nir_peer.py"
 MAIN = ROOT / "experiments" / "weights" / "fashion_mnist_main"
 PEER = os.environ.get("MLF_JAX_NIR_PEER")
 

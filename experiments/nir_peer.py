@@ -1,6 +1,6 @@
 """Runs a NIR graph with snnTorch's importer: the other framework of the NIR cross-check.
 
-    python -P experiments/nir/snntorch_peer.py GRAPH.nir INPUTS.npz OUT.npz [--batch 500]
+    python -P experiments/nir_peer.py GRAPH.nir INPUTS.npz OUT.npz [--batch 500]
         [--spikes-for N]
 
 Runs in its own virtualenv (torch, snnTorch, nir, nirtorch; no mlf_jax, no JAX), created
