@@ -91,11 +91,12 @@ def neuron_nodes(
       NIRExportError: a model with no NIR counterpart, naming ``layer``.
     """
     shape = tuple(int(s) for s in shape)
+    thresholds: tuple[float, ...]
     if type(model) is zoo.MLF:
         thresholds, tau = tuple(model.thresholds), model.tau
-    elif type(model) in (zoo.LIF, zoo.PLIF):
+    elif isinstance(model, zoo.LIF) and type(model) in (zoo.LIF, zoo.PLIF):
         thresholds, tau = (model.threshold,), model.tau
-    elif type(model) is zoo.IF:
+    elif isinstance(model, zoo.IF) and type(model) is zoo.IF:
         thresholds, tau = (model.threshold,), 1.0
     else:
         raise NIRExportError(

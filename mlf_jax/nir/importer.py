@@ -30,7 +30,7 @@ import functools
 import math
 import operator
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -207,12 +207,10 @@ def _run(step: NodeSpec, x: Array, p: Mapping[str, Array]) -> Array:
         drive = current * p["gain"] + p["drive"]
     if kind == "integrator":
         return _potential(drive, step.get("leak"))
-    if kind == "lif":
-        return neurons.lif(drive, threshold=p["threshold"], tau=step.get("leak"))
+    if kind in ("lif", "cubalif"):
+        return cast(Array, neurons.lif(drive, threshold=p["threshold"], tau=step.get("leak")))
     if kind == "mlf":
-        return neurons.mlf(drive, thresholds=p["thresholds"], tau=step.get("leak"))
-    if kind == "cubalif":
-        return neurons.lif(drive, threshold=p["threshold"], tau=step.get("leak"))
+        return cast(Array, neurons.mlf(drive, thresholds=p["thresholds"], tau=step.get("leak")))
     raise AssertionError(kind)
 
 
@@ -324,7 +322,8 @@ def _layer_op(name: str, node: Any) -> tuple[str, dict, dict]:
 def _order(graph: nir.NIRGraph) -> list[str]:
     """The nodes in topological order; a cycle (recurrence) is refused."""
     preds = {n: {a for a, b in graph.edges if b == n} for n in graph.nodes}
-    order, done = [], set()
+    order: list[str] = []
+    done: set[str] = set()
     todo = sorted(graph.nodes)
     while todo:
         ready = [n for n in todo if preds[n] <= done]

@@ -1,8 +1,5 @@
 """mlf_jax.nir.from_nir on graphs written by hand (every node it reads), against the
-independent NumPy reference; the refusals; the missing extra."""
-
-import subprocess
-import sys
+independent NumPy reference; the refusals (the missing extra: tests/test_packaging.py)."""
 
 import jax
 import numpy as np
@@ -147,11 +144,3 @@ def test_a_recurrent_graph_is_refused():
     edges = [("input", "lif"), ("lif", "w"), ("w", "lif"), ("lif", "output")]
     with pytest.raises(NIRImportError, match="a cycle .recurrent edges. has no mlf_jax"):
         from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
-
-
-def test_without_the_extra_one_line_names_it():
-    code = "import sys; sys.modules['nir'] = None; import mlf_jax.nir"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 1
-    last = run.stderr.strip().splitlines()[-1]
-    assert "mlf_jax.nir needs the 'nir' extra" in last and "pip install 'mlf_jax[nir]'" in last
