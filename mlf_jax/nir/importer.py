@@ -373,6 +373,43 @@ def _mlf_groups(
     return groups
 
 
+def _steps(
+    graph: nir.NIRGraph, found: dict[str, tuple[str, dict, dict]], input_name: str
+) -> tuple[tuple[NodeSpec, ...], dict[str, dict[str, Array]]]:
+    """The steps of the run in topological order (an MLF group as one step, known by its
+    first level) and their parameters by scope."""
+    groups = _mlf_groups(graph, found)
+    # an MLF group's output is its levels' spikes summed: a consumer takes it once
+    rep = {n: g[0] for g in groups.values() for n in g}
+    preds = {
+        n: tuple(sorted({rep.get(a, a) for a, b in graph.edges if b == n})) for n in graph.nodes
+    }
+    steps, params = [], {}
+    for name in _order(graph):
+        if name == input_name:
+            steps.append(NodeSpec((name,), "input", _key(name), ()))
+            continue
+        if rep.get(name, name) != name:  # a level of a group, run with its first
+            continue
+        kind, settings, arrays = found[name]
+        names = groups.get(name, (name,))
+        if len(names) > 1:
+            kind = "mlf"
+            ths = [float(np.asarray(found[n][2]["threshold"]).flat[0]) for n in names]
+            arrays = {
+                "thresholds": np.asarray(ths, np.float32),
+                **{k: np.float32(np.asarray(arrays[k]).flat[0]) for k in ("gain", "drive")},
+            }
+        key = _key(name)
+        if arrays:
+            params[key] = {k: jnp.asarray(v) for k, v in arrays.items()}
+        settings = {**settings, "params": tuple((k, np.shape(v)) for k, v in arrays.items())}
+        layer = _meta_str(graph.nodes[name].metadata.get("layer", ""))
+        spec = NodeSpec(names, kind, key, preds[name], tuple(sorted(settings.items())), layer)
+        steps.append(spec)
+    return tuple(steps), params
+
+
 def from_nir(
     graph: nir.NIRGraph,
     *,
@@ -408,48 +445,17 @@ def from_nir(
             found[name] = _neuron(name, node, dt)
         elif not isinstance(node, nir.Input):
             found[name] = _layer_op(name, node)
-    groups = _mlf_groups(graph, found)
-    grouped = {n for g in groups.values() for n in g}
-    # an MLF group's output is its levels' spikes summed: a consumer takes it once
-    rep = {n: g[0] for g in groups.values() for n in g}
-    preds = {
-        n: tuple(sorted({rep.get(a, a) for a, b in graph.edges if b == n})) for n in graph.nodes
-    }
-    steps, params = [], {}
-    for name in _order(graph):
-        if name in inputs:
-            steps.append(NodeSpec((name,), "input", _key(name), ()))
-            continue
-        if name in grouped and name not in groups:
-            continue
-        kind, settings, arrays = found[name]
-        names = groups.get(name, (name,))
-        layer = _meta_str(graph.nodes[name].metadata.get("layer", ""))
-        if len(names) > 1:
-            kind = "mlf"
-            ths = [float(np.asarray(found[n][2]["threshold"]).flat[0]) for n in names]
-            arrays = {
-                "thresholds": np.asarray(ths, np.float32),
-                **{k: np.float32(np.asarray(arrays[k]).flat[0]) for k in ("gain", "drive")},
-            }
-        key = _key(name)
-        if arrays:
-            params[key] = {k: jnp.asarray(v) for k, v in arrays.items()}
-        settings = {**settings, "params": tuple((k, np.shape(v)) for k, v in arrays.items())}
-        steps.append(
-            NodeSpec(names, kind, key, preds[name], tuple(sorted(settings.items())), layer)
-        )
-    in_shape = tuple(int(v) for v in graph.nodes[inputs[0]].input_type["input"])
+    steps, params = _steps(graph, found, inputs[0])
+    if time_steps is None and "time_steps" in meta:
+        time_steps = int(meta["time_steps"])
+    if channels_last is None:
+        channels_last = meta.get("input_layout") == "NHWC"
     spec = GraphSpec(
-        steps=tuple(steps),
+        steps=steps,
         output=outputs[0],
-        input_shape=in_shape,
+        input_shape=tuple(int(v) for v in graph.nodes[inputs[0]].input_type["input"]),
         readout=str(meta.get("readout", "per_step")),
-        time_steps=int(meta["time_steps"])
-        if time_steps is None and "time_steps" in meta
-        else time_steps,
-        channels_last=meta.get("input_layout") == "NHWC"
-        if channels_last is None
-        else channels_last,
+        time_steps=time_steps,
+        channels_last=channels_last,
     )
     return NIRModel(spec), {"params": params} if params else {}
