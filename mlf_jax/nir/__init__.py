@@ -13,7 +13,7 @@ except ModuleNotFoundError as _error:
 
     raise missing_extra("mlf_jax.nir", "nir", _error) from _error
 
-from mlf_jax.nir.export import NIRExportError, neuron_nodes, tdbn_fold, to_nir
+from mlf_jax.nir.export import READOUTS, NIRExportError, neuron_nodes, tdbn_fold, to_nir
 from mlf_jax.nir.importer import GraphSpec, NIRImportError, NIRModel, NodeSpec, from_nir
 from mlf_jax.nir.timing import DEFAULT_DT, if_from_nir, if_to_nir, leak_from_nir, leak_to_nir
 
@@ -25,6 +25,7 @@ __all__ = [
     "NodeSpec",
     "NIRExportError",
     "NIRImportError",
+    "READOUTS",
     "tdbn_fold",
     "neuron_nodes",
     "DEFAULT_DT",

@@ -15,10 +15,14 @@
   shortcut's (identity: the block's input), so every node fed by the block gets an edge from
   each; a spiking ResNet block's second neuron gets edges from its second convolution and
   from the shortcut.
-* Global average pooling is ``AvgPool2d`` over the whole map, then ``Flatten``; the graph's
-  output is the classifier's logits at every step. The average over the T steps, a linear
-  readout with no NIR node, is the runner's: ``graph.metadata['readout']`` is
-  ``'mean_over_time'`` and ``'time_steps'`` is T (:func:`mlf_jax.nir.from_nir` applies it).
+* Global average pooling is ``AvgPool2d`` over the whole map, then ``Flatten``. The average
+  of the logits over the T steps: by default (``readout='per_step'``) the graph's output is
+  the classifier's logits at every step and the average is the runner's
+  (``graph.metadata['readout']`` is ``'mean_over_time'``, ``'time_steps'`` is T; what
+  simulators do with an output layer, and what snnTorch can read); with
+  ``readout='integrator'`` it is in the graph, an ``I`` node (``dv/dt = r I``) with
+  ``r = 1 / (T dt)`` after the classifier, whose value at step T is the mean
+  (``metadata['readout']`` is ``'last_step'``). :func:`mlf_jax.nir.from_nir` applies either.
 
 Whatever NIR cannot express is refused by :class:`NIRExportError` in one line naming the
 layer: a neuron model with no NIR counterpart (adaptive threshold, a factory of layers).
@@ -36,7 +40,10 @@ from mlf_jax import zoo
 from mlf_jax.models import ResNet
 from mlf_jax.nir.timing import DEFAULT_DT, if_to_nir, leak_to_nir
 
-__all__ = ["NIRExportError", "to_nir", "tdbn_fold", "neuron_nodes"]
+__all__ = ["NIRExportError", "READOUTS", "to_nir", "tdbn_fold", "neuron_nodes"]
+
+#: How the average of the logits over time is written (see :func:`to_nir`).
+READOUTS = ("per_step", "integrator")
 
 Nodes = dict[str, nir.NIRNode]
 Edges = list[tuple[str, str]]
@@ -245,6 +252,7 @@ def to_nir(
     *,
     input_shape: Sequence[int],
     dt: float = DEFAULT_DT,
+    readout: str = "per_step",
 ) -> nir.NIRGraph:
     """``net`` with ``variables`` (``{'params', 'batch_stats'}``), in inference mode, as a
     NIR graph (see the module's docs for what each layer becomes).
@@ -258,10 +266,13 @@ def to_nir(
       dt: the step in seconds that NIR's time constants are written for
         (:mod:`mlf_jax.nir.timing`; default :data:`~mlf_jax.nir.timing.DEFAULT_DT`,
         the step snnTorch's importer assumes); recorded in ``graph.metadata['dt']``.
+      readout: the average over time left to the runner (``'per_step'``) or written as an
+        integrator node (``'integrator'``), see the module's docs.
 
     Returns:
       A type-checked ``nir.NIRGraph`` from ``'input'`` (``[C, H, W]`` per step) to
-      ``'output'`` (the logits at each step).
+      ``'output'`` (the logits at each step, or their running mean for
+      ``readout='integrator'``).
 
     Raises:
       NIRExportError: a layer NIR cannot express, named in one line.
@@ -269,6 +280,8 @@ def to_nir(
     """
     if not isinstance(net, ResNet):
         raise TypeError(f"to_nir exports an mlf_jax.models.ResNet, got {type(net).__name__}")
+    if readout not in READOUTS:
+        raise ValueError(f"unknown readout {readout!r}; expected one of {READOUTS}")
     h, w, c = (int(v) for v in input_shape)
     b = _Builder(net, variables, dt)
     x = b.add("input", nir.Input(np.array([c, h, w])), [])
@@ -299,12 +312,15 @@ def to_nir(
         ),
         x,
     )
+    if readout == "integrator":
+        r = np.full(net.num_classes, 1.0 / (net.time_steps * dt))
+        x = b.add("readout", nir.I(r=r), x)
     b.add("output", nir.Output(np.array([net.num_classes])), x)
     metadata = {
         "exported_by": "mlf_jax",
         "dt": float(dt),
         "time_steps": int(net.time_steps),
-        "readout": "mean_over_time",
+        "readout": "mean_over_time" if readout == "per_step" else "last_step",
         "input_layout": "NHWC",
         "encoder": net.encoder,
         "shortcut": net.shortcut,

@@ -94,8 +94,8 @@ class NIRModel(nn.Module):
     (``(C, H, W)`` for images); with ``spec.channels_last`` (graphs written by
     :func:`mlf_jax.nir.to_nir`) images as the library's models take them,
     ``[T, B, H, W, C]``, or static ``[B, H, W, C]`` repeated ``spec.time_steps`` times.
-    Output: the output node's value ``[T, B, ...]``, averaged over time when
-    ``spec.readout`` is ``'mean_over_time'``.
+    Output: the output node's value ``[T, B, ...]``; averaged over time when
+    ``spec.readout`` is ``'mean_over_time'``, at the last step when it is ``'last_step'``.
     """
 
     spec: GraphSpec
@@ -122,6 +122,8 @@ class NIRModel(nn.Module):
         y = values[spec.output]
         if spec.readout == "mean_over_time":
             y = y.mean(axis=0)
+        elif spec.readout == "last_step":
+            y = y[-1]
         return (y, spikes) if return_spikes else y
 
 

@@ -91,6 +91,16 @@ def test_the_graph_run_by_a_nir_reference_is_the_linen_model(which, request):
         assert 0 < s.mean() and s.min() == 0, layer
 
 
+def test_the_integrator_readout_is_the_mean_at_the_last_step(ds):
+    net, variables, x, _ = ds
+    g = to_nir(net, variables, input_shape=(8, 8, 2), readout="integrator")
+    assert isinstance(g.nodes["readout"], nir.I) and g.metadata["readout"] == "last_step"
+    out, _ = reference.run(g, nchw_steps(x, net.time_steps), g.metadata["dt"])
+    np.testing.assert_allclose(out[-1], linen_run(net, variables, x)[0], atol=2e-5)
+    with pytest.raises(ValueError, match="unknown readout 'sum'; expected one of"):
+        to_nir(net, variables, input_shape=(8, 8, 2), readout="sum")
+
+
 def test_tdbn_fold_is_conv_then_tdbn():
     x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
     conv = nn.Conv(4, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)

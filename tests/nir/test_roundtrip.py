@@ -41,9 +41,10 @@ def _assert_same(net, variables, x, model, imported):
     [
         ("ds", dict(learn_thresholds=True, learn_tau=True, tau=0.5)),
         ("standard", dict(neuron=mj.zoo.LIF(tau=0.3, threshold=0.5), input_norm=True)),
+        ("standard", dict(time_steps=2)),
         ("ds", dict(neuron=mj.zoo.IF(threshold=0.7), time_steps=2)),
     ],
-    ids=["ds-mlf-learned", "spiking-resnet-lif", "ds-if"],
+    ids=["ds-mlf-learned", "spiking-resnet-lif", "spiking-resnet-mlf", "ds-if"],
 )
 def test_round_trip_of_a_small_resnet(shortcut, kwargs, tmp_path):
     net, variables, x = small(shortcut, **kwargs)
@@ -71,3 +72,10 @@ def test_an_imported_graph_takes_nir_layout_without_metadata(tmp_path):
     np.testing.assert_allclose(
         np.asarray(out).mean(axis=0), linen_run(net, variables, x)[0], atol=1e-5
     )
+
+
+def test_the_average_over_time_as_an_integrator_node(tmp_path):
+    net, variables, x = small("ds", time_steps=3)
+    model, imported = _round_trip(net, variables, (8, 8, 2), tmp_path, readout="integrator")
+    assert model.spec.readout == "last_step" and model.spec.steps[-2].kind == "integrator"
+    _assert_same(net, variables, x, model, imported)
