@@ -4,7 +4,7 @@ written (no ``nir`` import here).
 The library's neurons are discrete: per step ``u[t] = tau u[t-1] (1 - o[t-1]) + x[t]``,
 with ``tau`` the *leak factor* in ``[0, 1]`` (:mod:`mlf_jax.neurons`). NIR's ``LIF`` is
 continuous, ``tau_nir dv/dt = (v_leak - v) + r I``. A runner steps it with a step ``dt``;
-with the forward-Euler step (what snnTorch's and spyx's importers do,
+with the forward-Euler step (what snnTorch's importer does,
 ``beta = 1 - dt / tau_nir``)::
 
     v[t] = (1 - dt/tau_nir) v[t-1] + (dt/tau_nir) (v_leak + r I[t])
