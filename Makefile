@@ -36,14 +36,15 @@ VENV := .venv
 STAMP := $(VENV)/.installed
 MIN_VENV := .venv-min
 IMAGE_VENV := .venv-image
+NIR_PEER_VENV := .venv-nir-peer
 CONFIG ?= experiments/configs/fashion_mnist.py
 WORKDIR ?= workdir/fashion_mnist
 ARGS ?=
 comma := ,
 # The extras a clone installs (all but the accelerator runtimes).
-EXTRAS := train,data,notebooks,docs,dev
+EXTRAS := train,data,notebooks,docs,dev,nir
 
-.PHONY: train converged test test-fast test-profile test-slow test-min test-image notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
+.PHONY: train converged test test-fast test-profile test-slow test-min test-image test-nir-peer notebooks depth_study lint typecheck format docs lock data jemalloc bench bench-official bench-peers clean
 
 $(STAMP): pyproject.toml requirements.lock
 	$(call make_venv,$(VENV),$(PYTHON_VERSIONS),PYTHON)
@@ -131,6 +132,18 @@ $(IMAGE_VENV)/.installed: pyproject.toml requirements-image.txt
 	$(IMAGE_VENV)/bin/python -m pip install --quiet -r requirements-image.txt -e .
 	touch $@
 
+## test-nir-peer: NIR across frameworks: graphs that mlf_jax.nir writes (small DS and spiking
+## ResNets, the shipped main model over Fashion-MNIST's test set) run by snnTorch's importer in
+## $(NIR_PEER_VENV) (Python 3.11, requirements-nir-peer.txt), against ours (tests/nir/test_peer.py)
+test-nir-peer: $(STAMP) $(NIR_PEER_VENV)/.installed
+	MLF_JAX_NIR_PEER=$(CURDIR)/$(NIR_PEER_VENV)/bin/python $(VENV)/bin/python -m pytest -q \
+	  -p no:cacheprovider tests/nir/test_peer.py $(ARGS)
+
+$(NIR_PEER_VENV)/.installed: requirements-nir-peer.txt
+	$(call make_venv,$(NIR_PEER_VENV),$(MIN_PYTHON_VERSIONS),NIR_PEER_PYTHON)
+	$(NIR_PEER_VENV)/bin/python -m pip install --quiet -r requirements-nir-peer.txt
+	touch $@
+
 ## test-slow: the long tests (whole shipped models on 8 fake devices, ...), then the parity
 ## tests again, compiled at XLA's default optimisation level as a user's run is; CI runs both
 test-slow: $(STAMP)
@@ -206,4 +219,4 @@ data:
 	fi
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) $(IMAGE_VENV) .jax_cache .pytest_cache .bench-venvs
+	rm -rf $(VENV) $(MIN_VENV) $(IMAGE_VENV) $(NIR_PEER_VENV) .jax_cache .pytest_cache .bench-venvs

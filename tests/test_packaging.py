@@ -25,6 +25,7 @@ PARTS = {
     "mlf_jax/data": ("data",),
     "mlf_jax/train": ("train",),
     "mlf_jax/plot.py": ("notebooks",),
+    "mlf_jax/nir": ("nir",),
 }
 
 
@@ -204,7 +205,7 @@ def test_make_builds_the_venv_with_a_python_in_range_or_says_what_it_needs(tmp_p
 @pytest.mark.parametrize(
     "part, blocked, extra",
     [("mlf_jax.data", "tqdm", "data"), ("mlf_jax.train", "orbax.checkpoint", "train"),
-     ("mlf_jax.plot", "matplotlib", "notebooks")],
+     ("mlf_jax.plot", "matplotlib", "notebooks"), ("mlf_jax.nir", "nir", "nir")],
 )  # fmt: skip
 def test_a_missing_extra_is_named_in_one_line(part, blocked, extra):
     code = f"import sys; sys.modules[{blocked.split('.')[0]!r}] = None\nimport {part}"
