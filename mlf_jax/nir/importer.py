@@ -248,6 +248,14 @@ def _no_reset_offset(name: str, node: Any) -> None:
         )
 
 
+def _leak(name: str, tau_nir: Any, r: Any, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`mlf_jax.nir.timing.leak_from_nir`, its refusal naming the node."""
+    try:
+        return leak_from_nir(tau_nir, r, dt)
+    except ValueError as e:
+        raise NIRImportError(f"node {name!r}: {e}") from None
+
+
 def _neuron(name: str, node: Any, dt: float) -> tuple[str, dict, dict]:
     """``(kind, settings, arrays)`` of a neuron node."""
     f32 = functools.partial(np.asarray, dtype=np.float32)
@@ -259,7 +267,7 @@ def _neuron(name: str, node: Any, dt: float) -> tuple[str, dict, dict]:
     if isinstance(node, (nir.LIF, nir.LI)):
         if isinstance(node, nir.LIF):
             _no_reset_offset(name, node)
-        leak, gain = leak_from_nir(node.tau, node.r, dt)
+        leak, gain = _leak(name, node.tau, node.r, dt)
         drive = (1.0 - leak) * np.asarray(node.v_leak, np.float64)
         arrays = {"gain": f32(gain), "drive": f32(drive)}
         settings = {"leak": _uniform(name, "time constant tau", leak)}
@@ -271,8 +279,8 @@ def _neuron(name: str, node: Any, dt: float) -> tuple[str, dict, dict]:
         return "integrator", {"leak": 1.0}, {"gain": f32(gain), "drive": 0 * f32(gain)}
     if isinstance(node, nir.CubaLIF):
         _no_reset_offset(name, node)
-        alpha, w_scale = leak_from_nir(node.tau_syn, np.ones_like(node.tau_syn), dt)
-        leak, gain = leak_from_nir(node.tau_mem, node.r, dt)
+        alpha, w_scale = _leak(name, node.tau_syn, np.ones_like(node.tau_syn), dt)
+        leak, gain = _leak(name, node.tau_mem, node.r, dt)
         settings = {
             "alpha": _uniform(name, "synaptic time constant tau_syn", alpha),
             "leak": _uniform(name, "membrane time constant tau_mem", leak),
