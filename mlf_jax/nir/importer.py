@@ -74,7 +74,8 @@ class NodeSpec:
 @dataclasses.dataclass(frozen=True)
 class GraphSpec:
     """The graph as :class:`NIRModel` runs it: the steps in order, the output node, the input
-    shape of one sample (NIR's layout), and how the output is read out."""
+    shape of one sample (NIR's layout), how the output is read out, and for a graph written
+    by :func:`mlf_jax.nir.to_nir` its T, input layout and encoder (its metadata)."""
 
     steps: tuple[NodeSpec, ...]
     output: str
@@ -82,6 +83,12 @@ class GraphSpec:
     readout: str = "per_step"
     time_steps: int | None = None
     channels_last: bool = False
+    encoder: str = "direct"
+
+
+#: How the output node's value is read (``graph.metadata['readout']``): every step
+#: (``'per_step'``, when the graph does not say), its mean over time, or its last step.
+_READOUTS = ("per_step", "mean_over_time", "last_step")
 
 
 _NEURONS = ("lif", "mlf", "cubalif", "integrator")
@@ -96,6 +103,9 @@ class NIRModel(nn.Module):
     ``[T, B, H, W, C]``, or static ``[B, H, W, C]`` repeated ``spec.time_steps`` times.
     Output: the output node's value ``[T, B, ...]``; averaged over time when
     ``spec.readout`` is ``'mean_over_time'``, at the last step when it is ``'last_step'``.
+    Refused (as the original ResNet refuses them): input that is not floating (raw
+    pixels), static images when ``spec.encoder`` is not ``'direct'``, and for
+    ``'last_step'`` a T other than ``spec.time_steps``.
     """
 
     spec: GraphSpec
@@ -138,10 +148,23 @@ class _Arrays(nn.Module):
 
 
 def _time_major(x: Array, spec: GraphSpec) -> Array:
-    """The input as ``[T, B, *input_shape]`` (see :class:`NIRModel`)."""
+    """The input as ``[T, B, *input_shape]`` (see :class:`NIRModel`); refused where the
+    graph would run it wrongly: not floating (raw pixels), static images for a model that
+    encodes them otherwise than by repeating them, another T for an integrator readout."""
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"NIRModel expects floating input, got dtype {x.dtype}: preprocess raw pixels as "
+            "the model was trained on them (mj.models.preprocess), cast spike trains to float"
+        )
     rank = len(spec.input_shape)
     if spec.channels_last and rank == 3:
         if x.ndim == 4:
+            if spec.encoder != "direct":
+                raise ValueError(
+                    f"the graph's model encodes images by {spec.encoder!r}, not by repeating "
+                    f"them: encode them first (mj.encoders.{spec.encoder}) and pass the steps "
+                    "[T, B, H, W, C]"
+                )
             if spec.time_steps is None:
                 raise ValueError("static input [B, H, W, C] needs the graph's time_steps")
             x = jnp.broadcast_to(x, (spec.time_steps, *x.shape))
@@ -152,6 +175,11 @@ def _time_major(x: Array, spec: GraphSpec) -> Array:
         raise ValueError(
             f"expected input [T, B, {', '.join(map(str, spec.input_shape))}] (NIR's layout), "
             f"got shape {x.shape}"
+        )
+    if spec.readout == "last_step" and spec.time_steps not in (None, x.shape[0]):
+        raise ValueError(
+            f"the graph's readout is its integrator at step T={spec.time_steps} (the mean "
+            f"over {spec.time_steps} steps), got {x.shape[0]} steps"
         )
     return x.astype(jnp.float32)
 
@@ -441,8 +469,19 @@ def from_nir(
     Raises:
       NIRImportError: a node with no counterpart here, named in one line.
     """
+    if not isinstance(graph, nir.NIRGraph):
+        raise TypeError(
+            "from_nir reads a nir.NIRGraph (from a file: from_nir(nir.read(path))), got "
+            f"{type(graph).__name__}"
+        )
     meta = {k: _meta_str(v) for k, v in (graph.metadata or {}).items()}
     dt = float(meta.get("dt", DEFAULT_DT) if dt is None else dt)
+    readout = str(meta.get("readout", "per_step"))
+    if readout not in _READOUTS:
+        raise NIRImportError(
+            f"graph: metadata readout {readout!r} is not one of {_READOUTS} (how the output "
+            "is read over time)"
+        )
     inputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Input)]
     outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
@@ -464,8 +503,9 @@ def from_nir(
         steps=steps,
         output=outputs[0],
         input_shape=tuple(int(v) for v in graph.nodes[inputs[0]].input_type["input"]),
-        readout=str(meta.get("readout", "per_step")),
+        readout=readout,
         time_steps=time_steps,
         channels_last=channels_last,
+        encoder=str(meta.get("encoder", "direct")),
     )
     return NIRModel(spec), {"params": params} if params else {}

@@ -159,3 +159,58 @@ def test_a_recurrent_graph_is_refused():
     edges = [("input", "lif"), ("lif", "w"), ("w", "lif"), ("lif", "output")]
     with pytest.raises(NIRImportError, match="a cycle .recurrent edges. has no mlf_jax"):
         from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
+
+
+def test_what_is_not_a_nir_graph_is_refused_naming_nir_read():
+    with pytest.raises(TypeError, match=r"^from_nir reads a nir.NIRGraph .*nir.read.*got str$"):
+        from_nir("model.nir")
+
+
+def test_an_unknown_readout_in_the_metadata_is_refused():
+    graph = _one(nir.Scale(np.ones(3, np.float32)))
+    graph.metadata = {"readout": "max_over_time"}
+    with pytest.raises(NIRImportError, match=r"^graph: metadata readout 'max_over_time' is not"):
+        from_nir(graph, dt=DT)
+
+
+def _image_graph(**metadata) -> nir.NIRGraph:
+    """Input [2, 4, 4] -> Output, as to_nir records it (images [B, H, W, C] taken)."""
+    graph = nir.NIRGraph.from_list(nir.Input(np.array([2, 4, 4])), nir.Output(np.array([2, 4, 4])))
+    graph.metadata = {"input_layout": "NHWC", "time_steps": 3, **metadata}
+    return graph
+
+
+@pytest.mark.parametrize(
+    "metadata, x, error, message",
+    [
+        # raw pixels, which the original ResNet refuses too: not silently cast
+        (
+            {},
+            np.zeros((2, 4, 4, 2), np.uint8),
+            TypeError,
+            r"^NIRModel expects floating input, got dtype uint8: preprocess",
+        ),
+        # a rate-coded model's graph takes encoded steps, not the images repeated
+        (
+            {"encoder": "rate"},
+            np.zeros((2, 4, 4, 2)),
+            ValueError,
+            r"^the graph's model encodes images by 'rate'",
+        ),
+        # the integrator's value at step T is the mean only over the T it was written for
+        (
+            {"readout": "last_step"},
+            np.zeros((5, 2, 4, 4, 2)),
+            ValueError,
+            r"^the graph's readout is its integrator at step T=3 .* got 5 steps",
+        ),
+    ],
+    ids=["integer-pixels", "rate-encoder", "integrator-other-T"],
+)
+def test_input_the_graph_would_run_wrongly_is_refused_in_one_line(metadata, x, error, message):
+    model, variables = from_nir(_image_graph(**metadata), dt=DT)
+    with pytest.raises(error, match=message):
+        model.apply(variables, x)
+    # what it does take
+    steps = np.zeros((3, 2, 4, 4, 2), np.float32)
+    assert model.apply(variables, steps).shape[-3:] == (2, 4, 4)
