@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import nir
 import numpy as np
 
@@ -197,6 +198,53 @@ class _Builder:
         return out
 
 
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
+        raise NIRExportError(
+            "input_shape is one input step (H, W, C) as the model takes it (e.g. "
+            f"info['input']['shape'] of mj.models.load), got {shape}"
+        )
+    h, w, c = (int(v) for v in shape)
+    return h, w, c
+
+
+def _check_variables(net: ResNet, variables: Mapping[str, Any], hwc: tuple[int, ...]) -> None:
+    """``variables`` hold every array of ``net`` (on inputs ``hwc``) with its shape."""
+    x = jax.ShapeDtypeStruct((1, *hwc), np.float32)
+    try:
+        expected = jax.eval_shape(net.init, jax.random.key(0), x)
+    except ValueError as e:  # the net's own check of its input, e.g. its in_channels
+        raise NIRExportError(f"input_shape {hwc}: {str(e).splitlines()[0]}") from None
+    missing, wrong = [], []
+    for collection in ("params", "batch_stats"):
+        given = {
+            jax.tree_util.keystr(path, simple=True, separator="/"): np.shape(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(variables.get(collection, {}))
+        }
+        shapes = jax.tree_util.tree_leaves_with_path(expected.get(collection, {}))
+        for path, leaf in sorted(shapes, key=lambda p: jax.tree_util.keystr(p[0])):
+            name = jax.tree_util.keystr(path, simple=True, separator="/")
+            if name not in given:
+                missing.append(f"{collection}/{name}")
+            elif given[name] != leaf.shape:
+                wrong.append(
+                    f"{collection}/{name} has shape {given[name]} where the net has {leaf.shape}"
+                )
+    if not (missing or wrong):
+        return
+    if missing:
+        what, shown = f"they lack {', '.join(missing[:3])}", min(len(missing), 3)
+    else:
+        what, shown = wrong[0], 1
+    more = len(missing) + len(wrong) - shown
+    raise NIRExportError(
+        f"variables do not fit the net for input_shape {hwc}: {what}"
+        + (f" ({more} more differences)" if more else "")
+        + "; pass the net's trained {'params', 'batch_stats'}"
+    )
+
+
 def _scope(tree: Mapping[str, Any], scope: Sequence[str]) -> Mapping[str, Any]:
     for s in scope:
         tree = tree.get(s, {})
@@ -275,15 +323,18 @@ def to_nir(
       ``readout='integrator'``).
 
     Raises:
-      NIRExportError: a layer NIR cannot express, named in one line.
+      NIRExportError: a layer NIR cannot express, named in one line; an ``input_shape``
+        that is not one step ``(H, W, C)`` of the net's input, or ``variables`` that are
+        not the net's (what is missing or of another shape named).
       TypeError: ``net`` is not a ResNet.
     """
     if not isinstance(net, ResNet):
         raise TypeError(f"to_nir exports an mlf_jax.models.ResNet, got {type(net).__name__}")
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; expected one of {READOUTS}")
-    h, w, c = (int(v) for v in input_shape)
+    h, w, c = _check_input_shape(input_shape)
     b = _Builder(net, variables, dt)
+    _check_variables(net, variables, (h, w, c))
     x = b.add("input", nir.Input(np.array([c, h, w])), [])
     hw = (h, w)
     if net.input_norm:

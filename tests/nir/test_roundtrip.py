@@ -12,7 +12,7 @@ pytest.importorskip("nir")
 import nir  # noqa: E402
 
 import mlf_jax as mj  # noqa: E402
-from mlf_jax.nir import from_nir, to_nir  # noqa: E402
+from mlf_jax.nir import NIRExportError, from_nir, to_nir  # noqa: E402
 from tests.nir._models import imported_run, linen_run, small  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +59,12 @@ def test_round_trip_of_the_shipped_main_model(tmp_path):
     model, imported = _round_trip(net, variables, info["input"]["shape"], tmp_path)
     images = np.asarray(jax.random.randint(jax.random.key(0), (6, 28, 28, 1), 0, 256), np.uint8)
     _assert_same(net, variables, mj.models.preprocess(images, info), model, imported)
+
+
+def test_the_shipped_models_channels_are_checked_against_input_shape():
+    net, variables, _ = mj.models.load(MAIN)  # in_channels=1: NIR's (C, H, W) given instead
+    with pytest.raises(NIRExportError, match=r"^input_shape \(1, 28, 28\): expected 1 input ch"):
+        to_nir(net, variables, input_shape=(1, 28, 28))
 
 
 def test_an_imported_graph_takes_nir_layout_without_metadata(tmp_path):
