@@ -258,12 +258,12 @@ def _conv_hw(hw: tuple[int, int], kernel: int, stride: int) -> tuple[int, int]:
 
 
 def _input_norm(b: _Builder, sources, c: int, hw) -> list[str]:
-    """tdBN without affine parameters on the input, as a 1x1 convolution (diagonal)."""
-    stats = b.stats["input_bn"]
-    a = b.net.tdbn_threshold() / (np.sqrt(np.asarray(stats["var"], np.float64)) + b.net.bn_epsilon)
-    weight = np.zeros((c, c, 1, 1), np.float32)
-    weight[np.arange(c), np.arange(c), 0, 0] = a
-    bias = (-a * np.asarray(stats["mean"], np.float64)).astype(np.float32)
+    """tdBN without affine parameters on the input, as a 1x1 convolution: the identity
+    folded with it (:func:`tdbn_fold`), a diagonal weight."""
+    identity = np.eye(c)[None, None]  # HWIO [1, 1, C, C]
+    weight, bias = tdbn_fold(
+        identity, b.stats["input_bn"], {}, v_th=b.net.tdbn_threshold(), epsilon=b.net.bn_epsilon
+    )
     node = nir.Conv2d(
         input_shape=tuple(hw),
         weight=weight,
