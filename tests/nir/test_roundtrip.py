@@ -25,10 +25,10 @@ def _round_trip(net, variables, shape, tmp_path, **kwargs):
     return from_nir(nir.read(path))
 
 
-def _assert_same(net, variables, x, model, imported):
+def _assert_same(net, variables, x, model, imported, atol=1e-5):
     logits, spikes = linen_run(net, variables, x)
     out, got = imported_run(model, imported, x)
-    np.testing.assert_allclose(np.asarray(out), logits, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out), logits, rtol=0, atol=atol)
     assert sorted(got) == sorted(spikes)
     for layer, s in spikes.items():
         np.testing.assert_array_equal(np.asarray(got[layer]), s, err_msg=layer)
@@ -58,7 +58,26 @@ def test_round_trip_of_the_shipped_main_model(tmp_path):
     net, variables, info = mj.models.load(MAIN)
     model, imported = _round_trip(net, variables, info["input"]["shape"], tmp_path)
     images = np.asarray(jax.random.randint(jax.random.key(0), (6, 28, 28, 1), 0, 256), np.uint8)
-    _assert_same(net, variables, mj.models.preprocess(images, info), model, imported)
+    images = np.concatenate([images, np.zeros((4, 28, 28, 1), np.uint8) + 60])  # the guide's
+    x = mj.models.preprocess(images, info)
+    _assert_same(net, variables, x, model, imported, atol=1e-6)  # the guide: under 1e-6
+
+
+def test_the_shipped_main_models_graph_as_the_guide_counts_it():
+    # ResNet-8 (one DS block per stage), MLF with K = 3, identity shortcut in stage 1 and
+    # projections (with their own neuron) in stages 2 and 3. Nodes: input, stem conv and its
+    # 3 levels (5); stage 1: 2 convolutions, 2 x 3 levels (8); stages 2, 3: 3 convolutions,
+    # 3 x 3 levels (12 each); pool, flatten, head, output (4): 41. Edges: input -> stem (1),
+    # stem -> 3 levels (3); stage 1: 3 levels in -> conv1, 3 out of it, 3 into conv2, 3 out
+    # of it (12); its output is 6 nodes (its neuron2 and the stem's levels), so stage 2:
+    # 6 -> conv1, 3, 3, 3, 6 -> shortcut conv, 3 (24), likewise stage 3 (24); 6 -> pool,
+    # then 3 single edges: 1 + 3 + 12 + 24 + 24 + 6 + 3 = 73
+    net, variables, info = mj.models.load(MAIN)
+    graph = to_nir(net, variables, input_shape=info["input"]["shape"])
+    assert (len(graph.nodes), len(graph.edges)) == (41, 73)
+    assert graph.metadata["time_steps"] == 1 and graph.metadata["dt"] == 1e-4
+    meta = graph.nodes["stage1_block1.neuron1.0"].metadata
+    assert meta == {"layer": "stage1_block1/neuron1", "level": 0, "levels": 3}
 
 
 def test_the_shipped_models_channels_are_checked_against_input_shape():

@@ -12,7 +12,7 @@ pytest.importorskip("nir")
 import nir  # noqa: E402
 
 import mlf_jax as mj  # noqa: E402
-from mlf_jax.nir import if_from_nir, if_to_nir, leak_from_nir, leak_to_nir  # noqa: E402
+from mlf_jax.nir import DEFAULT_DT, if_from_nir, if_to_nir, leak_from_nir, leak_to_nir  # noqa: E402
 from tests.nir import reference  # noqa: E402
 
 
@@ -26,12 +26,17 @@ def test_leak_to_nir_is_the_hand_derived_euler_mapping():
     assert float(leak) == pytest.approx(0.25, abs=1e-15)
     assert float(gain) == pytest.approx(1.0, abs=1e-15)
     assert if_to_nir(1e-4) == pytest.approx(1e4) and float(if_from_nir(1e4, 1e-4)) == 1.0
+    # the guide's numbers: the default step 1e-4 s, tau = 0.25 -> 1.33e-4 s and 4/3
+    assert DEFAULT_DT == 1e-4
+    assert leak_to_nir(0.25) == pytest.approx((1e-4 / 0.75, 4 / 3), rel=1e-15)
+    assert f"{leak_to_nir(0.25)[0]:.3g}" == "0.000133"
 
 
 def test_zero_order_hold_reads_another_leak():
     # a reader that integrates exactly (v *= exp(-dt/tau)) sees exp(-0.75) for our 0.25
     tau_nir, _ = leak_to_nir(0.25, dt=1.0)
     assert math.exp(-1.0 / tau_nir) == pytest.approx(math.exp(-0.75))
+    assert round(math.exp(-1.0 / tau_nir), 2) == 0.47  # the guide's figure
     assert abs(math.exp(-1.0 / tau_nir) - 0.25) > 0.2
 
 
