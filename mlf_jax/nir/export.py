@@ -39,7 +39,7 @@ import numpy as np
 
 from mlf_jax import zoo
 from mlf_jax.models import ResNet
-from mlf_jax.nir.timing import DEFAULT_DT, if_to_nir, leak_to_nir
+from mlf_jax.nir.timing import DEFAULT_DT, _check_dt, if_to_nir, leak_to_nir
 
 __all__ = ["NIRExportError", "READOUTS", "to_nir", "tdbn_fold", "neuron_nodes"]
 
@@ -333,6 +333,7 @@ def to_nir(
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; expected one of {READOUTS}")
     h, w, c = _check_input_shape(input_shape)
+    dt = _check_dt(dt)
     b = _Builder(net, variables, dt)
     _check_variables(net, variables, (h, w, c))
     x = b.add("input", nir.Input(np.array([c, h, w])), [])

@@ -40,7 +40,7 @@ from flax import linen as nn
 from jax import lax
 
 from mlf_jax import neurons
-from mlf_jax.nir.timing import DEFAULT_DT, if_from_nir, leak_from_nir
+from mlf_jax.nir.timing import DEFAULT_DT, _check_dt, if_from_nir, leak_from_nir
 
 __all__ = ["NIRImportError", "NodeSpec", "GraphSpec", "NIRModel", "from_nir"]
 
@@ -475,7 +475,7 @@ def from_nir(
             f"{type(graph).__name__}"
         )
     meta = {k: _meta_str(v) for k, v in (graph.metadata or {}).items()}
-    dt = float(meta.get("dt", DEFAULT_DT) if dt is None else dt)
+    dt = _check_dt(meta.get("dt", DEFAULT_DT) if dt is None else dt)
     readout = str(meta.get("readout", "per_step"))
     if readout not in _READOUTS:
         raise NIRImportError(

@@ -36,10 +36,13 @@ DEFAULT_DT = 1e-4
 
 
 def _check_dt(dt: float) -> float:
-    dt = float(dt)
-    if not np.isfinite(dt) or dt <= 0:
+    try:
+        step = float(dt)
+    except (TypeError, ValueError):
+        step = float("nan")
+    if not np.isfinite(step) or step <= 0:
         raise ValueError(f"dt must be a positive step in seconds, got {dt!r}")
-    return dt
+    return step
 
 
 def leak_to_nir(tau: float, dt: float = DEFAULT_DT) -> tuple[float, float]:

@@ -166,6 +166,15 @@ def test_what_is_not_a_nir_graph_is_refused_naming_nir_read():
         from_nir("model.nir")
 
 
+def test_a_dt_that_is_not_a_step_is_refused():
+    graph = _one(nir.Scale(np.ones(3, np.float32)))  # no neuron: nothing else reads dt
+    with pytest.raises(ValueError, match=r"^dt must be a positive step in seconds, got '1ms'$"):
+        from_nir(graph, dt="1ms")
+    graph.metadata = {"dt": -1.0}
+    with pytest.raises(ValueError, match=r"^dt must be a positive step in seconds, got -1.0$"):
+        from_nir(graph)
+
+
 def test_an_unknown_readout_in_the_metadata_is_refused():
     graph = _one(nir.Scale(np.ones(3, np.float32)))
     graph.metadata = {"readout": "max_over_time"}

@@ -46,6 +46,8 @@ def test_zero_order_hold_reads_another_leak():
         (lambda: leak_to_nir(1.0), "IF"),
         (lambda: leak_to_nir(-0.1), r"\[0, 1\)"),
         (lambda: leak_to_nir(0.5, dt=0.0), "dt must be a positive"),
+        (lambda: leak_to_nir(0.5, dt="1ms"), r"^dt must be a positive step in seconds, got '1ms'$"),
+        (lambda: if_to_nir(dt=None), r"^dt must be a positive step in seconds, got None$"),
         (lambda: leak_from_nir(0.5e-4, 1.0, dt=1e-4), "below the step"),
     ],
 )
