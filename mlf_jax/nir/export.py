@@ -33,12 +33,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import nir
 import numpy as np
 
 from mlf_jax import zoo
 from mlf_jax.models import ResNet
+from mlf_jax.models._io import _check_fits, _input_channels
 from mlf_jax.nir.timing import DEFAULT_DT, _check_dt, if_to_nir, leak_to_nir
 
 __all__ = ["NIRExportError", "READOUTS", "to_nir", "tdbn_fold", "neuron_nodes"]
@@ -199,6 +199,7 @@ class _Builder:
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    """``(H, W, C)``: three positive integers, else refused naming what was given."""
     shape = tuple(input_shape)
     if len(shape) != 3 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in shape):
         raise NIRExportError(
@@ -209,40 +210,19 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     return h, w, c
 
 
-def _check_variables(net: ResNet, variables: Mapping[str, Any], hwc: tuple[int, ...]) -> None:
-    """``variables`` hold every array of ``net`` (on inputs ``hwc``) with its shape."""
-    x = jax.ShapeDtypeStruct((1, *hwc), np.float32)
+def _check_variables(net: ResNet, variables: Mapping[str, Any], hwc: tuple[int, int, int]) -> None:
+    """``variables`` are ``net``'s (names and shapes, as :func:`mlf_jax.models.save` checks
+    them) and take ``hwc``'s channels."""
     try:
-        expected = jax.eval_shape(net.init, jax.random.key(0), x)
-    except ValueError as e:  # the net's own check of its input, e.g. its in_channels
-        raise NIRExportError(f"input_shape {hwc}: {str(e).splitlines()[0]}") from None
-    missing, wrong = [], []
-    for collection in ("params", "batch_stats"):
-        given = {
-            jax.tree_util.keystr(path, simple=True, separator="/"): np.shape(leaf)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(variables.get(collection, {}))
-        }
-        shapes = jax.tree_util.tree_leaves_with_path(expected.get(collection, {}))
-        for path, leaf in sorted(shapes, key=lambda p: jax.tree_util.keystr(p[0])):
-            name = jax.tree_util.keystr(path, simple=True, separator="/")
-            if name not in given:
-                missing.append(f"{collection}/{name}")
-            elif given[name] != leaf.shape:
-                wrong.append(
-                    f"{collection}/{name} has shape {given[name]} where the net has {leaf.shape}"
-                )
-    if not (missing or wrong):
-        return
-    if missing:
-        what, shown = f"they lack {', '.join(missing[:3])}", min(len(missing), 3)
-    else:
-        what, shown = wrong[0], 1
-    more = len(missing) + len(wrong) - shown
-    raise NIRExportError(
-        f"variables do not fit the net for input_shape {hwc}: {what}"
-        + (f" ({more} more differences)" if more else "")
-        + "; pass the net's trained {'params', 'batch_stats'}"
-    )
+        _check_fits(net, dict(variables), "variables")
+    except ValueError as e:
+        raise NIRExportError(f"{e}; pass the net's trained {{'params', 'batch_stats'}}") from None
+    channels = _input_channels(variables)
+    if hwc[2] != channels:
+        raise NIRExportError(
+            f"input_shape {hwc}: the net takes {channels} channels, the last axis of one step "
+            "(H, W, C)"
+        )
 
 
 def _scope(tree: Mapping[str, Any], scope: Sequence[str]) -> Mapping[str, Any]:
