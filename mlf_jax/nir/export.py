@@ -87,6 +87,26 @@ def tdbn_fold(
     return weight.astype(np.float32), np.broadcast_to(bias, a.shape).astype(np.float32)
 
 
+def _levels(layer: str, model: zoo.NeuronModel) -> tuple[tuple[float, ...], float]:
+    """``(thresholds, tau)`` of a neuron model NIR can express: one threshold per level
+    (one for LIF, PLIF and IF), the leak (1 for IF).
+
+    Raises:
+      NIRExportError: any other model (by its exact type: a subclass has its own
+        dynamics), naming ``layer``.
+    """
+    if type(model) is zoo.MLF:
+        return tuple(model.thresholds), float(model.tau)
+    if type(model) in (zoo.LIF, zoo.PLIF):
+        return (model.threshold,), float(model.tau)  # type: ignore[attr-defined]
+    if type(model) is zoo.IF:
+        return (model.threshold,), 1.0
+    raise NIRExportError(
+        f"{layer}: the neuron {type(model).__name__} has no NIR counterpart (NIR has IF, LIF "
+        "and CubaLIF; MLF, LIF, PLIF and IF export)"
+    )
+
+
 def neuron_nodes(
     layer: str, model: zoo.NeuronModel, shape: Sequence[int], dt: float = DEFAULT_DT
 ) -> list[nir.NIRNode]:
@@ -99,18 +119,7 @@ def neuron_nodes(
       NIRExportError: a model with no NIR counterpart, naming ``layer``.
     """
     shape = tuple(int(s) for s in shape)
-    thresholds: tuple[float, ...]
-    if type(model) is zoo.MLF:
-        thresholds, tau = tuple(model.thresholds), model.tau
-    elif isinstance(model, zoo.LIF) and type(model) in (zoo.LIF, zoo.PLIF):
-        thresholds, tau = (model.threshold,), model.tau
-    elif isinstance(model, zoo.IF) and type(model) is zoo.IF:
-        thresholds, tau = (model.threshold,), 1.0
-    else:
-        raise NIRExportError(
-            f"{layer}: the neuron {type(model).__name__} has no NIR counterpart (NIR has IF, "
-            "LIF and CubaLIF; MLF, LIF, PLIF and IF export)"
-        )
+    thresholds, tau = _levels(layer, model)
 
     def full(value: float) -> np.ndarray:
         return np.full(shape, value, np.float64)
@@ -118,12 +127,12 @@ def neuron_nodes(
     out: list[nir.NIRNode] = []
     for k, th in enumerate(thresholds):
         meta = {"layer": layer, "level": k, "levels": len(thresholds)}
-        if float(tau) == 1.0:
+        if tau == 1.0:
             node: nir.NIRNode = nir.IF(
                 r=full(if_to_nir(dt)), v_threshold=full(th), v_reset=full(0.0), metadata=meta
             )
         else:
-            tau_nir, r = leak_to_nir(float(tau), dt)
+            tau_nir, r = leak_to_nir(tau, dt)
             node = nir.LIF(
                 tau=full(tau_nir),
                 r=full(r),
@@ -186,12 +195,10 @@ class _Builder:
     def neuron(self, path: tuple[str, ...], sources, shape) -> list[str]:
         """The neuron layer ``path``: its nodes, each fed by ``sources``."""
         *scope, name = path
-        learned = _scope(self.params, scope).get(name, {})
         layer = "/".join(path)
-        try:
-            model = self.model.with_params(learned)
-        except (KeyError, NotImplementedError) as e:
-            raise NIRExportError(f"{layer}: its parameters do not fit its neuron ({e})") from None
+        _levels(layer, self.model)  # a model NIR expresses, before its parameters are read
+        # the parameters fit: to_nir checked the variables against the net
+        model = self.model.with_params(_scope(self.params, scope).get(name, {}))
         out = []
         for k, node in enumerate(neuron_nodes(layer, model, shape, self.dt)):
             out += self.add(f"{'.'.join(path)}.{k}", node, sources)

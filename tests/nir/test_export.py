@@ -131,10 +131,27 @@ class _Custom(nn.Module):
         return (x > 0).astype(x.dtype)
 
 
+class _OwnLIF(mj.zoo.NeuronModel):
+    """A neuron model of one's own (not a dataclass): its dynamics are its own."""
+
+    def params(self):
+        return {"threshold": 0.6}
+
+    def init(self, x0):
+        return mj.neurons.lif_init(x0)
+
+    def step(self, state, x, params):
+        return mj.neurons.lif_step(state, x, threshold=params["threshold"], tau=0.5)
+
+    def level_thresholds(self, params=None):
+        return (0.6,)
+
+
 @pytest.mark.parametrize(
     "neuron, message",
     [
         (mj.zoo.AdaptiveLIF(), r"^stem_neuron: the neuron AdaptiveLIF has no NIR counterpart"),
+        (_OwnLIF(), r"^stem_neuron: the neuron _OwnLIF has no NIR counterpart"),
         (functools.partial(_Custom), r"^neuron: a factory of spiking layers has no NIR"),
     ],
 )
