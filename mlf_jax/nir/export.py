@@ -220,11 +220,12 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
 def _check_variables(net: ResNet, variables: Mapping[str, Any], hwc: tuple[int, int, int]) -> None:
     """``variables`` are ``net``'s (names and shapes, as :func:`mlf_jax.models.save` checks
     them) and take ``hwc``'s channels."""
+    given = dict(variables)
     try:
-        _check_fits(net, dict(variables), "variables")
+        _check_fits(net, given, "variables")
     except ValueError as e:
         raise NIRExportError(f"{e}; pass the net's trained {{'params', 'batch_stats'}}") from None
-    channels = _input_channels(variables)
+    channels = _input_channels(given)
     if hwc[2] != channels:
         raise NIRExportError(
             f"input_shape {hwc}: the net takes {channels} channels, the last axis of one step "
