@@ -128,7 +128,8 @@ class NIRModel(nn.Module):
                 out = _run(step, inp, params)
             values[step.names[0]] = out
             if return_spikes and step.kind in ("lif", "mlf", "cubalif"):
-                spikes[step.layer or step.names[0]] = out
+                layer = step.layer or step.names[0]  # a layer's nodes summed, as its levels
+                spikes[layer] = spikes[layer] + out if layer in spikes else out
         y = values[spec.output]
         if spec.readout == "mean_over_time":
             y = y.mean(axis=0)
@@ -385,6 +386,11 @@ def _meta_str(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _threshold(arrays: Mapping[str, Any]) -> float:
+    """The threshold of a LIF/IF node whose units share it."""
+    return float(np.asarray(arrays["threshold"]).flat[0])
+
+
 def _mlf_groups(
     graph: nir.NIRGraph, found: dict[str, tuple[str, dict, dict]]
 ) -> dict[str, tuple[str, ...]]:
@@ -404,7 +410,7 @@ def _mlf_groups(
         buckets.setdefault(sig, []).append(name)
     groups = {}
     for names in buckets.values():
-        ths = [float(np.asarray(found[n][2]["threshold"]).flat[0]) for n in names]
+        ths = [_threshold(found[n][2]) for n in names]
         if len(names) > 1 and len(set(ths)) == len(ths):
             ordered = tuple(n for _, n in sorted(zip(ths, names, strict=True)))
             groups[ordered[0]] = ordered
@@ -433,9 +439,8 @@ def _steps(
         names = groups.get(name, (name,))
         if len(names) > 1:
             kind = "mlf"
-            ths = [float(np.asarray(found[n][2]["threshold"]).flat[0]) for n in names]
             arrays = {
-                "thresholds": np.asarray(ths, np.float32),
+                "thresholds": np.asarray([_threshold(found[n][2]) for n in names], np.float32),
                 **{k: np.float32(np.asarray(arrays[k]).flat[0]) for k in ("gain", "drive")},
             }
         key = _key(name)

@@ -223,3 +223,21 @@ def test_input_the_graph_would_run_wrongly_is_refused_in_one_line(metadata, x, e
     # what it does take
     steps = np.zeros((3, 2, 4, 4, 2), np.float32)
     assert model.apply(variables, steps).shape[-3:] == (2, 4, 4)
+
+
+def test_the_spikes_of_a_layers_nodes_are_summed():
+    # two LIF nodes of one layer (its metadata) that do not make an MLF neuron (the same
+    # threshold, other leaks): the layer's spikes are both nodes' summed, as an MLF layer's
+    shape = (4,)
+    nodes = {"input": nir.Input(np.array(shape)), "output": nir.Output(np.array(shape))}
+    for k, tau in enumerate((2 * DT, 5 * DT)):
+        nodes[f"n{k}"] = _lif(shape, tau=tau, threshold=0.5, metadata={"layer": "pop"})
+    edges = [("input", "n0"), ("input", "n1"), ("n0", "output"), ("n1", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges)
+    x = np.asarray(jax.random.uniform(jax.random.key(4), (15, 2, 4), maxval=1.2))
+    _, traces = reference.run(graph, x, DT)
+    model, variables = from_nir(graph, dt=DT)
+    _, spikes = imported_run(model, variables, x)
+    assert sorted(spikes) == ["pop"]
+    np.testing.assert_array_equal(np.asarray(spikes["pop"]), traces["n0"] + traces["n1"])
+    assert (traces["n0"] != traces["n1"]).any()
