@@ -18,7 +18,7 @@ node over all T steps at once. Edges into a node are summed. The nodes:
   with ``tau_mem``, ``r`` and ``v_leak`` as above (snnTorch's reading).
 * ``I`` (integrator) and ``LI`` (leaky integrator): their potential, likewise.
 
-A node with no counterpart here (``Delay``, ``Conv1d``, a recurrent subgraph, a cycle), a
+A node with no counterpart here (``Delay``, ``Conv1d``, a nested graph, a cycle), a
 ``v_reset`` other than 0 or a leak that differs between units is refused by
 :class:`NIRImportError` in one line naming the node.
 """
@@ -354,7 +354,11 @@ def _layer_op(name: str, node: Any) -> tuple[str, dict, dict]:
         return "flatten", {"start_dim": int(node.start_dim), "end_dim": int(node.end_dim)}, {}
     if isinstance(node, nir.Output):
         return "output", {}, {}
-    what = "a recurrent subgraph" if isinstance(node, nir.NIRGraph) else type(node).__name__
+    what = (
+        "a nested graph (NIR's form of a recurrent layer)"
+        if isinstance(node, nir.NIRGraph)
+        else type(node).__name__
+    )
     raise NIRImportError(f"node {name!r}: {what} has no mlf_jax counterpart")
 
 

@@ -109,6 +109,18 @@ def _one(node, shape=(3,)):
     [
         (_one(nir.Delay(np.ones(3))), r"^node 'delay': Delay has no mlf_jax counterpart$"),
         (
+            nir.NIRGraph.from_list(
+                nir.Input(np.array([1, 5])),
+                nir.Conv1d(5, np.ones((1, 1, 3)), 1, 1, 1, 1, np.zeros(1)),
+                nir.Output(np.array([1, 5])),
+            ),
+            r"^node 'conv1d': Conv1d has no mlf_jax counterpart$",
+        ),
+        (
+            _one(nir.NIRGraph.from_list(nir.Input(np.array([3])), nir.Output(np.array([3])))),
+            r"^node 'nirgraph': a nested graph .* has no mlf_jax counterpart$",
+        ),
+        (
             _one(_lif((3,), tau=2 * DT, threshold=0.5, v_reset=_full((3,), 0.1))),
             r"^node 'lif': v_reset other than 0",
         ),
@@ -140,7 +152,15 @@ def _one(node, shape=(3,)):
             r"^node 'cubalif': a NIR LIF time constant below the step dt=0.001",
         ),
     ],
-    ids=["delay", "v_reset", "per-unit-tau", "tau-below-dt", "tau-syn-below-dt"],
+    ids=[
+        "delay",
+        "conv1d",
+        "subgraph",
+        "v_reset",
+        "per-unit-tau",
+        "tau-below-dt",
+        "tau-syn-below-dt",
+    ],
 )
 def test_what_has_no_counterpart_is_refused_in_one_line(graph, message):
     with pytest.raises(NIRImportError, match=message) as info:

@@ -62,3 +62,14 @@ def test_each_level_resets_on_its_own():
     np.testing.assert_array_equal(
         np.asarray(mj.mlf(x, thresholds=(0.5, 0.9, 1.5), tau=0.5)), theirs
     )
+
+
+def test_a_level_fires_only_above_its_threshold():
+    # the guide: NIR's v > v_threshold, strictly, as the library's H; a potential exactly at
+    # a threshold (0.5 and 1.0, exact in binary; no leak memory: tau = 0) does not fire
+    dt, model = 1.0, mj.zoo.MLF(thresholds=(0.5, 1.0), tau=0.0)
+    graph, _ = _k_lif_graph(model, (1,), dt)
+    x = np.array([0.5, 0.75, 1.0, 1.25]).reshape(4, 1, 1)
+    theirs, _ = reference.run(graph, x, dt)
+    assert theirs[:, 0, 0].tolist() == [0.0, 1.0, 1.0, 2.0]
+    np.testing.assert_array_equal(np.asarray(mj.mlf(x, thresholds=(0.5, 1.0), tau=0.0)), theirs)
