@@ -353,7 +353,8 @@ def to_nir(
         x,
     )
     if readout == "integrator":
-        r = np.full(net.num_classes, 1.0 / (net.time_steps * dt))
+        # an integrator adding 1/T of its input per step (if_to_nir adds it once)
+        r = np.full(net.num_classes, if_to_nir(dt) / net.time_steps)
         x = b.add("readout", nir.I(r=r), x)
     b.add("output", nir.Output(np.array([net.num_classes])), x)
     metadata = {
