@@ -381,9 +381,15 @@ def _order(graph: nir.NIRGraph) -> list[str]:
     return order
 
 
-def _key(name: str) -> str:
-    """The scope of a node's parameters: its name, ``.`` and ``/`` made ``_``."""
-    return name.replace(".", "_").replace("/", "_")
+def _key(name: str, taken: set[str]) -> str:
+    """The scope of a node's parameters: its name, ``.`` and ``/`` made ``_``, numbered where
+    another node's name made it already (``a.b`` and ``a_b``); added to ``taken``."""
+    base = key = name.replace(".", "_").replace("/", "_")
+    n = 1
+    while key in taken:
+        key, n = f"{base}_{n}", n + 1
+    taken.add(key)
+    return key
 
 
 def _meta_str(value: Any) -> Any:
@@ -433,9 +439,10 @@ def _steps(
         n: tuple(sorted({rep.get(a, a) for a, b in graph.edges if b == n})) for n in graph.nodes
     }
     steps, params = [], {}
+    taken: set[str] = set()
     for name in _order(graph):
         if name == input_name:
-            steps.append(NodeSpec((name,), "input", _key(name), ()))
+            steps.append(NodeSpec((name,), "input", _key(name, taken), ()))
             continue
         if rep.get(name, name) != name:  # a level of a group, run with its first
             continue
@@ -447,7 +454,7 @@ def _steps(
                 "thresholds": np.asarray([_threshold(found[n][2]) for n in names], np.float32),
                 **{k: np.float32(np.asarray(arrays[k]).flat[0]) for k in ("gain", "drive")},
             }
-        key = _key(name)
+        key = _key(name, taken)
         if arrays:
             params[key] = {k: jnp.asarray(v) for k, v in arrays.items()}
         settings = {**settings, "params": tuple((k, np.shape(v)) for k, v in arrays.items())}

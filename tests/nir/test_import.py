@@ -261,3 +261,18 @@ def test_the_spikes_of_a_layers_nodes_are_summed():
     assert sorted(spikes) == ["pop"]
     np.testing.assert_array_equal(np.asarray(spikes["pop"]), traces["n0"] + traces["n1"])
     assert (traces["n0"] != traces["n1"]).any()
+
+
+def test_node_names_that_make_the_same_scope_keep_their_own_weights():
+    # parameters are scoped by the node's name with "." and "/" made "_": "a.b" and "a_b"
+    # must not share a scope
+    nodes = {
+        "input": nir.Input(np.array([2])),
+        "a.b": nir.Scale(np.array([2.0, 3.0], np.float32)),
+        "a_b": nir.Scale(np.array([5.0, 7.0], np.float32)),
+        "output": nir.Output(np.array([2])),
+    }
+    edges = [("input", "a.b"), ("a.b", "a_b"), ("a_b", "output")]
+    model, variables = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
+    out = model.apply(variables, np.ones((1, 1, 2), np.float32))
+    np.testing.assert_array_equal(np.asarray(out)[0, 0], [10.0, 21.0])
