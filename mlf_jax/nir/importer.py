@@ -502,7 +502,8 @@ def from_nir(
     outputs = [n for n, v in graph.nodes.items() if isinstance(v, nir.Output)]
     if len(inputs) != 1 or len(outputs) != 1:
         raise NIRImportError(
-            f"graph: one Input and one Output node are read, got {len(inputs)} and {len(outputs)}"
+            f"graph: one Input and one Output node are read, got Input {inputs} and Output "
+            f"{outputs} (nir adds one to a node with no edges in or out)"
         )
     found: dict[str, tuple[str, dict, dict]] = {}
     for name, node in graph.nodes.items():

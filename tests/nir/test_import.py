@@ -276,3 +276,16 @@ def test_node_names_that_make_the_same_scope_keep_their_own_weights():
     model, variables = from_nir(nir.NIRGraph(nodes=nodes, edges=edges), dt=DT)
     out = model.apply(variables, np.ones((1, 1, 2), np.float32))
     np.testing.assert_array_equal(np.asarray(out)[0, 0], [10.0, 21.0])
+
+
+def test_a_graph_with_a_node_fed_by_nothing_is_refused_naming_it():
+    nodes = {
+        "input": nir.Input(np.array([3])),
+        "w": nir.Linear(np.eye(3, dtype=np.float32)),
+        "lonely": nir.Linear(np.eye(3, dtype=np.float32)),
+        "output": nir.Output(np.array([3])),
+    }
+    edges = [("input", "w"), ("w", "output"), ("lonely", "output")]
+    graph = nir.NIRGraph(nodes=nodes, edges=edges)  # nir gives "lonely" an Input of its own
+    with pytest.raises(NIRImportError, match=r"got Input \['input', 'input_lonely'\] and Out"):
+        from_nir(graph, dt=DT)
