@@ -21,7 +21,8 @@ same number, and fires on ``u > threshold`` (strictly) as NIR does.
 
 The exact (zero-order-hold) discretisation, ``v[t] = exp(-dt/tau_nir) v[t-1] + ...``, maps
 the same leak to another ``tau_nir`` (``-dt / log(tau)``); this package writes and reads the
-Euler one, and a reader that integrates exactly sees a slightly different leak for ``T > 1``.
+Euler one; a reader that integrates exactly sees another leak, ``exp(tau - 1)`` per step
+(``0.47`` for ``tau = 0.25``), which changes every step after the first.
 """
 
 from __future__ import annotations
