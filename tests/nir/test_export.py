@@ -211,3 +211,10 @@ def test_variables_that_do_not_fit_the_net_are_refused_naming_what_differs(ds):
         with pytest.raises(NIRExportError, match="^variables: .*" + message) as info:
             to_nir(net, given, input_shape=(8, 8, 2))
         assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dt", [0.0, -1e-4, float("nan"), "1ms"])
+def test_a_dt_that_is_not_a_step_is_refused(ds, dt):
+    net, variables, _, _ = ds
+    with pytest.raises(ValueError, match=r"^dt must be a positive step in seconds, got "):
+        to_nir(net, variables, input_shape=(8, 8, 2), dt=dt)
