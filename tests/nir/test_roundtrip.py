@@ -43,8 +43,9 @@ def _assert_same(net, variables, x, model, imported, atol=1e-5):
         ("standard", dict(neuron=mj.zoo.LIF(tau=0.3, threshold=0.5), input_norm=True)),
         ("standard", dict(time_steps=2)),
         ("ds", dict(neuron=mj.zoo.IF(threshold=0.7), time_steps=2)),
+        ("ds", dict(neuron=mj.zoo.PLIF(tau=0.4, threshold=0.5))),  # its learned leak moved
     ],
-    ids=["ds-mlf-learned", "spiking-resnet-lif", "spiking-resnet-mlf", "ds-if"],
+    ids=["ds-mlf-learned", "spiking-resnet-lif", "spiking-resnet-mlf", "ds-if", "ds-plif"],
 )
 def test_round_trip_of_a_small_resnet(shortcut, kwargs, tmp_path):
     net, variables, x = small(shortcut, **kwargs)
