@@ -5,6 +5,7 @@ from mlf_jax.models._io import (
     RESERVED,
     SPEC_FORMAT,
     ModelFileError,
+    check_variables,
     from_spec,
     load,
     preprocess,
@@ -38,6 +39,7 @@ __all__ = [
     "spec_of",
     "from_spec",
     "ModelFileError",
+    "check_variables",
     "SPEC_FORMAT",
     "RESERVED",
 ]

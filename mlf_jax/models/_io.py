@@ -186,7 +186,7 @@ def save(path: str | os.PathLike, model: ResNet, variables: dict[str, Any], /, *
     if clash := sorted(set(info) & set(RESERVED)):
         raise ValueError(f"info fields {clash} would replace computed ones")
     spec = spec_of(model)
-    _check_fits(model, variables, "the variables")
+    check_variables(model, variables, "the variables")
     data = serialization.to_bytes(jax.tree.map(np.asarray, variables))
     if is_remote(path):
         raise ValueError(f"{os.fspath(path)}: save to a local path (then copy it to the store)")
@@ -248,7 +248,7 @@ def load(path: str | os.PathLike) -> tuple[ResNet, dict[str, Any], dict[str, Any
     except Exception as e:  # msgpack's own errors
         raise ModelFileError(f"{weights}: not a flax msgpack file ({e})") from None
     try:
-        _check_fits(model, variables, str(weights))
+        check_variables(model, variables, str(weights))
     except ValueError as e:
         raise ModelFileError(str(e)) from None
     return model, variables, info
@@ -273,9 +273,13 @@ def _settle(weights: Path, sidecar: Path) -> None:
         warnings.warn(notice, stacklevel=3)
 
 
-def _check_fits(model: ResNet, variables: dict[str, Any], what: str) -> None:
-    """Raises ValueError naming the first variable whose name or shape differs from what
-    ``model.init`` makes (found by ``jax.eval_shape``, nothing computed)."""
+def check_variables(model: ResNet, variables: dict[str, Any], what: str = "variables") -> None:
+    """Checks that ``variables`` are ``model``'s: every name and shape that ``model.init``
+    makes (found by ``jax.eval_shape``, nothing computed), and no other.
+
+    Raises:
+      ValueError: naming ``what`` and the first variable whose name or shape differs.
+    """
     try:
         channels = model.in_channels or _input_channels(variables)
     except (KeyError, TypeError, IndexError):

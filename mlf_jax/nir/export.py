@@ -36,9 +36,8 @@ from typing import Any
 import nir
 import numpy as np
 
-from mlf_jax import zoo
+from mlf_jax import models, zoo
 from mlf_jax.models import ResNet
-from mlf_jax.models._io import _check_fits, _input_channels
 from mlf_jax.nir.timing import DEFAULT_DT, _check_dt, if_to_nir, leak_to_nir
 
 __all__ = ["NIRExportError", "READOUTS", "to_nir", "tdbn_fold", "neuron_nodes"]
@@ -222,10 +221,10 @@ def _check_variables(net: ResNet, variables: Mapping[str, Any], hwc: tuple[int, 
     them) and take ``hwc``'s channels."""
     given = dict(variables)
     try:
-        _check_fits(net, given, "variables")
+        models.check_variables(net, given, "variables")
     except ValueError as e:
         raise NIRExportError(f"{e}; pass the net's trained {{'params', 'batch_stats'}}") from None
-    channels = _input_channels(given)
+    channels = int(np.shape(given["params"]["stem_conv"]["kernel"])[2])  # [3, 3, C, F]
     if hwc[2] != channels:
         raise NIRExportError(
             f"input_shape {hwc}: the net takes {channels} channels, the last axis of one step "
