@@ -65,7 +65,8 @@ train: $(STAMP)
 	$(VENV)/bin/python -m experiments.train --config=$(CONFIG) --workdir=$(WORKDIR) $(ARGS)
 
 ## converged: the converged Fashion-MNIST model (hours on a 2-core CPU; resumable: run it again
-## after an interruption), then its weights, metrics and curves into experiments/weights/
+## after an interruption), then its weights, metrics, curves and confusion matrix (re-measured
+## from the exported weights) into experiments/weights/
 CONVERGED := fashion_mnist_converged
 ## A run stopped before it finished leaves its state (config.json, metrics.jsonl, the newest
 ## checkpoint) in experiments/weights/$(CONVERGED)_run/ when committed from one machine to go on
@@ -82,6 +83,9 @@ converged: $(STAMP)
 	cp workdir/$(CONVERGED)/metrics.jsonl experiments/weights/$(CONVERGED)_metrics.jsonl
 	$(VENV)/bin/python -m experiments.curves --workdir=workdir/$(CONVERGED) --table \
 	  --out=experiments/weights/$(CONVERGED)_curves.png
+	$(VENV)/bin/python -m experiments.evaluate --config=experiments/configs/$(CONVERGED).py \
+	  --weights=experiments/weights/$(CONVERGED).msgpack \
+	  --confusion_plot=experiments/weights/$(CONVERGED)_confusion.png
 
 # Two pytest workers (one a core on the 2-core CPU CI runs on; `make test JOBS=1` for one);
 # a test file stays on one worker, so its module-scoped fixtures are built once.
